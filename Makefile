@@ -1,0 +1,47 @@
+# Greenlight: `make run` and `make test` work on a fresh machine with only python3.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# Constraints also reach pip's isolated build environment through the variable.
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export GX_ANALYTICS_ENABLED := false
+export BENTOML_DO_NOT_TRACK := true
+
+.PHONY: install run test lint up down lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing pinned dependencies into $(VENV) (first time: ~2 minutes)"
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/greenlight run $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check flows tasks bentos deployments tests
+
+up: install
+	@$(BIN)/python -m deployments.stack up
+
+down:
+	@$(BIN)/python -m deployments.stack down
+
+# Re-resolve and re-pin everything (after changing pyproject.toml's dependencies).
+lock:
+	rm -rf /tmp/greenlight-lock && $(PYTHON) -m venv /tmp/greenlight-lock
+	PIP_CONSTRAINT= /tmp/greenlight-lock/bin/pip install -q -e '.[dev]'
+	{ echo "# Every package pinned so each install resolves the same; regenerate with 'make lock'."; \
+	  /tmp/greenlight-lock/bin/pip freeze --exclude-editable | sed 's/+cpu$$//'; \
+	  echo "setuptools==$$(/tmp/greenlight-lock/bin/python -c 'import setuptools; print(setuptools.__version__)')"; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) data

@@ -1,0 +1,62 @@
+"""Serve a built bento from the BentoML store, on 127.0.0.1 unless told otherwise.
+
+The command, run from any directory (BENTOML_HOME must be the store the bento was built into):
+
+    BENTOML_DO_NOT_TRACK=true bentoml serve digits_classifier:v3-1a2b3c4d --host 127.0.0.1 --port 3000
+
+`python -m bentos.build` prints the bento tag; `find_bento` recovers it from the model name and version.
+Endpoints: POST /predict {"rows": [[64 pixel values 0..16], ...]}; GET /healthz, /livez, /readyz
+(200 once the model is loaded).
+"""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import bentoml
+
+# Loopback: putting a model on the network is a deliberate choice, not a default.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 3000
+
+
+def serve_command(bento_tag: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> list[str]:
+    """The `bentoml serve` argv for a bento in the store, using this interpreter's BentoML."""
+    return [sys.executable, "-m", "bentoml", "serve", bento_tag, "--host", host, "--port", str(port)]
+
+
+def start_server(bento_tag: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> subprocess.Popen[bytes]:
+    """Start serving in the background; BENTOML_HOME is inherited. Stop it with .terminate()."""
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
+    return subprocess.Popen(serve_command(bento_tag, host, port), env=env)
+
+
+def wait_until_ready(server: subprocess.Popen[bytes], base_url: str, timeout_s: float = 60.0) -> None:
+    """Poll /readyz until the model is loaded; raise if the server exits or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited with code {server.returncode} before {base_url} was ready")
+        try:
+            with urllib.request.urlopen(f"{base_url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # URLError, refused, or timed out: the socket is bound before a worker accepts
+            pass  # not up yet, or up but the model is still loading (503)
+        time.sleep(0.2)
+    raise TimeoutError(f"{base_url}/readyz did not answer 200 within {timeout_s:.0f} s")
+
+
+def find_bento(model_name: str, model_version: str) -> str:
+    """Tag of the newest bento in the store built for this registered model version."""
+    matches = [
+        bento
+        for bento in bentoml.bentos.list()
+        if bento.info.labels.get("model_name") == model_name
+        and bento.info.labels.get("model_version") == str(model_version)
+    ]
+    if not matches:
+        raise LookupError(f"no bento for {model_name} version {model_version}; run python -m bentos.build first")
+    return str(max(matches, key=lambda bento: bento.info.creation_time).tag)

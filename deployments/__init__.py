@@ -1,0 +1,1 @@
+"""Entry points: the `greenlight` CLI and the Prefect deployment definitions (prefect.yaml)."""

@@ -1,0 +1,150 @@
+"""`greenlight`: run the pipeline, serve the production model, show the registry's state.
+
+This is the edge: it resolves where things live from the environment once, exports it for the
+libraries and child processes, and only then imports Prefect and the flows (Prefect reads
+PREFECT_HOME when it is imported).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from tasks.config import RunConfig
+from tasks.errors import ConfigRejected, GreenlightError
+from tasks.locations import Locations, export_locations, resolve_locations
+
+EXIT_PROMOTED, EXIT_ERROR, EXIT_DATA_REJECTED, EXIT_GATE_REFUSED = 0, 1, 2, 3
+
+
+def load_run_config(args: argparse.Namespace) -> RunConfig:
+    """Config file (JSON or YAML) first, then command-line overrides; errors name the field."""
+    raw: dict = {}
+    if args.config:
+        path = Path(args.config)
+        import yaml
+
+        try:
+            text = path.read_text()
+            raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (OSError, ValueError, yaml.YAMLError) as error:
+            raise ConfigRejected(f"config file {path} could not be read: {error}") from error
+        if not isinstance(raw, dict):
+            raise ConfigRejected(f"config file {path} must hold a mapping of settings, got {type(raw).__name__}")
+    if args.data:
+        raw["data_path"] = args.data
+    if args.model_name:
+        raw["model_name"] = args.model_name
+    training = raw.setdefault("training", {}) if isinstance(raw.get("training", {}), dict) else raw["training"]
+    if args.max_epochs is not None:
+        training["max_epochs"] = args.max_epochs
+    if args.shuffle_labels:
+        training["shuffle_labels"] = True
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise ConfigRejected(f"invalid run configuration ({args.config or 'command line'}): {problems}") from error
+
+
+def print_summary(summary, locations: Locations) -> None:
+    """What the run produced and where to look next."""
+    decision = summary.decision
+    print("\n" + "=" * 72)
+    print(f"MLflow run        {summary.run_id}  ({summary.tracking_uri})")
+    print(f"Registered        models:/{summary.model_name}/{summary.version}  ({summary.compression})")
+    print(f"Promoted          {'yes' if summary.promoted else 'NO'}: {decision.reason}")
+    for check in decision.checks:
+        print(f"  {check.line()}")
+    print(f"Production now    {'v' + summary.production_version if summary.production_version else 'none'}")
+    print(f"Bento             {summary.bento_tag}")
+    print("Next:")
+    print(f"  registry UI     mlflow ui --backend-store-uri {locations.tracking_uri} --host 127.0.0.1 --port 5000")
+    print("  Prefect UI      make up   (Prefect server + worker + MLflow UI on 127.0.0.1)")
+    print("  serve           .venv/bin/greenlight serve   (production model on http://127.0.0.1:3000)")
+    print("=" * 72)
+
+
+def command_run(args: argparse.Namespace, locations: Locations) -> int:
+    config = load_run_config(args)
+    from flows.training import training_pipeline
+
+    summary = training_pipeline(config=config)
+    print_summary(summary, locations)
+    return EXIT_PROMOTED if summary.promoted else EXIT_GATE_REFUSED
+
+
+def command_serve(args: argparse.Namespace, locations: Locations) -> int:
+    from tasks.registry import find_version
+
+    found = find_version(locations.tracking_uri, args.model_name)
+    if found is None:
+        raise GreenlightError(f"no production version of '{args.model_name}' yet: run `greenlight run` first")
+    bento_tag = found.tags.get("bento_tag")
+    if not bento_tag:
+        raise GreenlightError(f"production version {found.version} has no bento_tag tag; re-run the pipeline")
+    bentoml = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or "bentoml"
+    print(f"serving {found.uri} (bento {bento_tag}) on http://{args.host}:{args.port}", flush=True)
+    command = [bentoml, "serve", bento_tag, "--host", args.host, "--port", str(args.port)]
+    return subprocess.call(command, env={**os.environ, "BENTOML_DO_NOT_TRACK": "true"})
+
+
+def command_status(args: argparse.Namespace, locations: Locations) -> int:
+    from tasks.registry import find_version, list_versions
+
+    production = find_version(locations.tracking_uri, args.model_name)
+    print(f"tracking store    {locations.tracking_uri}")
+    print(f"bentoml home      {locations.bentoml_home}")
+    print(f"production        {production.uri if production else 'none'}")
+    versions = list_versions(locations.tracking_uri, args.model_name, limit=args.limit)
+    if not versions:
+        print(f"no versions of '{args.model_name}' registered yet")
+    for v in versions:
+        marker = "*" if production and v.version == production.version else " "
+        print(
+            f"{marker} v{v.version:<4} gate={v.tags.get('gate_verdict', '?'):<8} "
+            f"acc={v.tags.get('test_accuracy', '?'):<9} {v.tags.get('compression', '?'):<16} {v.tags.get('bento_tag', '')}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="greenlight", description="Greenlight MLOps pipeline")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="validate, train, compress, export, register, build and maybe promote")
+    run.add_argument("--data", help="CSV or Parquet file (pixel_0_0..pixel_7_7, target); default: bundled digits")
+    run.add_argument("--config", help="JSON or YAML file with RunConfig fields (see tasks/config.py)")
+    run.add_argument("--model-name", help="registered model name (default digits-classifier)")
+    run.add_argument("--max-epochs", type=int, help="override training.max_epochs")
+    run.add_argument("--shuffle-labels", action="store_true", help="train on permuted labels (a gate drill)")
+    serve = commands.add_parser("serve", help="serve the production model's bento over HTTP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--model-name", default="digits-classifier")
+    status = commands.add_parser("status", help="show the production version and recent versions")
+    status.add_argument("--model-name", default="digits-classifier")
+    status.add_argument("--limit", type=int, default=10)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    locations = resolve_locations()
+    export_locations(locations)
+    handler = {"run": command_run, "serve": command_serve, "status": command_status}[args.command]
+    try:
+        return handler(args, locations)
+    except GreenlightError as error:
+        print(f"\ngreenlight {args.command}: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Greenlight's Prefect flows: wiring of tasks, nothing else."""

@@ -1,0 +1,78 @@
+"""The training pipeline: validate -> train -> evaluate -> export -> compress -> register -> build -> gate."""
+
+from prefect import flow
+
+from tasks.compression import compress_model
+from tasks.config import RunConfig
+from tasks.data import load_dataset, split_dataset
+from tasks.evaluation import evaluate_model
+from tasks.export import check_parity, export_model
+from tasks.gate import decide_promotion, score_production_baseline
+from tasks.locations import resolve_locations
+from tasks.packaging import build_bento
+from tasks.registration import (
+    PipelineSummary,
+    close_tracking_run,
+    current_production,
+    log_compression,
+    log_dataset,
+    log_training,
+    mark_version_errored,
+    open_tracking_run,
+    promote_model,
+    record_bento,
+    register_model,
+    summarize_run,
+)
+from tasks.training import train_model
+from tasks.validation import require_valid_dataset, validate_dataset
+from tasks.workspace import prepare_workspace
+
+
+@flow(name="training_pipeline", log_prints=True)
+def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:
+    """Train a digits classifier and promote it to `production` only if it passes the gate."""
+    locations = resolve_locations()
+    work_dir = prepare_workspace(runs_dir=locations.runs_dir)
+    run = open_tracking_run(tracking_uri=locations.tracking_uri, config=config)
+    version = None
+    try:
+        dataset = load_dataset(data_path=config.data_path, default_dir=locations.home / "datasets")
+        report = validate_dataset(frame=dataset.frame, source=dataset.source, report_dir=work_dir / "validation")
+        log_dataset(run=run, dataset=dataset, reports=[work_dir / "validation"])
+        require_valid_dataset(report=report, source=dataset.source)
+        splits = split_dataset(frame=dataset.frame, config=config.split)
+
+        trained = train_model(splits=splits, config=config.training, work_dir=work_dir)
+        evaluation = evaluate_model(trained=trained, splits=splits, out_dir=work_dir / "evaluation")
+        log_training(run=run, splits=splits, trained=trained, evaluation=evaluation)
+
+        fp32_path = export_model(checkpoint_path=trained.checkpoint_path, out_dir=work_dir / "onnx")
+        parity_fp32 = check_parity(onnx_path=fp32_path, checkpoint_path=trained.checkpoint_path, pixels=splits.x_test)
+        compression = compress_model(fp32_path=fp32_path, splits=splits, config=config.compression)
+        parity_served = check_parity(
+            onnx_path=compression.chosen.path, checkpoint_path=trained.checkpoint_path, pixels=splits.x_test
+        )
+        log_compression(run=run, compression=compression, parity_fp32=parity_fp32, parity_served=parity_served)
+
+        version = register_model(
+            run=run, model_name=config.model_name, compression=compression, parity_fp32=parity_fp32,
+            parity_served=parity_served, dataset=dataset, splits=splits,
+        )
+        version = record_bento(version=version, bento_tag=build_bento(version=version))
+
+        production = current_production(tracking_uri=locations.tracking_uri, model_name=config.model_name)
+        baseline = score_production_baseline(
+            production=production, pixels=splits.x_test, labels=splits.y_test, work_dir=work_dir
+        )
+        decision = decide_promotion(
+            served=compression.chosen, parity_fp32=parity_fp32, baseline=baseline, config=config.gate
+        )
+        version = promote_model(run=run, version=version, decision=decision, work_dir=work_dir)
+    except Exception as error:
+        if version is not None:
+            mark_version_errored(version=version, error=str(error))
+        close_tracking_run(run=run, succeeded=False, error=str(error))
+        raise
+    close_tracking_run(run=run, succeeded=True)
+    return summarize_run(run=run, version=version, decision=decision)

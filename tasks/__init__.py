@@ -1,0 +1,1 @@
+"""Greenlight pipeline stages: typed, side-effect-explicit Prefect tasks."""

@@ -1,0 +1,33 @@
+"""Packaging stage: a BentoML service built for one registered version.
+
+The build runs `python -m bentos.build` in a child process: tasks never import BentoML (bentos/ owns
+all of it), and the child keeps BentoML's import cost and global state out of the flow's process.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.errors import GreenlightError
+from tasks.locations import PROJECT_ROOT
+from tasks.registry import ModelVersionRef
+
+BUILD_TIMEOUT_S = 600
+
+
+@task(name="build_bento", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def build_bento(version: ModelVersionRef) -> str:
+    """Import the version from MLflow into the BentoML store and build its bento; returns the bento tag."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": version.tracking_uri, "BENTOML_DO_NOT_TRACK": "true"}
+    command = [sys.executable, "-m", "bentos.build", "--model-name", version.name, "--model-version", version.version]
+    done = subprocess.run(
+        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
+    )
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise GreenlightError(f"bento build for {version.uri} failed (exit {done.returncode}):\n{tail}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["bento_tag"]

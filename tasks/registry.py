@@ -1,0 +1,237 @@
+"""All MLflow access: the tracking run, the registered versions, their tags and the production alias."""
+
+import subprocess
+from dataclasses import dataclass
+from importlib.metadata import version as package_version
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+from tasks.locations import PROJECT_ROOT
+from tasks.schema import N_CLASSES, N_FEATURES, ONNX_INPUT_NAME, ONNX_OUTPUT_NAME
+
+PRODUCTION_ALIAS = "production"
+# MLflow caps one log_batch call at 1000 metrics; a batch per call is the whole point (~50 ms per HTTP call).
+MAX_METRICS_PER_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class TrackingRun:
+    """One MLflow run, named by its store and id; all logging goes through an explicit client."""
+
+    tracking_uri: str
+    experiment_id: str
+    run_id: str
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.tracking_uri)
+
+
+@dataclass(frozen=True)
+class ModelVersionRef:
+    """A registered model version, and what its tags say."""
+
+    tracking_uri: str
+    name: str
+    version: str
+    run_id: str | None
+    tags: dict[str, str]
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.tracking_uri)
+
+
+def _error_code(error: MlflowException) -> int:
+    return ErrorCode.Value(error.error_code) if isinstance(error.error_code, str) else error.error_code
+
+
+def git_commit() -> str:
+    """The commit the pipeline code is at, or 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """For a local SQLite store, keep artifacts beside the database instead of in the current directory."""
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme != "sqlite" or not parsed.path:
+        return None  # a tracking server decides where its artifacts go
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    return (database.parent / "mlartifacts").resolve().as_uri()
+
+
+def get_or_create_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    """The experiment's id, creating it (with a sensible artifact location) on first use."""
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=default_artifact_location(tracking_uri))
+    except MlflowException as error:  # another run created it between our look-up and create
+        if _error_code(error) != RESOURCE_ALREADY_EXISTS:
+            raise
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def start_tracking_run(
+    tracking_uri: str, experiment_name: str, run_name: str, params: dict[str, str], tags: dict[str, str]
+) -> TrackingRun:
+    """Create the pipeline's MLflow run and log its parameters in one batch."""
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = get_or_create_experiment(client, experiment_name, tracking_uri)
+    run = client.create_run(experiment_id, run_name=run_name, tags={"git_commit": git_commit(), **tags})
+    tracking = TrackingRun(tracking_uri, experiment_id, run.info.run_id)
+    client.log_batch(tracking.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()], synchronous=True)
+    return tracking
+
+
+def log_metrics(run: TrackingRun, metrics: dict[str, float], step: int = 0) -> None:
+    """Log many metrics in as few HTTP calls as MLflow allows."""
+    log_metric_series(run, [(name, value, step) for name, value in metrics.items()])
+
+
+def log_metric_series(run: TrackingRun, points: list[tuple[str, float, int]]) -> None:
+    """Log (name, value, step) points, e.g. per-epoch curves, in batches."""
+    timestamp = int(np.datetime64("now", "ms").astype(np.int64))
+    metrics = [Metric(name, float(value), timestamp, step) for name, value, step in points]
+    client = run.client()
+    for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+        client.log_batch(run.run_id, metrics=metrics[start : start + MAX_METRICS_PER_BATCH], synchronous=True)
+
+
+def log_files(run: TrackingRun, paths: list[Path], artifact_path: str) -> None:
+    """Attach files or whole directories to the run under artifact_path."""
+    client = run.client()
+    for path in paths:
+        if path.is_dir():
+            client.log_artifacts(run.run_id, str(path), f"{artifact_path}/{path.name}")
+        else:
+            client.log_artifact(run.run_id, str(path), artifact_path)
+
+
+def set_run_tags(run: TrackingRun, tags: dict[str, str]) -> None:
+    client = run.client()
+    for key, value in tags.items():
+        client.set_tag(run.run_id, key, str(value))
+
+
+def finish_tracking_run(run: TrackingRun, succeeded: bool) -> None:
+    """Mark the run FINISHED or FAILED so the UI does not show it as running forever."""
+    status = RunStatus.to_string(RunStatus.FINISHED if succeeded else RunStatus.FAILED)
+    run.client().set_terminated(run.run_id, status=status)
+
+
+def onnx_signature():
+    """Explicit tensor signature: float32 [batch, 64] raw pixels in, float32 [batch, 10] logits out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, N_FEATURES), ONNX_INPUT_NAME)]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, N_CLASSES), ONNX_OUTPUT_NAME)]),
+    )
+
+
+def ensure_registered_model(client: MlflowClient, name: str) -> None:
+    try:
+        client.create_registered_model(name, description="Greenlight digits classifier (ONNX).")
+    except MlflowException as error:
+        if _error_code(error) != RESOURCE_ALREADY_EXISTS:
+            raise
+
+
+def register_onnx_model(
+    run: TrackingRun, onnx_path: Path, model_name: str, example: np.ndarray, tags: dict[str, str], description: str
+) -> ModelVersionRef:
+    """Log the ONNX file as the run's model (signature + input example) and register a new version."""
+    import mlflow
+    import onnx
+
+    mlflow.set_tracking_uri(run.tracking_uri)  # the fluent log_model has no client argument
+    with mlflow.start_run(run_id=run.run_id):
+        info = mlflow.onnx.log_model(
+            onnx.load(str(onnx_path)),
+            name="model",
+            signature=onnx_signature(),
+            input_example={ONNX_INPUT_NAME: example.astype(np.float32)},
+            pip_requirements=[f"onnx=={package_version('onnx')}", f"onnxruntime=={package_version('onnxruntime')}"],
+            save_as_external_data=False,
+            # MLflow's default lists CUDA first and warns on every CPU load; the service picks its own.
+            onnx_execution_providers=["CPUExecutionProvider"],
+        )
+    client = run.client()
+    ensure_registered_model(client, model_name)
+    created = client.create_model_version(
+        model_name, source=info.model_uri, run_id=run.run_id, tags=tags, description=description,
+        model_id=info.model_id,
+    )
+    return ModelVersionRef(run.tracking_uri, model_name, str(created.version), run.run_id, dict(tags))
+
+
+def tag_model_version(ref: ModelVersionRef, tags: dict[str, str], description: str | None = None) -> ModelVersionRef:
+    """Set tags (and optionally the description) on a version; returns the ref with merged tags."""
+    client = ref.client()
+    for key, value in tags.items():
+        client.set_model_version_tag(ref.name, ref.version, key, str(value))
+    if description is not None:
+        client.update_model_version(ref.name, ref.version, description=description)
+    return ModelVersionRef(ref.tracking_uri, ref.name, ref.version, ref.run_id, {**ref.tags, **tags})
+
+
+def find_version(tracking_uri: str, model_name: str, alias: str = PRODUCTION_ALIAS) -> ModelVersionRef | None:
+    """The version an alias points to, or None when the model or the alias does not exist yet."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        # The aliases map, not get_model_version_by_alias: stores disagree on the error for a missing alias.
+        aliases = client.get_registered_model(model_name).aliases
+    except MlflowException as error:
+        if _error_code(error) != RESOURCE_DOES_NOT_EXIST:
+            raise
+        return None
+    if alias not in aliases:
+        return None
+    return get_version(tracking_uri, model_name, str(aliases[alias]))
+
+
+def get_version(tracking_uri: str, model_name: str, version: str) -> ModelVersionRef:
+    found = MlflowClient(tracking_uri=tracking_uri).get_model_version(model_name, version)
+    return ModelVersionRef(tracking_uri, model_name, str(found.version), found.run_id, dict(found.tags))
+
+
+def list_versions(tracking_uri: str, model_name: str, limit: int = 10) -> list[ModelVersionRef]:
+    """The newest versions of a model, newest first."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.search_model_versions(f"name = '{model_name}'", max_results=200)
+    newest = sorted(found, key=lambda v: int(v.version), reverse=True)[:limit]
+    return [ModelVersionRef(tracking_uri, model_name, str(v.version), v.run_id, dict(v.tags)) for v in newest]
+
+
+def download_version_onnx(ref: ModelVersionRef, dst_dir: Path) -> Path:
+    """Fetch a version's ONNX file from the registry into dst_dir."""
+    import mlflow.artifacts
+
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(dst_dir), tracking_uri=ref.tracking_uri)
+    files = sorted(Path(local).rglob("*.onnx"))
+    if not files:
+        raise FileNotFoundError(f"{ref.uri} holds no .onnx file (found: {sorted(p.name for p in Path(local).iterdir())})")
+    return files[0]
+
+
+def move_production_alias(ref: ModelVersionRef) -> None:
+    """Point the `production` alias at this version: the promotion itself."""
+    ref.client().set_registered_model_alias(ref.name, PRODUCTION_ALIAS, ref.version)

@@ -1,0 +1,157 @@
+"""The whole pipeline through the `greenlight` CLI, as a user runs it, against stores in a temp folder.
+
+Order matters and is part of the story: a first run promotes, bad data changes nothing, and a
+deliberately worse model is registered but never reaches production.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from deployments.cli import main
+from tasks.data import digits_frame
+from tasks.schema import FEATURE_COLUMNS
+
+pytestmark = pytest.mark.slow
+MODEL = "digits-classifier"
+
+
+@pytest.fixture(scope="module")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def registry_state(client: MlflowClient) -> tuple[list[str], str | None]:
+    versions = sorted(str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'"))
+    try:
+        production = client.get_registered_model(MODEL).aliases.get("production")
+    except Exception:
+        production = None
+    return versions, production
+
+
+def bentos() -> list[str]:
+    import bentoml
+
+    return sorted(str(b.tag) for b in bentoml.list())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def post_json(url: str, payload: object) -> tuple[int, dict]:
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_harness, greenlight_home):
+    exit_code = main(["run"])
+    client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    return exit_code, client
+
+
+def test_default_run_promotes_an_accurate_onnx_model_with_its_evidence(first_run):
+    exit_code, client = first_run
+    assert exit_code == 0
+    version = client.get_model_version_by_alias(MODEL, "production")
+    tags = version.tags
+    assert float(tags["test_accuracy"]) >= 0.97
+    assert tags["gate_verdict"] == "passed"
+    assert float(tags["parity_fp32_max_abs_logit_diff"]) <= 1e-4
+    assert float(tags["parity_fp32_argmax_agreement"]) == 1.0
+    assert tags["compression"] in {"fp32", "int8-static-qdq", "int8-dynamic"}
+    assert tags["bento_tag"] in bentos()
+    files = client.list_artifacts(version.run_id, "gate")
+    assert {Path(f.path).name for f in files} == {"gate_report.json", "gate_report.md"}
+    run = client.get_run(version.run_id)
+    assert run.info.status == "FINISHED"
+    assert len(run.data.tags["data_sha256"]) == 64
+    assert len(client.get_metric_history(run.info.run_id, "val_loss")) >= 2
+
+
+def test_production_bento_answers_predict_over_http(first_run, greenlight_home):
+    _, client = first_run
+    version = client.get_model_version_by_alias(MODEL, "production")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "deployments.cli", "serve", "--port", str(port)],
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", server)
+        frame = digits_frame().sample(200, random_state=3)
+        status, body = post_json(f"http://127.0.0.1:{port}/predict", {"rows": frame[list(FEATURE_COLUMNS)].values.tolist()})
+        assert status == 200
+        assert body["model_version"] == str(version.version)
+        correct = sum(int(a == b) for a, b in zip(body["labels"], frame["target"]))
+        assert correct / len(frame) >= 0.97
+        status, body = post_json(f"http://127.0.0.1:{port}/predict", {"rows": [[0] * 63]})
+        assert 400 <= status < 500
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
+def wait_ready(url: str, server: subprocess.Popen, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"server exited early:\n{server.stdout.read().decode()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} not ready after {timeout_s} s")
+
+
+def test_bad_data_is_rejected_with_exit_2_and_changes_nothing(first_run, tmp_path, capsys):
+    _, client = first_run
+    before, bentos_before = registry_state(client), bentos()
+    frame = digits_frame()
+    frame["pixel_3_4"] = frame["pixel_3_4"].astype(object)
+    frame.loc[[5, 17, 900], "pixel_3_4"] = "dark"
+    path = tmp_path / "bad.csv"
+    frame.to_csv(path, index=False)
+
+    assert main(["run", "--data", str(path)]) == 2
+    message = capsys.readouterr().err
+    assert "pixel_3_4" in message and str(path) in message
+    assert registry_state(client) == before
+    assert bentos() == bentos_before
+
+
+def test_worse_model_is_registered_but_not_promoted(first_run):
+    _, client = first_run
+    versions_before, production_before = registry_state(client)
+
+    assert main(["run", "--shuffle-labels", "--max-epochs", "3"]) == 3
+    versions_after, production_after = registry_state(client)
+    assert production_after == production_before
+    (new_version,) = set(versions_after) - set(versions_before)
+    tags = client.get_model_version(MODEL, new_version).tags
+    assert tags["gate_verdict"] == "failed"
+    assert "test_accuracy" in tags["gate_reason"]
+    assert tags["bento_tag"] in bentos()  # kept for inspection, never served

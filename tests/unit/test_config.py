@@ -1,0 +1,62 @@
+"""RunConfig and the CLI's config loading: bad settings are refused with the field named."""
+
+import argparse
+
+import pytest
+
+from deployments.cli import build_parser, load_run_config
+from tasks.config import RunConfig
+from tasks.errors import ConfigRejected
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["run", *argv])
+
+
+def test_defaults_match_the_documented_gate():
+    config = RunConfig()
+    assert config.gate.min_test_accuracy == 0.95
+    assert config.compression.accuracy_budget_points == 0.5
+    assert config.model_name == "digits-classifier"
+
+
+def test_command_line_overrides_reach_the_config():
+    config = load_run_config(parse("--data", "x.csv", "--max-epochs", "3", "--shuffle-labels"))
+    assert (config.data_path, config.training.max_epochs, config.training.shuffle_labels) == ("x.csv", 3, True)
+
+
+def test_yaml_config_file_is_read(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("training:\n  learning_rate: 0.01\ngate:\n  min_test_accuracy: 0.9\n")
+    config = load_run_config(parse("--config", str(path)))
+    assert config.training.learning_rate == 0.01 and config.gate.min_test_accuracy == 0.9
+
+
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        ("training:\n  learnig_rate: 0.01\n", "training.learnig_rate"),
+        ("gate:\n  min_test_accuracy: 1.5\n", "gate.min_test_accuracy"),
+        ("training:\n  max_epochs: many\n", "training.max_epochs"),
+        ("model_name: 'has spaces'\n", "model_name"),
+    ],
+)
+def test_bad_config_is_rejected_naming_the_field(tmp_path, text, field):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigRejected) as rejected:
+        load_run_config(parse("--config", str(path)))
+    assert field in str(rejected.value) and str(path) in str(rejected.value)
+
+
+@pytest.mark.parametrize("text", ["[1, 2", "- just\n- a list\n"])
+def test_unparseable_or_non_mapping_config_is_rejected(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigRejected, match=str(path)):
+        load_run_config(parse("--config", str(path)))
+
+
+def test_missing_config_file_is_rejected(tmp_path):
+    with pytest.raises(ConfigRejected, match="could not be read"):
+        load_run_config(parse("--config", str(tmp_path / "nope.yaml")))
