@@ -8,7 +8,6 @@ PREFECT_HOME when it is imported).
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,9 +87,10 @@ def command_serve(args: argparse.Namespace, locations: Locations) -> int:
     bento_tag = found.tags.get("bento_tag")
     if not bento_tag:
         raise GreenlightError(f"production version {found.version} has no bento_tag tag; re-run the pipeline")
-    bentoml = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or "bentoml"
+    from bentos.serve import serve_command
+
     print(f"serving {found.uri} (bento {bento_tag}) on http://{args.host}:{args.port}", flush=True)
-    command = [bentoml, "serve", bento_tag, "--host", args.host, "--port", str(args.port)]
+    command = serve_command(bento_tag, args.host, args.port)
     return subprocess.call(command, env={**os.environ, "BENTOML_DO_NOT_TRACK": "true"})
 
 
@@ -106,9 +106,10 @@ def command_status(args: argparse.Namespace, locations: Locations) -> int:
         print(f"no versions of '{args.model_name}' registered yet")
     for v in versions:
         marker = "*" if production and v.version == production.version else " "
+        tags = v.tags
         print(
-            f"{marker} v{v.version:<4} gate={v.tags.get('gate_verdict', '?'):<8} "
-            f"acc={v.tags.get('test_accuracy', '?'):<9} {v.tags.get('compression', '?'):<16} {v.tags.get('bento_tag', '')}"
+            f"{marker} v{v.version:<4} gate={tags.get('gate_verdict', '?'):<8} acc={tags.get('test_accuracy', '?'):<9}"
+            f" {tags.get('compression', '?'):<16} {tags.get('bento_tag', '')}"
         )
     return 0
 

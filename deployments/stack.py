@@ -1,7 +1,7 @@
 """`python -m deployments.stack up|down`: Prefect server, worker and MLflow UI for this checkout, on 127.0.0.1.
 
-`up` starts each service in its own process group, records the groups in <home>/stack/pids.json, creates
-the process work pool and applies deployments/prefect.yaml. `down` stops exactly the recorded groups.
+`up` starts each service in its own process group and records the groups in <home>/stack/pids.json, then
+creates the process work pool and applies deployments/prefect.yaml. `down` stops exactly the recorded groups.
 """
 
 import argparse
@@ -27,10 +27,10 @@ HOST = "127.0.0.1"
 WORK_POOL = "greenlight-process"
 DEPLOYMENT = "training_pipeline/nightly"
 PREFECT_FILE = PROJECT_ROOT / "deployments" / "prefect.yaml"
-# A first start migrates a fresh SQLite database (~20 s for Prefect on 2 cores); leave room for a slow disk.
+# A first start migrates fresh SQLite databases: ~15 s each on 2 busy cores; leave room for a slow disk.
 START_TIMEOUT_S = 180
-# Servers exit within a second or two of SIGTERM; a flow run in the worker's group gets the same grace.
-STOP_GRACE_S = 15
+# Servers exit within a second or two of SIGTERM; the worker first stops the flow run it is executing.
+STOP_GRACE_S = 20
 
 
 class StackError(GreenlightError):
@@ -46,10 +46,14 @@ class Ports:
     def prefect_api_url(self) -> str:
         return f"http://{HOST}:{self.prefect}/api"
 
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{HOST}:{self.mlflow}"
+
 
 @dataclass(frozen=True)
 class StartedProcess:
-    """One process group `up` started; `started` (the leader's start time) tells it from a reused pid."""
+    """One process group `up` started; `started` (its leader's start time) tells it apart from a reused pid."""
 
     name: str
     pid: int
@@ -58,9 +62,10 @@ class StartedProcess:
 
 
 def read_ports(environ: dict[str, str]) -> Ports:
-    """Ports from GREENLIGHT_PREFECT_PORT / GREENLIGHT_MLFLOW_PORT, defaulting to Prefect's and MLflow's own."""
+    """GREENLIGHT_PREFECT_PORT / GREENLIGHT_MLFLOW_PORT, else Prefect's and MLflow's usual 4200 and 5000."""
     ports = {}
-    for name, variable, default in [("prefect", "GREENLIGHT_PREFECT_PORT", 4200), ("mlflow", "GREENLIGHT_MLFLOW_PORT", 5000)]:
+    defaults = [("prefect", "GREENLIGHT_PREFECT_PORT", 4200), ("mlflow", "GREENLIGHT_MLFLOW_PORT", 5000)]
+    for name, variable, default in defaults:
         raw = environ.get(variable) or str(default)
         if not raw.isdigit() or not 0 < int(raw) < 65536:
             raise StackError(f"{variable} must be a TCP port number (1-65535), got {raw!r}")
@@ -69,34 +74,32 @@ def read_ports(environ: dict[str, str]) -> Ports:
 
 
 def executable(name: str) -> str:
-    """A console script of the running interpreter's environment (`.venv/bin/prefect`), not one on PATH."""
+    """A console script of the running interpreter's environment (`.venv/bin/prefect`), not whatever is on PATH."""
     path = Path(sys.executable).parent / name
     if not path.exists():
-        raise StackError(f"{path} not found: run `make install` (or pip install -e .) in this environment first")
+        raise StackError(f"{path} not found: run `make install` first (or pip install -e . in this environment)")
     return str(path)
 
 
+# --- processes: start, recognise, stop -------------------------------------------------------------------
+
+
 def started_at(pid: int) -> str | None:
-    """The process's start time as `ps` prints it, or None if no such process."""
-    env = {**os.environ, "LC_ALL": "C"}  # the same text in `up` and `down`, whatever the user's locale
+    """The process's start time as `ps` prints it, or None if there is no such process."""
+    env = {**os.environ, "LC_ALL": "C"}  # the same text in `up` and in `down`, whatever the user's locale
     out = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, env=env)
     return out.stdout.strip() or None
 
 
-def reap(pid: int) -> None:
-    """Collect an exited child of this process, so a zombie leader doesn't keep its group looking alive."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
-def group_running(proc: StartedProcess) -> bool:
+def group_alive(proc: StartedProcess) -> bool:
     """Whether any process of the group still runs; a pid since reused by another program does not count."""
     leader = started_at(proc.pid)
     if leader is not None and leader != proc.started:
         return False
-    reap(proc.pid)
+    try:
+        os.waitpid(proc.pid, os.WNOHANG)  # reap our own exited child, or its zombie keeps the group "alive"
+    except ChildProcessError:
+        pass
     try:
         os.killpg(proc.pid, 0)
     except (ProcessLookupError, PermissionError):
@@ -106,19 +109,16 @@ def group_running(proc: StartedProcess) -> bool:
 
 def wait_for_exit(proc: StartedProcess, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        reap(proc.pid)
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return True
+    while group_alive(proc):
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.2)
-    return False
+    return True
 
 
 def stop_group(proc: StartedProcess) -> str:
     """SIGTERM the whole group, SIGKILL it after STOP_GRACE_S; says what happened."""
-    if not group_running(proc):
+    if not group_alive(proc):
         return f"{proc.name:<15} had already exited (pid {proc.pid})"
     os.killpg(proc.pid, signal.SIGTERM)
     if wait_for_exit(proc, STOP_GRACE_S):
@@ -128,15 +128,6 @@ def stop_group(proc: StartedProcess) -> str:
     return f"{proc.name:<15} killed (process group {proc.pid}): still running {STOP_GRACE_S} s after SIGTERM"
 
 
-def start_process(name: str, command: list[str], stack_dir: Path, env: dict[str, str]) -> subprocess.Popen:
-    """Start `command` in a new session (its own process group), output appended to <stack_dir>/<name>.log."""
-    with (stack_dir / f"{name}.log").open("ab") as log:
-        return subprocess.Popen(
-            command, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
 def log_tail(path: str | Path, lines: int = 25) -> str:
     try:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
@@ -144,19 +135,69 @@ def log_tail(path: str | Path, lines: int = 25) -> str:
         return "(no log)"
 
 
-def wait_until(ready: Callable[[], bool], popen: subprocess.Popen, proc: StartedProcess, what: str) -> float:
-    """Poll `ready` until true; fail with the log's tail if the process exits or START_TIMEOUT_S passes."""
-    start = time.monotonic()
-    while time.monotonic() - start < START_TIMEOUT_S:
-        if ready():
-            return time.monotonic() - start
-        if popen.poll() is not None:
-            raise StackError(
-                f"{proc.name} exited with code {popen.returncode} before {what}; last lines of {proc.log}:\n"
-                f"{log_tail(proc.log)}"
+def read_record(path: Path) -> tuple[Ports, list[StartedProcess]] | None:
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    return Ports(**record["ports"]), [StartedProcess(**p) for p in record["processes"]]
+
+
+class Launcher:
+    """Starts services in their own sessions, logging to <stack_dir>/<name>.log, and records each in pids.json
+    the moment it exists, so that `down` can stop whatever an interrupted `up` left behind."""
+
+    def __init__(self, stack_dir: Path, ports: Ports, env: dict[str, str]):
+        self.stack_dir, self.ports, self.env = stack_dir, ports, env
+        self.record_path = stack_dir / "pids.json"
+        self.started: list[StartedProcess] = []
+        self.popens: dict[str, subprocess.Popen] = {}
+        self.launched_at: dict[str, float] = {}
+
+    def start(self, name: str, command: list[str], extra_env: dict[str, str] | None = None) -> StartedProcess:
+        log = self.stack_dir / f"{name}.log"
+        with log.open("ab") as out:
+            popen = subprocess.Popen(
+                command,
+                cwd=PROJECT_ROOT,
+                env={**self.env, **(extra_env or {})},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, which `down` signals as a whole
             )
-        time.sleep(0.5)
-    raise StackError(f"{proc.name}: no {what} within {START_TIMEOUT_S} s; last lines of {proc.log}:\n{log_tail(proc.log)}")
+        proc = StartedProcess(name, popen.pid, started_at(popen.pid) or "", str(log))
+        self.started.append(proc)
+        self.popens[name] = popen
+        self.launched_at[name] = time.monotonic()
+        record = {"ports": asdict(self.ports), "processes": [asdict(p) for p in self.started]}
+        self.record_path.write_text(json.dumps(record, indent=2))
+        return proc
+
+    def wait_until(self, ready: Callable[[], bool], proc: StartedProcess, what: str) -> float:
+        """Poll `ready`; fail with the log's tail if the process exits first or START_TIMEOUT_S passes.
+
+        Returns:
+            Seconds from starting the process until it was ready.
+        """
+        start = self.launched_at[proc.name]
+        while not ready():
+            if (code := self.popens[proc.name].poll()) is not None:
+                problem = f"exited with code {code} before {what}"
+            elif time.monotonic() - start > START_TIMEOUT_S:
+                problem = f"gave no {what} within {START_TIMEOUT_S} s"
+            else:
+                time.sleep(0.5)
+                continue
+            raise StackError(f"{proc.name} {problem}; last lines of {proc.log}:\n{log_tail(proc.log)}")
+        return time.monotonic() - start
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.started):
+            print(stop_group(proc), file=sys.stderr)
+        self.record_path.unlink(missing_ok=True)
+
+
+# --- HTTP probes -----------------------------------------------------------------------------------------
 
 
 def http_json(url: str, body: dict | None = None) -> object | None:
@@ -170,42 +211,26 @@ def http_json(url: str, body: dict | None = None) -> object | None:
         return None
 
 
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def port_in_use(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(1)
         return probe.connect_ex((HOST, port)) == 0
 
 
-def read_record(path: Path) -> tuple[Ports, list[StartedProcess]] | None:
-    if not path.exists():
-        return None
-    record = json.loads(path.read_text())
-    return Ports(**record["ports"]), [StartedProcess(**p) for p in record["processes"]]
+def worker_online(ports: Ports) -> bool:
+    workers = http_json(f"{ports.prefect_api_url}/work_pools/{WORK_POOL}/workers/filter", body={})
+    return any(worker.get("status") == "ONLINE" for worker in workers or [])
 
 
-def write_record(path: Path, ports: Ports, processes: list[StartedProcess]) -> None:
-    path.write_text(json.dumps({"ports": asdict(ports), "processes": [asdict(p) for p in processes]}, indent=2))
-
-
-def deployment_applied_since(ports: Ports, since: datetime) -> bool:
-    found = http_json(f"{ports.prefect_api_url}/deployments/name/{DEPLOYMENT}")
-    return isinstance(found, dict) and datetime.fromisoformat(found["updated"]) >= since
-
-
-def deploy(ports: Ports, stack_dir: Path, env: dict[str, str]) -> None:
-    """Apply deployments/prefect.yaml from the repo root (its pull step records this checkout's path)."""
-    since = datetime.now(UTC) - timedelta(seconds=1)
-    command = [executable("prefect"), "deploy", "--no-prompt", "--prefect-file", str(PREFECT_FILE), "--all"]
-    out = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    log = stack_dir / "deploy.log"
-    log.write_text(out.stdout + out.stderr)
-    if out.returncode == 0:
-        return
-    if not deployment_applied_since(ports, since):
-        raise StackError(f"prefect deploy failed (exit {out.returncode}); last lines of {log}:\n{log_tail(log)}")
-    # Prefect 3.8's CLI asks for the pool's online workers after applying, sending `"limit": null`, which
-    # FastAPI >= 0.151 rejects (422). The deployment itself is in place; pin fastapi<0.151 to silence this.
-    print(f"warning: prefect deploy applied {DEPLOYMENT} but exited {out.returncode} afterwards (see {log})")
+# --- Prefect and MLflow ----------------------------------------------------------------------------------
 
 
 def ensure_work_pool(ports: Ports, env: dict[str, str]) -> str:
@@ -219,117 +244,120 @@ def ensure_work_pool(ports: Ports, env: dict[str, str]) -> str:
     return "created"
 
 
-def worker_online(ports: Ports) -> bool:
-    workers = http_json(f"{ports.prefect_api_url}/work_pools/{WORK_POOL}/workers/filter", body={})
-    return any(w.get("status") == "ONLINE" for w in workers or [])
+def deploy(ports: Ports, stack_dir: Path, env: dict[str, str]) -> None:
+    """Apply deployments/prefect.yaml from the repo root; its build step records this checkout for the pull step."""
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    command = [executable("prefect"), "deploy", "--no-prompt", "--prefect-file", str(PREFECT_FILE), "--all"]
+    out = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    log = stack_dir / "deploy.log"
+    log.write_text(out.stdout + out.stderr)
+    if out.returncode == 0:
+        return
+    found = http_json(f"{ports.prefect_api_url}/deployments/name/{DEPLOYMENT}")
+    if not isinstance(found, dict) or datetime.fromisoformat(found["updated"]) < since:
+        raise StackError(f"prefect deploy failed (exit {out.returncode}); end of {log}:\n{log_tail(log)}")
+    # After applying, Prefect 3.8's CLI lists the pool's workers with `"limit": null`, which FastAPI >= 0.151
+    # answers with 422. The deployment is in place, so this is only noise (gone with fastapi<0.151).
+    print(f"warning: prefect deploy applied {DEPLOYMENT}, then exited {out.returncode} (see {log})")
 
 
 def mlflow_command(locations: Locations, ports: Ports) -> list[str]:
     """MLflow's server over the pipeline's store. Runs logged straight to SQLite keep file:// artifact URIs,
     which the server reads from disk; anything logged through the server is proxied into the same folder."""
+    command = [executable("mlflow"), "server", "--backend-store-uri", locations.tracking_uri]
+    command += ["--host", HOST, "--port", str(ports.mlflow), "--workers", "1"]
     artifacts = default_artifact_location(locations.tracking_uri)
-    command = [executable("mlflow"), "server", "--backend-store-uri", locations.tracking_uri,
-               "--host", HOST, "--port", str(ports.mlflow), "--workers", "1"]
     return command + (["--artifacts-destination", artifacts] if artifacts else [])
 
 
-def print_urls(locations: Locations, ports: Ports, mlflow_started: bool) -> None:
-    prefect = executable("prefect")
-    mlflow_url = f"http://{HOST}:{ports.mlflow}" if mlflow_started else locations.tracking_uri
-    print(f"  Prefect UI   http://{HOST}:{ports.prefect}   deployment {DEPLOYMENT} (cron 0 2 * * * UTC)")
-    print(f"  MLflow UI    {mlflow_url}   store {locations.tracking_uri}")
+def start_services(launcher: Launcher, locations: Locations, serve_mlflow: bool) -> None:
+    """Server, pool, deployment, worker; MLflow starts alongside, as both spend ~15 s migrating their databases."""
+    ports, env, prefect = launcher.ports, launcher.env, executable("prefect")
+    server_command = [prefect, "server", "start", "--host", HOST, "--port", str(ports.prefect)]
+    server = launcher.start("prefect-server", server_command)
+    if serve_mlflow:
+        if locations.tracking_uri.startswith("sqlite:///"):
+            Path(locations.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # The server's job runner (GenAI jobs: 7 huey consumers, ~1 GB of memory) has nothing to do here.
+        no_jobs = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        mlflow = launcher.start("mlflow-ui", mlflow_command(locations, ports), no_jobs)
+
+    health = f"{ports.prefect_api_url}/health"
+    took = launcher.wait_until(lambda: http_json(health) is True, server, f"answer on {health}")
+    print(f"prefect server  up in {took:.1f} s")
+    env["PREFECT_API_URL"] = ports.prefect_api_url
+    began = time.monotonic()
+    pool = ensure_work_pool(ports, env)
+    deploy(ports, launcher.stack_dir, env)
+    print(f"deployment      {DEPLOYMENT} applied in {time.monotonic() - began:.1f} s (work pool {pool})")
+
+    worker_command = [prefect, "worker", "start", "--pool", WORK_POOL, "--type", "process", "--install-policy", "never"]
+    worker = launcher.start("prefect-worker", worker_command)
+    took = launcher.wait_until(lambda: worker_online(ports), worker, f"a worker online in pool {WORK_POOL}")
+    print(f"prefect worker  online in {took:.1f} s")
+    if serve_mlflow:
+        health = f"{ports.mlflow_url}/health"
+        took = launcher.wait_until(lambda: http_ok(health), mlflow, f"answer on {health}")
+        print(f"mlflow ui       up in {took:.1f} s")
+
+
+def print_urls(locations: Locations, ports: Ports, serve_mlflow: bool) -> None:
+    print(f"  Prefect UI   http://{HOST}:{ports.prefect}    deployment {DEPLOYMENT}, cron 0 2 * * * UTC")
+    mlflow_ui = ports.mlflow_url if serve_mlflow else locations.tracking_uri
+    print(f"  MLflow UI    {mlflow_ui}    store {locations.tracking_uri}")
     print("Run the pipeline now:")
-    print(f"  PREFECT_API_URL={ports.prefect_api_url} {prefect} deployment run {DEPLOYMENT} \\")
-    print("      --params '{\"config\": {\"training\": {\"max_epochs\": 10}}}'")
+    print(f"  PREFECT_API_URL={ports.prefect_api_url} {executable('prefect')} deployment run {DEPLOYMENT} \\")
+    print("""      --params '{"config": {"training": {"max_epochs": 10}}}'""")
     print("  or in the Prefect UI: Deployments -> nightly -> Run -> Custom run (the RunConfig form)")
     print(f"Logs in {locations.home / 'stack'}; stop everything with `make down`.")
 
 
+# --- commands --------------------------------------------------------------------------------------------
+
+
+def already_up(record_path: Path, locations: Locations) -> bool:
+    """True if every process a previous `up` recorded still runs; drops a record whose processes all exited."""
+    recorded = read_record(record_path)
+    if recorded is None:
+        return False
+    ports, processes = recorded
+    running = [proc.name for proc in processes if group_alive(proc)]
+    if len(running) == len(processes):
+        print(f"Greenlight stack already running ({', '.join(running)}; recorded in {record_path}):")
+        print_urls(locations, ports, serve_mlflow=any(proc.name == "mlflow-ui" for proc in processes))
+        return True
+    if running:
+        raise StackError(
+            f"stack is half up: {', '.join(running)} still running, the rest exited (logs in {record_path.parent}); "
+            "run `make down`, then `make up`"
+        )
+    record_path.unlink()
+    return False
+
+
 def up(locations: Locations, ports: Ports) -> int:
     stack_dir = locations.home / "stack"
-    record_path = stack_dir / "pids.json"
-    recorded = read_record(record_path)
-    if recorded:
-        old_ports, old = recorded
-        running = [p.name for p in old if group_running(p)]
-        if len(running) == len(old):
-            print(f"Greenlight stack already running ({', '.join(running)}; see {record_path}):")
-            print_urls(locations, old_ports, mlflow_started=any(p.name == "mlflow-ui" for p in old))
-            return 0
-        if running:
-            raise StackError(
-                f"stack is half up: {', '.join(running)} still running, the rest exited (logs in {stack_dir}); "
-                "run `make down`, then `make up`"
-            )
-        record_path.unlink()  # every process it names has exited
-
-    serve_mlflow = not locations.tracking_uri.startswith(("http://", "https://"))
-    busy = [p for p in ([ports.prefect] + [ports.mlflow] * serve_mlflow) if port_in_use(p)]
+    if already_up(stack_dir / "pids.json", locations):
+        return 0
+    serve_mlflow = not locations.tracking_uri.startswith(("http://", "https://"))  # else a server exists already
+    busy = [port for port in [ports.prefect] + [ports.mlflow] * serve_mlflow if port_in_use(port)]
     if busy:
         raise StackError(
-            f"port {', '.join(map(str, busy))} on {HOST} already in use by something this stack did not start "
-            f"(nothing running is recorded in {record_path}); stop it, or choose other ports with "
-            "GREENLIGHT_PREFECT_PORT / GREENLIGHT_MLFLOW_PORT"
+            f"port {', '.join(map(str, busy))} on {HOST} is already in use by something this stack did not start; "
+            "stop it, or choose other ports with GREENLIGHT_PREFECT_PORT / GREENLIGHT_MLFLOW_PORT"
         )
-
     stack_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env.pop("PREFECT_API_URL", None)  # the server must not think it is a client of some other server
-    processes: list[StartedProcess] = []
-
-    def launch(name: str, command: list[str], extra_env: dict[str, str]) -> tuple[subprocess.Popen, StartedProcess]:
-        popen = start_process(name, command, stack_dir, {**env, **extra_env})
-        proc = StartedProcess(name, popen.pid, started_at(popen.pid) or "", str(stack_dir / f"{name}.log"))
-        processes.append(proc)
-        write_record(record_path, ports, processes)  # written per process, so an interrupted `up` can still go down
-        return popen, proc
-
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}  # not some other server
+    launcher = Launcher(stack_dir, ports, env)
+    began = time.monotonic()
     try:
-        t0 = time.monotonic()
-        server, proc = launch(
-            "prefect-server", [executable("prefect"), "server", "start", "--host", HOST, "--port", str(ports.prefect)], {}
-        )
-        health = f"{ports.prefect_api_url}/health"
-        took = wait_until(lambda: http_json(health) is True, server, proc, f"answer on {health}")
-        print(f"prefect server  up in {took:.1f} s")
-
-        env["PREFECT_API_URL"] = os.environ["PREFECT_API_URL"] = ports.prefect_api_url
-        t = time.monotonic()
-        pool = ensure_work_pool(ports, env)
-        deploy(ports, stack_dir, env)
-        print(f"deployment      {DEPLOYMENT} applied in {time.monotonic() - t:.1f} s (work pool {WORK_POOL} {pool})")
-
-        worker_command = [executable("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process",
-                          "--name", f"greenlight-{os.getpid()}", "--install-policy", "never"]
-        worker, proc = launch("prefect-worker", worker_command, {})
-        took = wait_until(lambda: worker_online(ports), worker, proc, f"worker online in pool {WORK_POOL}")
-        print(f"prefect worker  online in {took:.1f} s")
-
-        if serve_mlflow:
-            if locations.tracking_uri.startswith("sqlite:///"):
-                Path(locations.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            # The server's job runner (GenAI evaluation jobs: 7 huey consumers, ~1 GB) has nothing to do here.
-            mlflow, proc = launch("mlflow-ui", mlflow_command(locations, ports), {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-            health = f"http://{HOST}:{ports.mlflow}/health"
-            took = wait_until(lambda: http_ok(health), mlflow, proc, f"answer on {health}")
-            print(f"mlflow ui       up in {took:.1f} s")
+        start_services(launcher, locations, serve_mlflow)
     except BaseException:
-        for proc in reversed(processes):
-            print(stop_group(proc), file=sys.stderr)
-        record_path.unlink(missing_ok=True)
+        launcher.stop_all()
         raise
-
-    print(f"\nGreenlight stack up in {time.monotonic() - t0:.1f} s (process groups in {record_path}):")
+    print(f"\nGreenlight stack up in {time.monotonic() - began:.1f} s (process groups in {launcher.record_path}):")
     print_urls(locations, ports, serve_mlflow)
     return 0
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def down(locations: Locations) -> int:
@@ -338,8 +366,7 @@ def down(locations: Locations) -> int:
     if recorded is None:
         print(f"nothing to stop: no stack recorded in {record_path}")
         return 0
-    _, processes = recorded
-    for proc in reversed(processes):
+    for proc in reversed(recorded[1]):
         print(stop_group(proc))
     record_path.unlink()
     return 0

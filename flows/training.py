@@ -29,8 +29,9 @@ from tasks.validation import require_valid_dataset, validate_dataset
 from tasks.workspace import prepare_workspace
 
 
+# The default RunConfig() is what the Prefect UI pre-fills its form with; nothing mutates it.
 @flow(name="training_pipeline", log_prints=True)
-def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:
+def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # noqa: B008
     """Train a digits classifier and promote it to `production` only if it passes the gate."""
     locations = resolve_locations()
     work_dir = prepare_workspace(runs_dir=locations.runs_dir)
@@ -56,8 +57,13 @@ def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:
         log_compression(run=run, compression=compression, parity_fp32=parity_fp32, parity_served=parity_served)
 
         version = register_model(
-            run=run, model_name=config.model_name, compression=compression, parity_fp32=parity_fp32,
-            parity_served=parity_served, dataset=dataset, splits=splits,
+            run=run,
+            model_name=config.model_name,
+            compression=compression,
+            parity_fp32=parity_fp32,
+            parity_served=parity_served,
+            dataset=dataset,
+            splits=splits,
         )
         version = record_bento(version=version, bento_tag=build_bento(version=version))
 

@@ -35,16 +35,12 @@ class CompressionResult:
         return "\n".join([header, *rows, "", self.reason])
 
 
-def select_serving_candidate(
-    candidates: list[CandidateScore], config: CompressionConfig
-) -> tuple[CandidateScore, str]:
+def select_serving_candidate(candidates: list[CandidateScore], config: CompressionConfig) -> tuple[CandidateScore, str]:
     """The smallest candidate within the accuracy and latency budgets of fp32 (always first, always eligible)."""
     fp32 = candidates[0]
     floor = fp32.accuracy - config.accuracy_budget_points / 100.0
     ceiling = fp32.latency_ms_per_batch * config.max_latency_ratio
-    eligible = [fp32] + [
-        c for c in candidates[1:] if c.accuracy >= floor and c.latency_ms_per_batch <= ceiling
-    ]
+    eligible = [fp32] + [c for c in candidates[1:] if c.accuracy >= floor and c.latency_ms_per_batch <= ceiling]
     chosen = min(eligible, key=lambda c: (c.size_bytes, c.latency_ms_per_batch))
     reason = (
         f"chose {chosen.name}: smallest of {[c.name for c in eligible]} with test accuracy >= {floor:.4f} "

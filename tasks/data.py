@@ -134,4 +134,3 @@ def split_dataset(frame: pd.DataFrame, config: SplitConfig) -> DataSplits:
         x_rest, y_rest, test_size=val_share, stratify=y_rest, random_state=config.seed
     )
     return DataSplits(x_train, y_train, x_val, y_val, x_test, y_test)
-

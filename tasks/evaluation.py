@@ -29,13 +29,13 @@ class EvaluationReport:
     def metrics(self) -> dict[str, float]:
         """Flat metric names as logged to MLflow."""
         flat = {"test_accuracy": self.accuracy, "test_macro_f1": self.macro_f1}
-        for label, (p, r) in enumerate(zip(self.precision, self.recall)):
+        for label, (p, r) in enumerate(zip(self.precision, self.recall, strict=True)):
             flat[f"test_precision_class_{label}"] = p
             flat[f"test_recall_class_{label}"] = r
         return flat
 
     def table_markdown(self) -> str:
-        rows = [f"| {k} | {p:.4f} | {r:.4f} |" for k, p, r in zip(LABELS, self.precision, self.recall)]
+        rows = [f"| {k} | {p:.4f} | {r:.4f} |" for k, p, r in zip(LABELS, self.precision, self.recall, strict=True)]
         head = f"**test accuracy {self.accuracy:.4f}, macro F1 {self.macro_f1:.4f}**\n\n"
         return head + "| class | precision | recall |\n|---|---|---|\n" + "\n".join(rows)
 

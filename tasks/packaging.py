@@ -24,9 +24,7 @@ def build_bento(version: ModelVersionRef) -> str:
     """Import the version from MLflow into the BentoML store and build its bento; returns the bento tag."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": version.tracking_uri, "BENTOML_DO_NOT_TRACK": "true"}
     command = [sys.executable, "-m", "bentos.build", "--model-name", version.name, "--model-version", version.version]
-    done = subprocess.run(
-        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
-    )
+    done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-15:])
         raise GreenlightError(f"bento build for {version.uri} failed (exit {done.returncode}):\n{tail}")

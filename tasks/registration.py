@@ -1,7 +1,7 @@
 """Tracking and registry stage: the run's record in MLflow, the new version, and its promotion."""
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import task
@@ -18,8 +18,8 @@ from tasks.onnx_model import ParityReport
 from tasks.registry import (
     ModelVersionRef,
     TrackingRun,
-    finish_tracking_run,
     find_version,
+    finish_tracking_run,
     log_files,
     log_metric_series,
     log_metrics,
@@ -57,9 +57,11 @@ def flatten(prefix: str, value: object) -> dict[str, str]:
 @task(name="open_tracking_run", cache_policy=NO_CACHE)
 def open_tracking_run(tracking_uri: str, config: RunConfig) -> TrackingRun:
     """Create this pipeline run's MLflow run, tagged with the Prefect flow run it belongs to."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     tags = {"prefect_flow_run_id": str(flow_run.get_id() or "none"), "pipeline": "training_pipeline"}
-    return start_tracking_run(tracking_uri, config.experiment_name, f"train-{stamp}", flatten("", config.model_dump()), tags)
+    return start_tracking_run(
+        tracking_uri, config.experiment_name, f"train-{stamp}", flatten("", config.model_dump()), tags
+    )
 
 
 @task(name="log_dataset", cache_policy=NO_CACHE)
@@ -79,13 +81,17 @@ def log_training(run: TrackingRun, splits: DataSplits, trained: TrainedModel, ev
     ]
     log_metric_series(run, curves)
     sizes = {f"rows_{k}": float(v) for k, v in splits.sizes().items()}
-    log_metrics(run, {**evaluation.metrics(), **sizes, "best_epoch": trained.best_epoch, "train_seconds": trained.seconds})
+    log_metrics(
+        run, {**evaluation.metrics(), **sizes, "best_epoch": trained.best_epoch, "train_seconds": trained.seconds}
+    )
     set_run_tags(run, {"device": trained.device})
     log_files(run, [evaluation.confusion_png, evaluation.loss_curve_png, trained.checkpoint_path], "evaluation")
 
 
 @task(name="log_compression", cache_policy=NO_CACHE)
-def log_compression(run: TrackingRun, compression: CompressionResult, parity_fp32: ParityReport, parity_served: ParityReport) -> None:
+def log_compression(
+    run: TrackingRun, compression: CompressionResult, parity_fp32: ParityReport, parity_served: ParityReport
+) -> None:
     """Each candidate's size, accuracy and latency, the choice, and the parity figures."""
     metrics = {
         "parity_fp32_max_abs_logit_diff": parity_fp32.max_abs_logit_diff,
@@ -95,7 +101,11 @@ def log_compression(run: TrackingRun, compression: CompressionResult, parity_fp3
     }
     for c in compression.candidates:
         key = c.name.replace("-", "_")
-        metrics |= {f"{key}_size_bytes": c.size_bytes, f"{key}_accuracy": c.accuracy, f"{key}_latency_ms": c.latency_ms_per_batch}
+        metrics |= {
+            f"{key}_size_bytes": c.size_bytes,
+            f"{key}_accuracy": c.accuracy,
+            f"{key}_latency_ms": c.latency_ms_per_batch,
+        }
     log_metrics(run, metrics)
     set_run_tags(run, {"compression_choice": compression.chosen.name})
     log_files(run, [c.path for c in compression.candidates], "onnx_candidates")
@@ -104,8 +114,13 @@ def log_compression(run: TrackingRun, compression: CompressionResult, parity_fp3
 
 @task(name="register_model", cache_policy=NO_CACHE)
 def register_model(
-    run: TrackingRun, model_name: str, compression: CompressionResult, parity_fp32: ParityReport,
-    parity_served: ParityReport, dataset: LoadedDataset, splits: DataSplits,
+    run: TrackingRun,
+    model_name: str,
+    compression: CompressionResult,
+    parity_fp32: ParityReport,
+    parity_served: ParityReport,
+    dataset: LoadedDataset,
+    splits: DataSplits,
 ) -> ModelVersionRef:
     """Register the serving candidate as a new version; the gate verdict is 'pending' until decided."""
     chosen = compression.chosen
@@ -134,13 +149,18 @@ def current_production(tracking_uri: str, model_name: str) -> ModelVersionRef | 
 
 
 @task(name="promote_model", cache_policy=NO_CACHE)
-def promote_model(run: TrackingRun, version: ModelVersionRef, decision: GateDecision, work_dir: Path) -> ModelVersionRef:
+def promote_model(
+    run: TrackingRun, version: ModelVersionRef, decision: GateDecision, work_dir: Path
+) -> ModelVersionRef:
     """Record the gate report on the version and run; move `production` only when the gate passed."""
     report_json = decision.write_json(work_dir / "gate_report.json")
     (work_dir / "gate_report.md").write_text(decision.report_markdown())
     log_files(run, [report_json, work_dir / "gate_report.md"], "gate")
     tags = {"gate_verdict": decision.verdict, "gate_reason": decision.reason}
-    tags |= {f"gate.{c.name}": f"{c.value:.6g} {c.comparison} {c.threshold:.6g}: {'pass' if c.passed else 'FAIL'}" for c in decision.checks}
+    tags |= {
+        f"gate.{c.name}": f"{c.value:.6g} {c.comparison} {c.threshold:.6g}: {'pass' if c.passed else 'FAIL'}"
+        for c in decision.checks
+    }
     tagged = tag_model_version(version, tags, description=decision.report_markdown())
     if decision.promote:
         move_production_alias(tagged)
@@ -166,9 +186,13 @@ def close_tracking_run(run: TrackingRun, succeeded: bool, error: str | None = No
 def summarize_run(run: TrackingRun, version: ModelVersionRef, decision: GateDecision) -> PipelineSummary:
     production = find_version(run.tracking_uri, version.name)
     return PipelineSummary(
-        tracking_uri=run.tracking_uri, run_id=run.run_id, model_name=version.name, version=version.version,
-        promoted=decision.promote, decision=decision, bento_tag=version.tags.get("bento_tag", ""),
+        tracking_uri=run.tracking_uri,
+        run_id=run.run_id,
+        model_name=version.name,
+        version=version.version,
+        promoted=decision.promote,
+        decision=decision,
+        bento_tag=version.tags.get("bento_tag", ""),
         compression=version.tags.get("compression", ""),
         production_version=production.version if production else None,
     )
-

@@ -176,7 +176,11 @@ def register_onnx_model(
     client = run.client()
     ensure_registered_model(client, model_name)
     created = client.create_model_version(
-        model_name, source=info.model_uri, run_id=run.run_id, tags=tags, description=description,
+        model_name,
+        source=info.model_uri,
+        run_id=run.run_id,
+        tags=tags,
+        description=description,
         model_id=info.model_id,
     )
     return ModelVersionRef(run.tracking_uri, model_name, str(created.version), run.run_id, dict(tags))
@@ -225,10 +229,14 @@ def download_version_onnx(ref: ModelVersionRef, dst_dir: Path) -> Path:
     import mlflow.artifacts
 
     dst_dir.mkdir(parents=True, exist_ok=True)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(dst_dir), tracking_uri=ref.tracking_uri)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=ref.uri, dst_path=str(dst_dir), tracking_uri=ref.tracking_uri
+    )
     files = sorted(Path(local).rglob("*.onnx"))
     if not files:
-        raise FileNotFoundError(f"{ref.uri} holds no .onnx file (found: {sorted(p.name for p in Path(local).iterdir())})")
+        raise FileNotFoundError(
+            f"{ref.uri} holds no .onnx file (found: {sorted(p.name for p in Path(local).iterdir())})"
+        )
     return files[0]
 
 

@@ -4,9 +4,7 @@ Kept free of heavy imports (no Prefect, no torch) because the BentoML service im
 """
 
 IMAGE_SIDE = 8
-FEATURE_COLUMNS: tuple[str, ...] = tuple(
-    f"pixel_{row}_{col}" for row in range(IMAGE_SIDE) for col in range(IMAGE_SIDE)
-)
+FEATURE_COLUMNS: tuple[str, ...] = tuple(f"pixel_{row}_{col}" for row in range(IMAGE_SIDE) for col in range(IMAGE_SIDE))
 N_FEATURES = len(FEATURE_COLUMNS)
 TARGET_COLUMN = "target"
 LABELS: tuple[int, ...] = tuple(range(10))

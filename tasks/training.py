@@ -155,4 +155,3 @@ def train_model(splits: DataSplits, config: TrainingConfig, work_dir: Path) -> T
     torch.save({k: v.to("cpu") for k, v in best_state.items()}, checkpoint_path)
     seconds = time.perf_counter() - started
     return TrainedModel(checkpoint_path, best_epoch, tuple(history), device.type, seconds)
-

@@ -95,16 +95,20 @@ def test_production_bento_answers_predict_over_http(first_run, greenlight_home):
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "deployments.cli", "serve", "--port", str(port)],
-        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", server)
         frame = digits_frame().sample(200, random_state=3)
-        status, body = post_json(f"http://127.0.0.1:{port}/predict", {"rows": frame[list(FEATURE_COLUMNS)].values.tolist()})
+        status, body = post_json(
+            f"http://127.0.0.1:{port}/predict", {"rows": frame[list(FEATURE_COLUMNS)].values.tolist()}
+        )
         assert status == 200
         assert body["model_version"] == str(version.version)
-        correct = sum(int(a == b) for a, b in zip(body["labels"], frame["target"]))
+        correct = sum(int(a == b) for a, b in zip(body["labels"], frame["target"], strict=True))
         assert correct / len(frame) >= 0.97
         status, body = post_json(f"http://127.0.0.1:{port}/predict", {"rows": [[0] * 63]})
         assert 400 <= status < 500

@@ -19,7 +19,11 @@ def test_first_run_is_promoted_when_absolute_thresholds_pass():
     decision = decide_promotion.fn(served(0.98), GOOD_PARITY, None, GateConfig())
     assert decision.promote
     assert "no production version yet" in decision.reason
-    assert [c.name for c in decision.checks] == ["test_accuracy", "parity_max_abs_logit_diff", "parity_argmax_agreement"]
+    assert [c.name for c in decision.checks] == [
+        "test_accuracy",
+        "parity_max_abs_logit_diff",
+        "parity_argmax_agreement",
+    ]
 
 
 def test_low_accuracy_is_refused_and_named():
