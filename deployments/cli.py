@@ -63,7 +63,12 @@ def print_summary(summary, locations: Locations) -> None:
     print(f"Production now    {'v' + summary.production_version if summary.production_version else 'none'}")
     print(f"Bento             {summary.bento_tag}")
     print("Next:")
-    print(f"  registry UI     mlflow ui --backend-store-uri {locations.tracking_uri} --host 127.0.0.1 --port 5000")
+    if locations.tracking_uri.startswith("sqlite:"):
+        artifacts = locations.home / "mlartifacts"
+        print(f"  registry UI     make up, or: .venv/bin/mlflow ui --backend-store-uri {locations.tracking_uri}")
+        print(f"                  --default-artifact-root {artifacts} --host 127.0.0.1 --port 5000")
+    else:
+        print(f"  registry UI     {locations.tracking_uri} (Models -> {summary.model_name})")
     print("  Prefect UI      make up   (Prefect server + worker + MLflow UI on 127.0.0.1)")
     print("  serve           .venv/bin/greenlight serve   (production model on http://127.0.0.1:3000)")
     print("=" * 72)
@@ -114,6 +119,51 @@ def command_status(args: argparse.Namespace, locations: Locations) -> int:
     return 0
 
 
+def print_move(move) -> None:
+    start = f"v{move.from_version}" if move.from_version else "none"
+    print(f"production: {start} -> v{move.to_version} ({move.kind}) by {move.actor}: {move.reason}")
+
+
+def command_history(args: argparse.Namespace, locations: Locations) -> int:
+    from tasks.registry import alias_history
+
+    moves = alias_history(locations.tracking_uri, args.model_name)
+    if not moves:
+        print(f"'{args.model_name}' has no recorded production moves yet")
+    for m in moves:
+        start = f"v{m['from_version']}" if m["from_version"] not in (None, "None") else "none"
+        print(f"{m['at']}  {start:>5} -> v{m['to_version']:<4} {m['kind']:<8} {m['actor']}: {m['reason']}")
+    return 0
+
+
+def command_rollback(args: argparse.Namespace, locations: Locations) -> int:
+    from tasks.promotion import rollback
+
+    print_move(rollback(locations.tracking_uri, args.model_name, args.reason))
+    return 0
+
+
+def command_promote(args: argparse.Namespace, locations: Locations) -> int:
+    from tasks.promotion import force_promote
+
+    print_move(force_promote(locations.tracking_uri, args.model_name, args.version, args.reason))
+    return 0
+
+
+def command_profile(args: argparse.Namespace, locations: Locations) -> int:
+    """Write a starting expectation suite from a trusted file; a person edits and commits it."""
+    from tasks.profiling import write_profile
+
+    data = Path(args.data).expanduser()
+    out = Path(args.out) if args.out else Path(f"{data.stem}.expectations.json")
+    profile = write_profile(data, out, overwrite=args.force, label=args.label or None)
+    print(f"wrote {profile.path}: {profile.expectations} expectations profiled from {profile.rows} rows of {data}")
+    print("Review it (each expectation's meta says what it observed and why it matters), widen the ranges to")
+    print("what the data may be, commit it, and run with a --config file holding:")
+    print(f"  validation: {{suite_path: {out}}}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="greenlight", description="Greenlight MLOps pipeline")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +180,20 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show the production version and recent versions")
     status.add_argument("--model-name", default="digits-classifier")
     status.add_argument("--limit", type=int, default=10)
+    history = commands.add_parser("history", help="every move of the production alias: from, to, when, why, who")
+    history.add_argument("--model-name", default="digits-classifier")
+    rollback = commands.add_parser("rollback", help="move production back to the previous production version")
+    rollback.add_argument("--model-name", default="digits-classifier")
+    rollback.add_argument("--reason", default="manual rollback", help="recorded in the history")
+    promote = commands.add_parser("promote", help="promote a version by hand, even one the gate refused")
+    promote.add_argument("version", help="registered version number")
+    promote.add_argument("--reason", required=True, help="why the gate is overridden (recorded, mandatory)")
+    promote.add_argument("--model-name", default="digits-classifier")
+    profile = commands.add_parser("profile", help="write a starting expectation suite from a trusted data file")
+    profile.add_argument("--data", required=True, help="CSV or Parquet file you trust")
+    profile.add_argument("--out", help="suite JSON to write (default: <data name>.expectations.json here)")
+    profile.add_argument("--label", default="target", help="the label column ('' for none; default target)")
+    profile.add_argument("--force", action="store_true", help="replace --out if it exists")
     return parser
 
 
@@ -137,7 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     locations = resolve_locations()
     export_locations(locations)
-    handler = {"run": command_run, "serve": command_serve, "status": command_status}[args.command]
+    handler = {
+        "run": command_run,
+        "serve": command_serve,
+        "status": command_status,
+        "history": command_history,
+        "rollback": command_rollback,
+        "promote": command_promote,
+        "profile": command_profile,
+    }[args.command]
     try:
         return handler(args, locations)
     except GreenlightError as error:

@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -225,9 +226,9 @@ def port_in_use(port: int) -> bool:
         return probe.connect_ex((HOST, port)) == 0
 
 
-def worker_online(ports: Ports) -> bool:
+def worker_online(ports: Ports, name: str) -> bool:
     workers = http_json(f"{ports.prefect_api_url}/work_pools/{WORK_POOL}/workers/filter", body={})
-    return any(worker.get("status") == "ONLINE" for worker in workers or [])
+    return any(worker["name"] == name and worker["status"] == "ONLINE" for worker in workers or [])
 
 
 # --- Prefect and MLflow ----------------------------------------------------------------------------------
@@ -262,19 +263,24 @@ def deploy(ports: Ports, stack_dir: Path, env: dict[str, str]) -> None:
 
 
 def mlflow_command(locations: Locations, ports: Ports) -> list[str]:
-    """MLflow's server over the pipeline's store. Runs logged straight to SQLite keep file:// artifact URIs,
-    which the server reads from disk; anything logged through the server is proxied into the same folder."""
+    """MLflow's server over the pipeline's store, with every artifact in one folder beside the database.
+
+    The pipeline logs straight to SQLite with file:// artifact URIs, which the server reads from disk for the
+    UI. New experiments (Default included, on a fresh store) get file:// URIs there too, so a client that
+    skips the server can still write them; `mlflow-artifacts:/` URIs, if any, are proxied to the same folder.
+    """
     command = [executable("mlflow"), "server", "--backend-store-uri", locations.tracking_uri]
     command += ["--host", HOST, "--port", str(ports.mlflow), "--workers", "1"]
     artifacts = default_artifact_location(locations.tracking_uri)
-    return command + (["--artifacts-destination", artifacts] if artifacts else [])
+    return command + (["--default-artifact-root", artifacts, "--artifacts-destination", artifacts] if artifacts else [])
 
 
 def start_services(launcher: Launcher, locations: Locations, serve_mlflow: bool) -> None:
     """Server, pool, deployment, worker; MLflow starts alongside, as both spend ~15 s migrating their databases."""
     ports, env, prefect = launcher.ports, launcher.env, executable("prefect")
     server_command = [prefect, "server", "start", "--host", HOST, "--port", str(ports.prefect)]
-    server = launcher.start("prefect-server", server_command)
+    # The UI's own idea of where the API is; without it the browser calls port 4200 whatever --port says.
+    server = launcher.start("prefect-server", server_command, {"PREFECT_SERVER_UI_API_URL": ports.prefect_api_url})
     if serve_mlflow:
         if locations.tracking_uri.startswith("sqlite:///"):
             Path(locations.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -291,9 +297,11 @@ def start_services(launcher: Launcher, locations: Locations, serve_mlflow: bool)
     deploy(ports, launcher.stack_dir, env)
     print(f"deployment      {DEPLOYMENT} applied in {time.monotonic() - began:.1f} s (work pool {pool})")
 
-    worker_command = [prefect, "worker", "start", "--pool", WORK_POOL, "--type", "process", "--install-policy", "never"]
-    worker = launcher.start("prefect-worker", worker_command)
-    took = launcher.wait_until(lambda: worker_online(ports), worker, f"a worker online in pool {WORK_POOL}")
+    # A fresh name: the previous stack's worker still reads ONLINE until its heartbeat goes stale.
+    name = f"greenlight-{uuid.uuid4().hex[:8]}"
+    worker_command = [prefect, "worker", "start", "--pool", WORK_POOL, "--type", "process", "--name", name]
+    worker = launcher.start("prefect-worker", worker_command + ["--install-policy", "never"])
+    took = launcher.wait_until(lambda: worker_online(ports, name), worker, f"worker {name} online in {WORK_POOL}")
     print(f"prefect worker  online in {took:.1f} s")
     if serve_mlflow:
         health = f"{ports.mlflow_url}/health"

@@ -5,27 +5,30 @@ from prefect import flow
 from tasks.compression import compress_model
 from tasks.config import RunConfig
 from tasks.data import load_dataset, split_dataset
+from tasks.data_report import require_valid_dataset, write_data_report
+from tasks.drift import load_drift_reference, measure_drift
 from tasks.evaluation import evaluate_model
 from tasks.export import check_parity, export_model
-from tasks.gate import decide_promotion, score_production_baseline
+from tasks.gate import score_candidate
 from tasks.locations import resolve_locations
 from tasks.packaging import build_bento
+from tasks.promotion import promote_if_better, request_approval
 from tasks.registration import (
     PipelineSummary,
     close_tracking_run,
-    current_production,
     log_compression,
+    log_data_checks,
     log_dataset,
     log_training,
     mark_version_errored,
     open_tracking_run,
-    promote_model,
     record_bento,
     register_model,
     summarize_run,
 )
+from tasks.serving_check import check_serving
 from tasks.training import train_model
-from tasks.validation import require_valid_dataset, validate_dataset
+from tasks.validation import validate_dataset
 from tasks.workspace import prepare_workspace
 
 
@@ -39,9 +42,24 @@ def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # no
     version = None
     try:
         dataset = load_dataset(data_path=config.data_path, default_dir=locations.home / "datasets")
-        report = validate_dataset(frame=dataset.frame, source=dataset.source, report_dir=work_dir / "validation")
+        validation = validate_dataset(
+            frame=dataset.frame, source=dataset.source, report_dir=work_dir / "validation", config=config.validation
+        )
+        reference = load_drift_reference(
+            tracking_uri=locations.tracking_uri, model_name=config.model_name, dst_dir=work_dir / "reference"
+        )
+        drift = measure_drift(
+            frame=dataset.frame,
+            sha256=dataset.sha256,
+            validation=validation,
+            reference=reference,
+            config=config.drift,
+            out_dir=work_dir / "validation",
+        )
+        checks = write_data_report(validation=validation, drift=drift, out_dir=work_dir / "validation")
         log_dataset(run=run, dataset=dataset, reports=[work_dir / "validation"])
-        require_valid_dataset(report=report, source=dataset.source)
+        log_data_checks(run=run, checks=checks)
+        require_valid_dataset(checks=checks)
         splits = split_dataset(frame=dataset.frame, config=config.split)
 
         trained = train_model(splits=splits, config=config.training, work_dir=work_dir)
@@ -64,17 +82,42 @@ def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # no
             parity_served=parity_served,
             dataset=dataset,
             splits=splits,
+            data_summary=drift.summary_json,
         )
-        version = record_bento(version=version, bento_tag=build_bento(version=version))
+        bento_tag = build_bento(version=version)
+        version = record_bento(version=version, bento_tag=bento_tag)
 
-        production = current_production(tracking_uri=locations.tracking_uri, model_name=config.model_name)
-        baseline = score_production_baseline(
-            production=production, pixels=splits.x_test, labels=splits.y_test, work_dir=work_dir
+        candidate = score_candidate(onnx_path=compression.chosen.path, pixels=splits.x_test, labels=splits.y_test)
+        serving = check_serving(
+            bento_tag=bento_tag,
+            onnx_path=compression.chosen.path,
+            pixels=splits.x_test,
+            config=config.gate.serving,
         )
-        decision = decide_promotion(
-            served=compression.chosen, parity_fp32=parity_fp32, baseline=baseline, config=config.gate
+        approval = request_approval(
+            version=version,
+            candidate=candidate,
+            compression=compression,
+            parity=parity_fp32,
+            serving=serving,
+            config=config.gate,
+            pixels=splits.x_test,
+            labels=splits.y_test,
+            work_dir=work_dir,
         )
-        version = promote_model(run=run, version=version, decision=decision, work_dir=work_dir)
+        decision = promote_if_better(
+            run=run,
+            version=version,
+            candidate=candidate,
+            compression=compression,
+            parity=parity_fp32,
+            serving=serving,
+            approval=approval,
+            config=config.gate,
+            pixels=splits.x_test,
+            labels=splits.y_test,
+            work_dir=work_dir,
+        )
     except Exception as error:
         if version is not None:
             mark_version_errored(version=version, error=str(error))

@@ -1,5 +1,6 @@
 """All ONNX and ONNX Runtime work: export, parity with PyTorch, INT8 quantization, scoring."""
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,9 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from tasks.schema import N_FEATURES, ONNX_INPUT_NAME, ONNX_OUTPUT_NAME
 
+# torch.onnx.export keeps exporter state in module globals: two flows exporting at once in one
+# process (threads of a worker, concurrent test runs) fail with "GLOBALS.in_onnx_export must be False".
+_EXPORT_LOCK = threading.Lock()
 # Opset 17 is read by every ONNX Runtime release of the last three years and has all ops the CNN needs.
 OPSET = 17
 
@@ -42,16 +46,17 @@ def export_onnx(model: torch.nn.Module, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, N_FEATURES, dtype=torch.float32)
     # The TorchScript exporter: the dynamo one needs onnxscript and gains nothing for a static CNN.
-    torch.onnx.export(
-        model.to("cpu").eval(),
-        (example,),
-        str(path),
-        input_names=[ONNX_INPUT_NAME],
-        output_names=[ONNX_OUTPUT_NAME],
-        dynamic_axes={ONNX_INPUT_NAME: {0: "batch"}, ONNX_OUTPUT_NAME: {0: "batch"}},
-        opset_version=OPSET,
-        dynamo=False,
-    )
+    with _EXPORT_LOCK:
+        torch.onnx.export(
+            model.to("cpu").eval(),
+            (example,),
+            str(path),
+            input_names=[ONNX_INPUT_NAME],
+            output_names=[ONNX_OUTPUT_NAME],
+            dynamic_axes={ONNX_INPUT_NAME: {0: "batch"}, ONNX_OUTPUT_NAME: {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
     onnx.checker.check_model(str(path), full_check=True)
     return path
 

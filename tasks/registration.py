@@ -5,26 +5,30 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from tasks.compression import CompressionResult
 from tasks.config import RunConfig
-from tasks.data import DataSplits, LoadedDataset
+from tasks.data import DataSplits, LoadedDataset, file_sha256
+from tasks.data_report import DataCheckReport
 from tasks.evaluation import EvaluationReport
 from tasks.gate import GateDecision
 from tasks.onnx_model import ParityReport
 from tasks.registry import (
+    DATA_SUMMARY_TAG,
     ModelVersionRef,
     TrackingRun,
     find_version,
     finish_tracking_run,
+    get_version,
+    log_data_summary,
     log_files,
     log_metric_series,
     log_metrics,
-    move_production_alias,
     register_onnx_model,
+    run_artifact_link,
     set_run_tags,
     start_tracking_run,
     tag_model_version,
@@ -69,6 +73,20 @@ def log_dataset(run: TrackingRun, dataset: LoadedDataset, reports: list[Path]) -
     """Record the data fingerprint and attach the validation result and Data Docs."""
     set_run_tags(run, {"data_sha256": dataset.sha256, "data_source": dataset.source, "data_rows": str(dataset.rows)})
     log_files(run, [p for p in reports if p.exists()], "validation")
+
+
+@task(name="log_data_checks", cache_policy=NO_CACHE)
+def log_data_checks(run: TrackingRun, checks: DataCheckReport) -> str:
+    """Validation and drift figures on the MLflow run, and Prefect artifacts linking the report; returns the link.
+
+    The report files themselves reach the run through log_dataset (the validation folder).
+    """
+    log_metrics(run, checks.metrics())
+    set_run_tags(run, checks.tags())
+    link = run_artifact_link(run, f"validation/{checks.html.parent.name}/{checks.html.name}")
+    create_link_artifact(key="data-report", link=link, link_text=checks.html.name, description="Data check report")
+    create_markdown_artifact(key="data-check", markdown=checks.markdown(link), description="Validation and drift")
+    return link
 
 
 @task(name="log_training", cache_policy=NO_CACHE)
@@ -121,8 +139,12 @@ def register_model(
     parity_served: ParityReport,
     dataset: LoadedDataset,
     splits: DataSplits,
+    data_summary: Path | None = None,
 ) -> ModelVersionRef:
-    """Register the serving candidate as a new version; the gate verdict is 'pending' until decided."""
+    """Register the serving candidate as a new version; the gate verdict is 'pending' until decided.
+
+    data_summary (tasks.drift) is stored with the version: the reference later runs measure drift against.
+    """
     chosen = compression.chosen
     tags = {
         "gate_verdict": "pending",
@@ -133,7 +155,11 @@ def register_model(
         "parity_fp32_argmax_agreement": f"{parity_fp32.argmax_agreement:.6f}",
         "parity_served_argmax_agreement": f"{parity_served.argmax_agreement:.6f}",
         "data_sha256": dataset.sha256,
+        # Verified by the service before it serves the file: what was gated is what answers.
+        "onnx_sha256": file_sha256(chosen.path),
     }
+    if data_summary is not None:
+        tags[DATA_SUMMARY_TAG] = log_data_summary(run, data_summary)
     description = f"{chosen.name} ONNX, test accuracy {chosen.accuracy:.4f}. {compression.reason}"
     return register_onnx_model(run, chosen.path, model_name, splits.x_test[:2], tags, description)
 
@@ -141,32 +167,6 @@ def register_model(
 @task(name="record_bento", cache_policy=NO_CACHE)
 def record_bento(version: ModelVersionRef, bento_tag: str) -> ModelVersionRef:
     return tag_model_version(version, {"bento_tag": bento_tag})
-
-
-@task(name="current_production", cache_policy=NO_CACHE)
-def current_production(tracking_uri: str, model_name: str) -> ModelVersionRef | None:
-    return find_version(tracking_uri, model_name)
-
-
-@task(name="promote_model", cache_policy=NO_CACHE)
-def promote_model(
-    run: TrackingRun, version: ModelVersionRef, decision: GateDecision, work_dir: Path
-) -> ModelVersionRef:
-    """Record the gate report on the version and run; move `production` only when the gate passed."""
-    report_json = decision.write_json(work_dir / "gate_report.json")
-    (work_dir / "gate_report.md").write_text(decision.report_markdown())
-    log_files(run, [report_json, work_dir / "gate_report.md"], "gate")
-    tags = {"gate_verdict": decision.verdict, "gate_reason": decision.reason}
-    tags |= {
-        f"gate.{c.name}": f"{c.value:.6g} {c.comparison} {c.threshold:.6g}: {'pass' if c.passed else 'FAIL'}"
-        for c in decision.checks
-    }
-    tagged = tag_model_version(version, tags, description=decision.report_markdown())
-    if decision.promote:
-        move_production_alias(tagged)
-    set_run_tags(run, {"gate_verdict": decision.verdict, "model_version": version.version})
-    create_markdown_artifact(key="gate-report", markdown=decision.report_markdown(), description="Promotion gate")
-    return tagged
 
 
 @task(name="mark_version_errored", cache_policy=NO_CACHE)
@@ -184,6 +184,8 @@ def close_tracking_run(run: TrackingRun, succeeded: bool, error: str | None = No
 
 @task(name="summarize_run", cache_policy=NO_CACHE)
 def summarize_run(run: TrackingRun, version: ModelVersionRef, decision: GateDecision) -> PipelineSummary:
+    """What the CLI prints: the run, the version, the decision, and where production stands now."""
+    current = get_version(version.tracking_uri, version.name, version.version)
     production = find_version(run.tracking_uri, version.name)
     return PipelineSummary(
         tracking_uri=run.tracking_uri,
@@ -192,7 +194,7 @@ def summarize_run(run: TrackingRun, version: ModelVersionRef, decision: GateDeci
         version=version.version,
         promoted=decision.promote,
         decision=decision,
-        bento_tag=version.tags.get("bento_tag", ""),
-        compression=version.tags.get("compression", ""),
+        bento_tag=current.tags.get("bento_tag", ""),
+        compression=current.tags.get("compression", ""),
         production_version=production.version if production else None,
     )

@@ -1,6 +1,8 @@
 """All MLflow access: the tracking run, the registered versions, their tags and the production alias."""
 
+import json
 import subprocess
+import time
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -243,3 +245,52 @@ def download_version_onnx(ref: ModelVersionRef, dst_dir: Path) -> Path:
 def move_production_alias(ref: ModelVersionRef) -> None:
     """Point the `production` alias at this version: the promotion itself."""
     ref.client().set_registered_model_alias(ref.name, PRODUCTION_ALIAS, ref.version)
+
+
+HISTORY_TAG_PREFIX = "production_history."
+
+
+def record_alias_move(tracking_uri: str, model_name: str, move: dict[str, str]) -> None:
+    """Append one move of `production` to the registered model's tags: the history lives in the registry."""
+    # A nanosecond key sorts in time order and never collides, even between processes.
+    key = f"{HISTORY_TAG_PREFIX}{time.time_ns():020d}"
+    MlflowClient(tracking_uri=tracking_uri).set_registered_model_tag(model_name, key, json.dumps(move))
+
+
+def alias_history(tracking_uri: str, model_name: str) -> list[dict[str, str]]:
+    """Every recorded move of `production`, oldest first; empty when the model does not exist."""
+    try:
+        tags = MlflowClient(tracking_uri=tracking_uri).get_registered_model(model_name).tags
+    except MlflowException as error:
+        if _error_code(error) != RESOURCE_DOES_NOT_EXIST:
+            raise
+        return []
+    return [json.loads(tags[key]) for key in sorted(k for k in tags if k.startswith(HISTORY_TAG_PREFIX))]
+
+
+# The data a version was trained on, summarised (tasks.drift): logged on its run, named by a tag on the version.
+DATA_SUMMARY_TAG = "data_summary"
+DATA_SUMMARY_DIR = "reference"
+
+
+def log_data_summary(run: TrackingRun, path: Path) -> str:
+    """Attach a data summary JSON to the run; returns its artifact path, for the version's tag."""
+    run.client().log_artifact(run.run_id, str(path), DATA_SUMMARY_DIR)
+    return f"{DATA_SUMMARY_DIR}/{path.name}"
+
+
+def download_data_summary(ref: ModelVersionRef, dst_dir: Path) -> Path | None:
+    """The data summary stored with a version, fetched into dst_dir; None for a version registered without one."""
+    artifact = ref.tags.get(DATA_SUMMARY_TAG)
+    if not artifact or ref.run_id is None:
+        return None
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    return Path(ref.client().download_artifacts(ref.run_id, artifact, str(dst_dir)))
+
+
+def run_artifact_link(run: TrackingRun, artifact_path: str) -> str:
+    """Where a person opens a run's artifact: its MLflow UI page on a tracking server, else the file's URI."""
+    if urlparse(run.tracking_uri).scheme in ("http", "https"):
+        base = run.tracking_uri.rstrip("/")
+        return f"{base}/#/experiments/{run.experiment_id}/runs/{run.run_id}/artifacts/{artifact_path}"
+    return f"{run.client().get_run(run.run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"

@@ -1,4 +1,9 @@
-"""Validation stage: run the digits expectation suite on a frame through a Great Expectations checkpoint."""
+"""Validation stage: run an expectation suite on a frame through a Great Expectations checkpoint.
+
+Each expectation carries a GX 1.x severity (critical / warning / info, critical by default). Only critical
+failures reject the file; the others are reported and the run goes on. The suite's multi-column types
+live in tasks.gx_expectations, imported here so GX knows them before a suite file is parsed.
+"""
 
 import json
 import re
@@ -8,11 +13,9 @@ from datetime import UTC, datetime
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import great_expectations as gx
 import pandas as pd
-from great_expectations.checkpoint import UpdateDataDocsAction
 from great_expectations.core.expectation_validation_result import ExpectationValidationResult
 from great_expectations.data_context import EphemeralDataContext
 from great_expectations.data_context.types.base import (
@@ -20,38 +23,50 @@ from great_expectations.data_context.types.base import (
     InMemoryStoreBackendDefaults,
     ProgressBarsConfig,
 )
-from great_expectations.data_context.types.resource_identifiers import ValidationResultIdentifier
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.errors import DataRejected
+import tasks.gx_expectations  # noqa: F401  (registers Greenlight's expectation types with GX)
+from tasks.config import ValidationConfig
+from tasks.errors import ConfigRejected
 
 DEFAULT_SUITE = Path(__file__).resolve().parent / "expectations" / "digits.json"
-DOCS_SITE = "greenlight"
+SEVERITIES = ("critical", "warning", "info")
 # SUMMARY is the cheapest result format that still returns example values with their row index.
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 10}
 # A message line shows this many examples; the result JSON keeps the 10 GX returned.
 SHOWN_EXAMPLES = 3
-# describe() lists this many failures: a wrong file can fail all ~200, and the rest are in the reports.
-SHOWN_FAILURES = 20
 
 # expectation type -> (name of the check, what is wrong with the unexpected values, from its kwargs)
 CHECKS: dict[str, tuple[str, Callable[[dict], str]]] = {
+    "expect_columns_values_to_not_be_null": ("null check", lambda kw: "missing (null/NaN)"),
+    "expect_columns_values_to_be_whole_numbers": ("number check", lambda kw: "not whole numbers"),
+    "expect_columns_values_to_be_between": (
+        "range check",
+        lambda kw: f"outside {_bound(kw.get('min_value'))}..{_bound(kw.get('max_value'))}",
+    ),
     "expect_column_values_to_not_be_null": ("null check", lambda kw: "missing (null/NaN)"),
-    "expect_column_values_to_be_in_type_list": ("integer type check", lambda kw: "not of an integer type"),
     "expect_column_values_to_be_between": (
         "range check",
-        lambda kw: f"outside {_bound(kw['min_value'])}..{_bound(kw['max_value'])}",
+        lambda kw: f"outside {_bound(kw.get('min_value'))}..{_bound(kw.get('max_value'))}",
     ),
     "expect_column_values_to_be_in_set": ("label set check", lambda kw: f"not in {_set_text(kw['value_set'])}"),
+}
+# Problem kinds of the multi-column types: (word before "value(s)", words after), e.g. "3 non-numeric values".
+PROBLEMS = {
+    "null": ("", " missing (null/NaN)"),
+    "not_a_number": ("non-numeric ", ""),
+    "infinite": ("infinite ", ""),
+    "fractional": ("non-integer ", ""),
 }
 
 
 @dataclass(frozen=True)
 class ExpectationFailure:
-    """One failed expectation, as the person running the pipeline needs to see it."""
+    """One problem found by a failed expectation, as the person running the pipeline needs to see it."""
 
     expectation: str
+    severity: str
     column: str | None
     unexpected_count: int | None
     examples: tuple  # (row index or None, unexpected value) pairs; column names for a column-set failure
@@ -59,55 +74,63 @@ class ExpectationFailure:
 
 
 @dataclass(frozen=True)
-class ValidationReport:
-    """Outcome of one suite run, with the GX result JSON and the Data Docs page it produced."""
+class ExpectationOutcome:
+    """One expectation of the suite as run: for the report's full list, passed or not."""
 
+    expectation: str
+    severity: str
     success: bool
-    evaluated_expectations: int
-    failures: tuple[ExpectationFailure, ...]
-    result_json: Path
-    data_docs_html: Path
+    target: str
+    observed: str
+    why: str
 
-    def describe(self, source: str) -> str:
-        """A multi-line message naming the file, each failed expectation, and where the full reports are."""
-        if self.success:
-            head = f"data file {source} passed all {self.evaluated_expectations} expectations"
-            return "\n".join([head, f"  result: {self.result_json}", f"  data docs: {self.data_docs_html}"])
-        lines = [f"data file {source} failed {len(self.failures)} of {self.evaluated_expectations} expectations:"]
-        lines += [f"  - {failure.detail}  [{failure.expectation}]" for failure in self.failures[:SHOWN_FAILURES]]
-        if len(self.failures) > SHOWN_FAILURES:
-            lines.append(f"  ... and {len(self.failures) - SHOWN_FAILURES} more, listed in the reports below")
-        lines += [
-            f"full result: {self.result_json}",
-            f"data docs: {self.data_docs_html}",
-            "Fix these values or columns in the file (schema: tasks/schema.py) and run again; nothing was trained.",
-        ]
-        return "\n".join(lines)
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Outcome of one suite run: the problems by severity, every expectation's outcome, and the GX result JSON."""
+
+    source: str
+    suite: Path
+    rows: int
+    failures: tuple[ExpectationFailure, ...]
+    outcomes: tuple[ExpectationOutcome, ...]
+    result_json: Path
+
+    @property
+    def evaluated_expectations(self) -> int:
+        return len(self.outcomes)
+
+    @property
+    def passed(self) -> bool:
+        """No critical failure: warnings and info never stop a run."""
+        return not self.of_severity("critical")
+
+    def of_severity(self, severity: str) -> tuple[ExpectationFailure, ...]:
+        return tuple(failure for failure in self.failures if failure.severity == severity)
+
+    def failed_expectations(self, severity: str) -> int:
+        return sum(1 for o in self.outcomes if not o.success and o.severity == severity)
 
 
 def load_suite(path: Path) -> gx.ExpectationSuite:
     """Read a GX ExpectationSuite JSON file, refusing it where GX would silently drop an invalid expectation."""
-    raw = json.loads(path.read_text())
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigRejected(f"expectation suite {path} could not be read: {error}") from error
     suite = gx.ExpectationSuite(**raw)
     # GX logs and skips expectations it cannot build; a typo must not quietly weaken the gate.
     dropped = len(raw.get("expectations", [])) - len(suite.expectations)
     if dropped:
-        raise ValueError(f"{path}: {dropped} expectation(s) are invalid (GX logged why); fix the suite file")
+        raise ConfigRejected(f"expectation suite {path}: {dropped} expectation(s) are invalid (GX logged why); fix it")
     return suite
 
 
-def ephemeral_context(docs_dir: Path) -> EphemeralDataContext:
-    """An in-memory GX context whose only Data Docs site is docs_dir: no great_expectations/ folder anywhere."""
-    site = {
-        "class_name": "SiteBuilder",
-        "show_how_to_buttons": False,
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-    }
+def ephemeral_context() -> EphemeralDataContext:
+    """An in-memory GX context: no great_expectations/ folder and no Data Docs site anywhere."""
     config = DataContextConfig(
-        # The defaults' in-memory stores, but not their extra docs site in a fresh /tmp folder per context.
+        # Data Docs pages load Bootstrap, jQuery and Font Awesome from CDNs; tasks.data_report writes an offline page.
         store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
-        data_docs_sites={DOCS_SITE: site},
         analytics_enabled=False,
         # tqdm bars, one per expectation batch, would flood the Prefect logs.
         progress_bars=ProgressBarsConfig(globally=False),
@@ -126,10 +149,7 @@ def build_checkpoint(context: EphemeralDataContext, suite: gx.ExpectationSuite, 
         gx.ValidationDefinition(name=f"{suite.name}_on_{asset_name}", data=batch, suite=context.suites.add(suite))
     )
     checkpoint = gx.Checkpoint(
-        name="greenlight_validation",
-        validation_definitions=[definition],
-        actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DOCS_SITE])],
-        result_format=RESULT_FORMAT,
+        name="greenlight_validation", validation_definitions=[definition], actions=[], result_format=RESULT_FORMAT
     )
     return context.checkpoints.add(checkpoint)
 
@@ -137,35 +157,36 @@ def build_checkpoint(context: EphemeralDataContext, suite: gx.ExpectationSuite, 
 # Hashing a million-row frame for a cache key would cost more than validating it.
 @task(name="validate_dataset", cache_policy=NO_CACHE)
 def validate_dataset(
-    frame: pd.DataFrame, source: str, report_dir: Path, suite_path: Path = DEFAULT_SUITE
+    frame: pd.DataFrame,
+    source: str,
+    report_dir: Path,
+    config: ValidationConfig = ValidationConfig(),  # noqa: B008
 ) -> ValidationReport:
-    """Run the suite via a GX Checkpoint; write result JSON + Data Docs under report_dir; never raise on failures."""
+    """Run the suite via a GX Checkpoint and write its result JSON under report_dir; never raise on failures."""
+    suite_path = Path(config.suite_path).expanduser() if config.suite_path else DEFAULT_SUITE
     name = report_name(source)
     report_dir.mkdir(parents=True, exist_ok=True)
-    context = ephemeral_context(report_dir / "data_docs")
-    checkpoint = build_checkpoint(context, load_suite(suite_path), asset_name=name)
+    checkpoint = build_checkpoint(ephemeral_context(), load_suite(suite_path), asset_name=name)
     # An explicit run_time: without one GX tries to parse the run name as a date.
     run_id = gx.RunIdentifier(run_name=name, run_time=datetime.now(UTC))
-    outcome = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
-    ((key, result),) = outcome.run_results.items()
-    # Table-level failures first: a missing column explains the per-column failures after it.
-    failures = [describe_failure(item, frame) for item in result.results if not item.success]
+    outcome = checkpoint.run(
+        batch_parameters={"dataframe": frame},
+        expectation_parameters={"max_duplicate_share": config.max_duplicate_share},
+        run_id=run_id,
+    )
+    (result,) = outcome.run_results.values()
+    failures = [f for item in result.results if not item.success for f in describe_failure(item, frame)]
     result_json = report_dir / f"{name}.validation.json"
     result_json.write_text(json.dumps(result.to_json_dict(), indent=2))
     return ValidationReport(
-        success=bool(result.success),
-        evaluated_expectations=int(result.statistics["evaluated_expectations"]),
-        failures=tuple(sorted(failures, key=lambda failure: failure.column is not None)),
+        source=source,
+        suite=suite_path,
+        rows=len(frame),
+        # Critical first; table-level first within a severity: a missing column explains the checks after it.
+        failures=tuple(sorted(failures, key=lambda f: (SEVERITIES.index(f.severity), f.column is not None))),
+        outcomes=tuple(expectation_outcome(item) for item in result.results),
         result_json=result_json,
-        data_docs_html=docs_page(context, key, fallback=report_dir / "data_docs" / "index.html"),
     )
-
-
-@task(name="require_valid_dataset")
-def require_valid_dataset(report: ValidationReport, source: str) -> None:
-    """Raises tasks.errors.DataRejected(report.describe(source)) when report.success is False."""
-    if not report.success:
-        raise DataRejected(report.describe(source))
 
 
 def report_name(source: str) -> str:
@@ -173,29 +194,51 @@ def report_name(source: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).name).strip("._") or "dataset"
 
 
-def docs_page(context: EphemeralDataContext, key: ValidationResultIdentifier, fallback: Path) -> Path:
-    """The Data Docs page of this validation result, or the site index if GX cannot name it."""
-    urls = context.get_docs_sites_urls(resource_identifier=key, site_name=DOCS_SITE)
-    url = urls[0]["site_url"] if urls else None
-    return Path(unquote(urlparse(url).path)) if url else fallback
+def severity_of(item: ExpectationValidationResult) -> str:
+    severity = item.expectation_config.severity
+    return str(getattr(severity, "value", severity) or "critical")
 
 
-def describe_failure(item: ExpectationValidationResult, frame: pd.DataFrame) -> ExpectationFailure:
-    """Turn one failed GX result into its expectation, column, count, examples and a one-line detail."""
-    kind, kwargs = item.expectation_config.type, item.expectation_config.kwargs
+def expectation_outcome(item: ExpectationValidationResult) -> ExpectationOutcome:
+    """What the full list in the report shows for one expectation."""
+    config, result = item.expectation_config, item.result or {}
+    kwargs = config.kwargs
+    columns = kwargs.get("column_list")
+    target = kwargs.get("column") or (f"{len(columns)} columns" if columns else "table")
+    observed = result.get("observed_value", result.get("unexpected_count", ""))
+    return ExpectationOutcome(
+        expectation=config.type,
+        severity=severity_of(item),
+        success=bool(item.success),
+        target=str(target),
+        observed=_short(observed),
+        why=str((config.meta or {}).get("why", "")),
+    )
+
+
+def describe_failure(item: ExpectationValidationResult, frame: pd.DataFrame) -> list[ExpectationFailure]:
+    """Turn one failed GX result into its problems: expectation, severity, column, count, examples, detail."""
+    kind, kwargs, severity = item.expectation_config.type, item.expectation_config.kwargs, severity_of(item)
     result, column = item.result or {}, kwargs.get("column")
     error = exception_message(item.exception_info)
     if error is not None:
-        return ExpectationFailure(kind, column, None, (), not_run_detail(kind, column, error, frame))
-    if kind == "expect_table_columns_to_match_ordered_list":
-        return columns_failure(kind, list(kwargs["column_list"]), list(result.get("observed_value") or []))
-    if kind == "expect_table_row_count_to_be_between":
-        detail = f"only {result.get('observed_value')} rows; at least {kwargs['min_value']} are required"
-        return ExpectationFailure(kind, None, None, (), detail)
-    if kind == "expect_column_values_to_be_in_type_list" and "unexpected_count" not in result:
-        # A typed (non-object) column is judged by its dtype alone, so GX gives no examples: find them here.
-        return dtype_failure(kind, column, str(result.get("observed_value")), first_column(frame, column))
-    return values_failure(kind, column, kwargs, result)
+        return [ExpectationFailure(kind, severity, column, None, (), not_run_detail(kind, column, error, frame))]
+    if "problems" in result.get("details", {}):
+        return column_list_failures(kind, severity, kwargs, result["details"])
+    describe = TABLE_FAILURES.get(kind)
+    if describe is not None:
+        return [ExpectationFailure(kind, severity, None, *describe(kwargs, result, frame))]
+    if kind == "expect_column_unique_value_count_to_be_between":
+        return [single_class_failure(kind, severity, column, kwargs, frame)]
+    if kind == "expect_column_distinct_values_to_contain_set":
+        absent = result.get("partial_missing_list") or []
+        detail = (
+            f"column '{column}' has no rows for {_set_text(absent)} of the expected {_set_text(kwargs['value_set'])}"
+        )
+        return [ExpectationFailure(kind, severity, column, len(absent), tuple((None, v) for v in absent), detail)]
+    if kind == "expect_column_value_shares_to_be_between":
+        return [shares_failure(kind, severity, column, result)]
+    return [values_failure(kind, severity, column, kwargs, result)]
 
 
 def exception_message(info: dict | None) -> str | None:
@@ -212,10 +255,10 @@ def not_run_detail(kind: str, column: str | None, error: str, frame: pd.DataFram
     check = CHECKS.get(kind, (kind, None))[0]
     if column is not None and column not in frame.columns:
         return f"column '{column}' is missing, so its {check} did not run"
-    dtype = first_column(frame, column).dtype
-    if not pd.api.types.is_numeric_dtype(dtype):
+    dtype = first_column(frame, column).dtype if column is not None else None
+    if dtype is not None and not pd.api.types.is_numeric_dtype(dtype):
         return f"column '{column}' holds non-numbers (dtype {dtype}), so its {check} did not run"
-    return f"column '{column}': {check} could not run: {error}"
+    return f"{check} {f'of column {column!r} ' if column else ''}could not run: {error}"
 
 
 def first_column(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -224,8 +267,28 @@ def first_column(frame: pd.DataFrame, column: str) -> pd.Series:
     return selected.iloc[:, 0] if isinstance(selected, pd.DataFrame) else selected
 
 
-def columns_failure(kind: str, expected: list, observed: list) -> ExpectationFailure:
+def column_list_failures(kind: str, severity: str, kwargs: dict, details: dict) -> list[ExpectationFailure]:
+    """One failure per (column, problem) of a multi-column expectation, plus one for its missing columns."""
+    check = CHECKS.get(kind, (kind, lambda kw: "unexpected"))
+    failures = []
+    for found in details["problems"]:
+        examples = tuple((row, value) for row, value in found["examples"])
+        before, after = PROBLEMS.get(found["problem"]) or ("", f" {check[1](kwargs)}")
+        shown = _example_text(examples, with_values=found["problem"] != "null")
+        detail = f"column '{found['column']}': {_count(found['count'], before + 'value')}{after}{shown}"
+        failures.append(ExpectationFailure(kind, severity, found["column"], found["count"], examples, detail))
+    missing = details.get("missing_columns") or []
+    if missing:
+        detail = f"{_count(len(missing), 'column')} missing ({_names(missing)}), so the {check[0]} did not run on them"
+        failures.append(
+            ExpectationFailure(kind, severity, None, len(missing), tuple((None, m) for m in missing), detail)
+        )
+    return failures
+
+
+def columns_failure(kwargs: dict, result: dict, frame: pd.DataFrame) -> tuple:
     """Name the missing, unexpected, duplicated or misplaced columns instead of dumping both lists."""
+    expected, observed = list(kwargs["column_list"]), list(result.get("observed_value") or [])
     missing = [name for name in expected if name not in observed]
     extra = [name for name in observed if name not in expected]
     repeated = sorted({str(name) for name in observed if observed.count(name) > 1})
@@ -244,38 +307,73 @@ def columns_failure(kind: str, expected: list, observed: list) -> ExpectationFai
         + "; ".join(problems)
     )
     named = tuple((None, name) for name in [*missing, *extra, *repeated])
-    return ExpectationFailure(kind, None, len(named) or None, named, detail)
+    return len(named) or None, named, detail
 
 
-def dtype_failure(kind: str, column: str, dtype: str, series: pd.Series) -> ExpectationFailure:
-    """A column of a non-integer dtype: name the dtype and the values that are not whole numbers."""
-    numbers = pd.to_numeric(series, errors="coerce")
-    wrong = series.notna() & (numbers.isna() | (numbers % 1 != 0))
-    examples = tuple((_plain(row), _plain(value)) for row, value in series[wrong].head(10).items())
-    detail = f"column '{column}': dtype {dtype}, expected an integer dtype"
-    if wrong.any():
-        verb = "is not a whole number" if wrong.sum() == 1 else "are not whole numbers"
-        detail += f"; {_count(int(wrong.sum()), 'value')} {verb}{_example_text(examples)}"
-    elif series.dtype.kind == "f" and series.isna().any():
-        detail += " (its nulls make pandas store the integers as floats)"
-    return ExpectationFailure(kind, column, int(wrong.sum()) or None, examples, detail)
+def row_count_failure(kwargs: dict, result: dict, frame: pd.DataFrame) -> tuple:
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    bound = f"at least {low}" if high is None else f"{low}..{high}" if low is not None else f"at most {high}"
+    return None, (), f"{result.get('observed_value')} rows; {bound} expected"
 
 
-def values_failure(kind: str, column: str | None, kwargs: dict, result: dict) -> ExpectationFailure:
+def duplicates_failure(kwargs: dict, result: dict, frame: pd.DataFrame) -> tuple:
+    """How many rows repeat an earlier one, which, and the allowed share."""
+    count, rows = result.get("unexpected_count", 0), result.get("element_count", 0)
+    pairs = (result.get("details") or {}).get("examples") or []
+    shown = ", ".join(f"row {row} = row {first}" for row, first in pairs[:SHOWN_EXAMPLES])
+    allowed = (result.get("details") or {}).get("max_share", kwargs.get("max_share"))
+    detail = (
+        f"{count} of {rows} rows ({count / max(rows, 1):.1%}) repeat an earlier row exactly"
+        f"{f', e.g. {shown}' if shown else ''}; at most {float(allowed):.1%} allowed (validation.max_duplicate_share)"
+    )
+    return count, tuple((row, first) for row, first in pairs), detail
+
+
+TABLE_FAILURES: dict[str, Callable[[dict, dict, pd.DataFrame], tuple]] = {
+    "expect_table_columns_to_match_ordered_list": columns_failure,
+    "expect_table_row_count_to_be_between": row_count_failure,
+    "expect_table_duplicate_row_share_to_be_at_most": duplicates_failure,
+}
+
+
+def single_class_failure(
+    kind: str, severity: str, column: str, kwargs: dict, frame: pd.DataFrame
+) -> ExpectationFailure:
+    """Too few distinct labels: name them, since 'observed 1' alone does not say which class is left."""
+    values = first_column(frame, column).dropna().unique()[:5] if column in frame.columns else []
+    shown = ", ".join(show_value(v) for v in values)
+    detail = (
+        f"column '{column}' holds {_count(len(values), 'distinct value')} ({shown}); at least"
+        f" {kwargs.get('min_value')} classes are needed to train a classifier"
+    )
+    return ExpectationFailure(kind, severity, column, len(values), tuple((None, _plain(v)) for v in values), detail)
+
+
+def shares_failure(kind: str, severity: str, column: str, result: dict) -> ExpectationFailure:
+    """Each value whose share of the rows is outside its bounds, with the share found."""
+    outside = (result.get("details") or {}).get("outside") or []
+    parts = [f"{o['value']} holds {o['share']:.1%} (expected {o['min']:.0%}..{o['max']:.0%})" for o in outside]
+    detail = f"column '{column}': {'; '.join(parts[:5]) or 'column missing or empty'}"
+    return ExpectationFailure(kind, severity, column, len(outside), tuple((None, o["value"]) for o in outside), detail)
+
+
+def values_failure(kind: str, severity: str, column: str | None, kwargs: dict, result: dict) -> ExpectationFailure:
     """A column check that counted unexpected values: say how many, which values, in which rows."""
     count = result.get("unexpected_count")
     values = result.get("partial_unexpected_list") or []
     rows = result.get("partial_unexpected_index_list") or [None] * len(values)
     examples = tuple((_plain(row), _plain(value)) for row, value in zip(rows, values, strict=False))
-    problem = CHECKS.get(kind, (kind, lambda kw: "unexpected"))[1](kwargs)
-    shown = _example_text(examples, with_values=kind != "expect_column_values_to_not_be_null")
+    problem = CHECKS.get(kind, (kind, lambda kw: f"unexpected (observed {_short(result.get('observed_value'))})"))[1](
+        kwargs
+    )
+    shown = _example_text(examples, with_values="not_be_null" not in kind)
     detail = f"column '{column}': {_count(count, 'value')} {problem}{shown}"
-    return ExpectationFailure(kind, column, count, examples, detail)
+    return ExpectationFailure(kind, severity, column, count, examples, detail)
 
 
 def _example_text(examples: tuple, with_values: bool = True) -> str:
     """', e.g. 17, -1 (rows 4, 90)' from (row, value) pairs."""
-    values = list(dict.fromkeys(_show(value) for _, value in examples))[:SHOWN_EXAMPLES]
+    values = list(dict.fromkeys(show_value(value) for _, value in examples))[:SHOWN_EXAMPLES]
     rows = [str(row) for row, _ in examples if row is not None][:SHOWN_EXAMPLES]
     text = f", e.g. {', '.join(values)}" if values and with_values else ""
     return text + (f" (row{'s' if len(rows) > 1 else ''} {', '.join(rows)})" if rows else "")
@@ -286,13 +384,25 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") and not isinstance(value, str) else value
 
 
-def _show(value: Any) -> str:
-    """Strings quoted, so a stray '17' reads differently from 17."""
+def show_value(value: Any) -> str:
+    """Strings quoted, so a stray '17' reads differently from 17; 'inf' and 'nan' as the numbers they stand for."""
+    if value in ("inf", "-inf", "nan"):
+        return value
     return repr(value) if isinstance(value, str) else str(_plain(value))
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    """A result's observed value in one short line: 0.143, not 0.1430615164520744."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _bound(value: float | None) -> str:
     """A range bound as written in the suite: GX stores 16 as 16.0."""
+    if value is None:
+        return ""
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
@@ -308,7 +418,7 @@ def _set_text(values: list) -> str:
     ints = sorted(v for v in values if isinstance(v, int))
     if len(ints) == len(values) > 1 and ints == list(range(ints[0], ints[-1] + 1)):
         return f"{ints[0]}..{ints[-1]}"
-    return "{" + ", ".join(_show(v) for v in values) + "}"
+    return "{" + ", ".join(show_value(v) for v in values) + "}"
 
 
 def _names(names: list) -> str:

@@ -1,4 +1,4 @@
-"""validate_dataset / require_valid_dataset on tiny frames: what a user sees when a file is wrong."""
+"""validate_dataset on tiny frames: what a user sees when a file is wrong, and which problems stop a run."""
 
 import json
 from pathlib import Path
@@ -7,16 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.errors import DataRejected
+from tasks.config import DriftConfig, ValidationConfig
+from tasks.data_report import DataCheckReport, require_valid_dataset, write_data_report
+from tasks.drift import DriftReference, measure_drift, score_drift
+from tasks.errors import ConfigRejected, DataRejected
 from tasks.schema import FEATURE_COLUMNS, TARGET_COLUMN
-from tasks.validation import (
-    DEFAULT_SUITE,
-    ExpectationFailure,
-    ValidationReport,
-    load_suite,
-    require_valid_dataset,
-    validate_dataset,
-)
+from tasks.validation import DEFAULT_SUITE, ExpectationFailure, ValidationReport, load_suite, validate_dataset
 
 SOURCE = "data/incoming/digits.csv"
 
@@ -31,46 +27,66 @@ def frame() -> pd.DataFrame:
     return valid
 
 
-def validate(frame: pd.DataFrame, tmp_path: Path) -> ValidationReport:
-    return validate_dataset.fn(frame=frame, source=SOURCE, report_dir=tmp_path / "validation")
+def validate(frame: pd.DataFrame, tmp_path: Path, **config) -> ValidationReport:
+    return validate_dataset.fn(
+        frame=frame, source=SOURCE, report_dir=tmp_path / "validation", config=ValidationConfig(**config)
+    )
 
 
 def failure_of(report: ValidationReport, expectation: str, column: str | None) -> ExpectationFailure:
     """The one failure of this expectation on this column; the test fails if there is none."""
     found = [f for f in report.failures if f.expectation == expectation and f.column == column]
-    assert len(found) == 1, report.describe(SOURCE)
+    assert len(found) == 1, [f.detail for f in report.failures]
     return found[0]
 
 
-def rejection(report: ValidationReport) -> str:
+def checked(report: ValidationReport, tmp_path: Path, frame: pd.DataFrame | None = None) -> DataCheckReport:
+    """The report as the flow builds it with no production version yet, HTML page included."""
+    reference = DriftReference(None, None, "no production version yet")
+    if frame is None:  # a rejected file: drift is never measured on it
+        drift = score_drift(None, reference, DriftConfig())
+    else:
+        drift = measure_drift.fn(frame, "0" * 64, report, reference, DriftConfig(), tmp_path / "validation")
+    return write_data_report.fn(validation=report, drift=drift, out_dir=tmp_path / "validation")
+
+
+def rejection(report: ValidationReport, tmp_path: Path) -> str:
     """The message require_valid_dataset raises with, which is what the CLI prints."""
-    assert report.success is False
+    assert report.passed is False
+    checks = checked(report, tmp_path)
     with pytest.raises(DataRejected) as raised:
-        require_valid_dataset.fn(report=report, source=SOURCE)
+        require_valid_dataset.fn(checks=checks)
     assert raised.value.exit_code == 2
-    return str(raised.value)
+    message = str(raised.value)
+    assert SOURCE in message and str(checks.html) in message
+    return message
 
 
-def test_valid_frame_passes_and_writes_result_json_and_data_docs(frame, tmp_path):
+def test_valid_frame_passes_and_writes_the_result_json(frame, tmp_path):
     report = validate(frame, tmp_path)
 
-    assert report.success, report.describe(SOURCE)
-    assert report.failures == ()
+    assert report.passed, [f.detail for f in report.failures]
+    assert report.of_severity("critical") == report.of_severity("warning") == ()
     assert report.evaluated_expectations == len(load_suite(DEFAULT_SUITE).expectations)
-    assert json.loads(report.result_json.read_text())["success"] is True
-    assert report.data_docs_html.suffix == ".html" and report.data_docs_html.is_file()
-    assert (tmp_path / "validation") in report.data_docs_html.parents
-    require_valid_dataset.fn(report=report, source=SOURCE)
+    assert json.loads(report.result_json.read_text())["statistics"]["evaluated_expectations"] == 11
+    require_valid_dataset.fn(checks=checked(report, tmp_path, frame))
 
 
-def test_failed_validation_still_writes_both_reports_and_names_them(frame, tmp_path):
-    frame.loc[4, "pixel_3_4"] = 17
+def test_under_1000_rows_is_info_only(frame, tmp_path):
     report = validate(frame, tmp_path)
 
-    assert json.loads(report.result_json.read_text())["success"] is False
-    assert report.data_docs_html.is_file()
-    message = rejection(report)
-    assert SOURCE in message and str(report.result_json) in message and str(report.data_docs_html) in message
+    info = failure_of(report, "expect_table_row_count_to_be_between", None)
+    assert info.severity == "info" and info.detail == "120 rows; at least 1000 expected"
+    assert report.passed
+
+
+def test_the_offline_report_page_has_no_network_reference(frame, tmp_path):
+    frame.loc[4, "pixel_3_4"] = 17
+    checks = checked(validate(frame, tmp_path), tmp_path)
+    page = checks.html.read_text()
+
+    assert "http://" not in page and "https://" not in page and "<script" not in page and "<link" not in page
+    assert "pixel_3_4" in page and "REJECTED" in page and "expect_columns_values_to_be_between" in page
 
 
 def test_missing_column_is_named_not_a_key_error(frame, tmp_path):
@@ -79,9 +95,9 @@ def test_missing_column_is_named_not_a_key_error(frame, tmp_path):
     columns = failure_of(report, "expect_table_columns_to_match_ordered_list", None)
     assert "missing 'pixel_3_4'" in columns.detail
     assert report.failures[0] == columns  # the cause is listed before the checks it prevented
-    skipped = failure_of(report, "expect_column_values_to_be_between", "pixel_3_4")
-    assert "pixel_3_4' is missing" in skipped.detail
-    assert "missing 'pixel_3_4'" in rejection(report)
+    skipped = failure_of(report, "expect_columns_values_to_be_between", None)
+    assert "1 column missing ('pixel_3_4'), so the range check did not run" in skipped.detail
+    assert "missing 'pixel_3_4'" in rejection(report, tmp_path)
 
 
 def test_extra_column_is_named(frame, tmp_path):
@@ -89,30 +105,19 @@ def test_extra_column_is_named(frame, tmp_path):
     report = validate(frame, tmp_path)
 
     assert failure_of(report, "expect_table_columns_to_match_ordered_list", None).examples == ((None, "brightness"),)
-    assert len(report.failures) == 1
-    assert "unexpected 'brightness'" in rejection(report)
+    assert len(report.of_severity("critical")) == 1
+    assert "unexpected 'brightness'" in rejection(report, tmp_path)
 
 
 def test_string_in_a_csv_pixel_column_is_shown_with_its_row(frame, tmp_path):
     frame["pixel_3_4"] = frame["pixel_3_4"].astype(object)
-    frame.loc[5, "pixel_3_4"] = "x"
+    frame.loc[[5, 17], "pixel_3_4"] = "dark"
     frame.to_csv(tmp_path / "digits.csv", index=False)
     report = validate(pd.read_csv(tmp_path / "digits.csv"), tmp_path)  # as the loader reads it: a str column
 
-    typed = failure_of(report, "expect_column_values_to_be_in_type_list", "pixel_3_4")
-    assert typed.unexpected_count == 1 and typed.examples == ((5, "x"),)
-    assert "'x' (row 5)" in typed.detail
-    assert "pixel_3_4" in rejection(report)
-
-
-def test_string_in_an_object_pixel_column_lists_only_the_string(frame, tmp_path):
-    frame["pixel_3_4"] = frame["pixel_3_4"].astype(object)
-    frame.loc[5, "pixel_3_4"] = "x"
-    report = validate(frame, tmp_path)
-
-    typed = failure_of(report, "expect_column_values_to_be_in_type_list", "pixel_3_4")
-    assert typed.unexpected_count == 1 and typed.examples == ((5, "x"),)
-    assert "'x' (row 5)" in rejection(report)
+    typed = failure_of(report, "expect_columns_values_to_be_whole_numbers", "pixel_3_4")
+    assert typed.unexpected_count == 2 and typed.examples == ((5, "dark"), (17, "dark"))
+    assert "column 'pixel_3_4': 2 non-numeric values, e.g. 'dark' (rows 5, 17)" in rejection(report, tmp_path)
 
 
 def test_nan_is_counted_with_its_rows(frame, tmp_path):
@@ -120,29 +125,48 @@ def test_nan_is_counted_with_its_rows(frame, tmp_path):
     frame.loc[[5, 7], "pixel_0_7"] = np.nan
     report = validate(frame, tmp_path)
 
-    nulls = failure_of(report, "expect_column_values_to_not_be_null", "pixel_0_7")
+    nulls = failure_of(report, "expect_columns_values_to_not_be_null", "pixel_0_7")
     assert nulls.unexpected_count == 2 and [row for row, _ in nulls.examples] == [5, 7]
-    assert "dtype float64" in failure_of(report, "expect_column_values_to_be_in_type_list", "pixel_0_7").detail
-    assert "column 'pixel_0_7': 2 values missing (null/NaN) (rows 5, 7)" in rejection(report)
+    assert len(report.of_severity("critical")) == 1  # whole floats like 3.0 are fine, only the NaNs are not
+    assert "column 'pixel_0_7': 2 values missing (null/NaN) (rows 5, 7)" in rejection(report, tmp_path)
+
+
+def test_none_in_a_text_column_is_a_null(frame, tmp_path):
+    frame["pixel_2_2"] = frame["pixel_2_2"].astype(object)
+    frame.loc[3, "pixel_2_2"] = None
+    report = validate(frame, tmp_path)
+
+    assert failure_of(report, "expect_columns_values_to_not_be_null", "pixel_2_2").examples == ((3, None),)
+
+
+def test_infinity_is_named(frame, tmp_path):
+    frame["pixel_6_1"] = frame["pixel_6_1"].astype(float)
+    frame.loc[[8, 9], "pixel_6_1"] = [np.inf, -np.inf]
+    report = validate(frame, tmp_path)
+
+    infinite = failure_of(report, "expect_columns_values_to_be_whole_numbers", "pixel_6_1")
+    assert infinite.examples == ((8, "inf"), (9, "-inf"))
+    assert len(report.of_severity("critical")) == 1  # said once, not again as "outside 0..16"
+    assert "column 'pixel_6_1': 2 infinite values, e.g. inf, -inf (rows 8, 9)" in rejection(report, tmp_path)
 
 
 def test_pixel_of_17_is_out_of_range(frame, tmp_path):
     frame.loc[[4, 90], "pixel_3_4"] = 17
     report = validate(frame, tmp_path)
 
-    above = failure_of(report, "expect_column_values_to_be_between", "pixel_3_4")
+    above = failure_of(report, "expect_columns_values_to_be_between", "pixel_3_4")
     assert above.unexpected_count == 2 and above.examples == ((4, 17), (90, 17))
-    assert len(report.failures) == 1
-    assert "column 'pixel_3_4': 2 values outside 0..16, e.g. 17 (rows 4, 90)" in rejection(report)
+    assert len(report.of_severity("critical")) == 1
+    assert "column 'pixel_3_4': 2 values outside 0..16, e.g. 17 (rows 4, 90)" in rejection(report, tmp_path)
 
 
 def test_negative_pixel_is_out_of_range(frame, tmp_path):
     frame.loc[11, "pixel_7_7"] = -1
     report = validate(frame, tmp_path)
 
-    below = failure_of(report, "expect_column_values_to_be_between", "pixel_7_7")
-    assert below.unexpected_count == 1 and below.examples == ((11, -1),)
-    assert "column 'pixel_7_7': 1 value outside 0..16, e.g. -1 (row 11)" in rejection(report)
+    below = failure_of(report, "expect_columns_values_to_be_between", "pixel_7_7")
+    assert below.examples == ((11, -1),)
+    assert "column 'pixel_7_7': 1 value outside 0..16, e.g. -1 (row 11)" in rejection(report, tmp_path)
 
 
 def test_label_10_is_not_a_digit(frame, tmp_path):
@@ -151,28 +175,95 @@ def test_label_10_is_not_a_digit(frame, tmp_path):
 
     label = failure_of(report, "expect_column_values_to_be_in_set", TARGET_COLUMN)
     assert label.unexpected_count == 1 and label.examples == ((9, 10),)
-    assert "column 'target': 1 value not in 0..9, e.g. 10 (row 9)" in rejection(report)
+    assert "column 'target': 1 value not in 0..9, e.g. 10 (row 9)" in rejection(report, tmp_path)
 
 
-def test_float_labels_are_rejected_by_type_and_set(frame, tmp_path):
+def test_non_integer_labels_are_named(frame, tmp_path):
     frame[TARGET_COLUMN] = frame[TARGET_COLUMN].astype(float)
-    frame.loc[[9, 30], TARGET_COLUMN] = [2.5, 7.25]
+    frame.loc[[9, 30], TARGET_COLUMN] = [3.5, 7.25]
     report = validate(frame, tmp_path)
 
-    typed = failure_of(report, "expect_column_values_to_be_in_type_list", TARGET_COLUMN)
-    assert typed.unexpected_count == 2 and typed.examples == ((9, 2.5), (30, 7.25))
-    assert "dtype float64" in typed.detail
-    assert failure_of(report, "expect_column_values_to_be_in_set", TARGET_COLUMN).unexpected_count == 2
-    assert "column 'target'" in rejection(report) and "2.5" in rejection(report)
+    fractional = failure_of(report, "expect_columns_values_to_be_whole_numbers", TARGET_COLUMN)
+    assert fractional.unexpected_count == 2 and fractional.examples == ((9, 3.5), (30, 7.25))
+    assert "column 'target': 2 non-integer values, e.g. 3.5, 7.25 (rows 9, 30)" in rejection(report, tmp_path)
+
+
+def test_whole_float_labels_are_fine(frame, tmp_path):
+    frame[TARGET_COLUMN] = frame[TARGET_COLUMN].astype(float)  # what a CSV with "3.0" gives
+    assert validate(frame, tmp_path).passed
+
+
+def test_a_single_class_is_refused(frame, tmp_path):
+    frame[TARGET_COLUMN] = 7
+    report = validate(frame, tmp_path)
+
+    single = failure_of(report, "expect_column_unique_value_count_to_be_between", TARGET_COLUMN)
+    assert single.severity == "critical"
+    assert "column 'target' holds 1 distinct value (7); at least 2 classes are needed" in rejection(report, tmp_path)
 
 
 def test_too_few_rows(frame, tmp_path):
     report = validate(frame.head(50), tmp_path)
 
-    rows = failure_of(report, "expect_table_row_count_to_be_between", None)
-    assert rows.detail == "only 50 rows; at least 100 are required"
-    assert len(report.failures) == 1
-    assert "only 50 rows" in rejection(report)
+    rows = [f for f in report.of_severity("critical") if f.expectation == "expect_table_row_count_to_be_between"]
+    assert [f.detail for f in rows] == ["50 rows; at least 100 expected"]
+    assert "50 rows; at least 100 expected" in rejection(report, tmp_path)
+
+
+def test_a_large_share_of_duplicated_rows_is_refused(frame, tmp_path):
+    doubled = pd.concat([frame, frame.head(30)], ignore_index=True)
+    report = validate(doubled, tmp_path)
+
+    duplicates = failure_of(report, "expect_table_duplicate_row_share_to_be_at_most", None)
+    assert duplicates.unexpected_count == 30 and duplicates.examples[0] == (120, 0)
+    assert "30 of 150 rows (20.0%) repeat an earlier row exactly, e.g. row 120 = row 0" in rejection(report, tmp_path)
+    assert "at most 10.0% allowed (validation.max_duplicate_share)" in duplicates.detail
+
+
+def test_the_duplicate_threshold_comes_from_the_run_configuration(frame, tmp_path):
+    doubled = pd.concat([frame, frame.head(30)], ignore_index=True)
+    assert validate(doubled, tmp_path, max_duplicate_share=0.25).passed
+    assert validate(pd.concat([frame, frame.head(5)], ignore_index=True), tmp_path).passed  # 4% < 10%
+
+
+def test_warnings_are_reported_and_never_stop_a_run(frame, tmp_path, capsys):
+    frame.loc[frame[TARGET_COLUMN] == 3, TARGET_COLUMN] = 4  # no 3 at all, and twice as many 4s
+    report = validate(frame, tmp_path)
+
+    assert report.passed
+    warnings = report.of_severity("warning")
+    assert {f.expectation for f in warnings} == {
+        "expect_column_distinct_values_to_contain_set",
+        "expect_column_value_shares_to_be_between",
+    }
+    assert "column 'target' has no rows for {3}" in warnings[0].detail + warnings[1].detail
+    require_valid_dataset.fn(checks=checked(report, tmp_path, frame))  # does not raise
+    printed = capsys.readouterr().out
+    assert "passed with warnings" in printed and "3 holds 0.0% (expected 5%..20%)" in printed
+    assert "drift: not measured: no production version yet" in printed
+
+
+def test_severity_comes_from_the_suite_file(frame, tmp_path):
+    suite = json.loads(DEFAULT_SUITE.read_text())
+    for expectation in suite["expectations"]:
+        if expectation["type"] == "expect_columns_values_to_be_between":
+            expectation["severity"] = "warning"
+    (tmp_path / "lenient.json").write_text(json.dumps(suite))
+    frame.loc[4, "pixel_3_4"] = 17
+    report = validate(frame, tmp_path, suite_path=str(tmp_path / "lenient.json"))
+
+    assert (
+        report.passed and failure_of(report, "expect_columns_values_to_be_between", "pixel_3_4").severity == "warning"
+    )
+
+
+def test_every_problem_of_a_wrong_file_is_kept_but_the_message_stays_short(frame, tmp_path):
+    wrong = frame.astype(float) + 0.5
+    report = validate(wrong, tmp_path)
+    message = rejection(report, tmp_path)
+
+    assert len(report.of_severity("critical")) > 60
+    assert "... and" in message and "more, listed in the full report" in message
 
 
 def test_suite_with_a_mistyped_expectation_is_refused_not_silently_shortened(tmp_path):
@@ -181,5 +272,10 @@ def test_suite_with_a_mistyped_expectation_is_refused_not_silently_shortened(tmp
     path = tmp_path / "typo.json"
     path.write_text(json.dumps(suite))
 
-    with pytest.raises(ValueError, match="1 expectation"):
+    with pytest.raises(ConfigRejected, match="1 expectation"):
         load_suite(path)
+
+
+def test_missing_suite_file_is_a_config_error(tmp_path, frame):
+    with pytest.raises(ConfigRejected, match="could not be read"):
+        validate(frame, tmp_path, suite_path=str(tmp_path / "nope.json"))

@@ -1,0 +1,253 @@
+"""The data check report: validation and drift together, as one offline HTML page, a message and a verdict.
+
+GX's Data Docs pages load Bootstrap, jQuery, Font Awesome and Vega from CDNs and show pass/fail as icon
+fonts, so offline they lose both styling and verdicts. This page is a single file with inline CSS and no
+script or external reference: it reads the same from an MLflow artifact, a laptop or an air-gapped host.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from html import escape
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.drift import DriftReport
+from tasks.errors import DataRejected
+from tasks.validation import SEVERITIES, ExpectationFailure, ValidationReport, report_name, show_value
+
+ROWS_NOTE = "Rows are counted from 0 after the header (CSV line = row + 2)."
+# The console message lists this many problems per severity; the page lists them all.
+SHOWN_FAILURES = 20
+STYLE = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
+h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;width:100%;margin:.5em 0}td,th{border:1px solid #ddd;padding:4px 8px;
+text-align:left;vertical-align:top}th{background:#f4f4f4}code{font-size:.92em}
+.verdict{display:inline-block;padding:4px 12px;border-radius:4px;font-weight:bold;color:#fff}
+.rejected,.critical,.blocking{background:#b3261e;color:#fff}.warning{background:#f9a825}
+.info,.skipped{background:#78909c;color:#fff}.passed,.ok{background:#2e7d32;color:#fff}
+td.critical,td.warning,td.info,td.passed,td.ok,td.blocking,td.skipped{font-weight:bold;white-space:nowrap}
+"""
+
+
+@dataclass(frozen=True)
+class DataCheckReport:
+    """Everything the data checks found about one file, and where the page with all of it is."""
+
+    validation: ValidationReport
+    drift: DriftReport
+    html: Path
+
+    @property
+    def source(self) -> str:
+        return self.validation.source
+
+    @property
+    def blocked(self) -> bool:
+        """A critical expectation failed or the drift crossed a blocking threshold."""
+        return not self.validation.passed or self.drift.status == "blocking"
+
+    @property
+    def status(self) -> str:
+        if self.blocked:
+            return "rejected"
+        warned = self.validation.of_severity("warning") or self.drift.status == "warning"
+        return "passed with warnings" if warned else "passed"
+
+    def message(self) -> str:
+        """What the person running the pipeline reads: what is wrong, where, and where the full report is."""
+        critical = self.validation.of_severity("critical")
+        if critical:
+            failed = self.validation.failed_expectations("critical")
+            head = f"data file {self.source} failed {_count(failed, 'critical expectation')}"
+        elif self.drift.status == "blocking":
+            head = f"data file {self.source} drifted too far from the production model's training data"
+        else:
+            head = f"data file {self.source} {self.status} ({self.validation.evaluated_expectations} expectations)"
+        lines = [head + (" (nothing was trained):" if self.blocked else ":")]
+        lines += _failure_lines(critical)
+        lines += self.drift_lines()
+        warnings = self.validation.of_severity("warning")
+        if warnings:
+            lines.append("warnings (reported; they never stop a run):")
+            lines += _failure_lines(warnings)
+        if critical:
+            lines.append(ROWS_NOTE)
+        lines.append(f"full report: {self.html}")
+        if self.blocked:
+            lines.append(self.advice())
+        return "\n".join(lines)
+
+    def drift_lines(self) -> list[str]:
+        drift = self.drift
+        if drift.status == "skipped":
+            return [f"  drift: {drift.note}"]
+        config = drift.config
+        return [
+            f"  drift {drift.status} {drift.note}: labels PSI {drift.label_psi:.3g} (warn {config.label_warn_psi},"
+            f" block {config.label_block_psi}); most drifted pixels: {drift.top_text()} (warn"
+            f" {config.feature_warn_psi}, block {config.feature_block_psi})"
+        ]
+
+    def advice(self) -> str:
+        if not self.validation.passed:
+            return "Fix these values or columns in the file (schema: tasks/schema.py) and run again."
+        return (
+            "If the change is real and wanted, retrain on it knowingly: raise drift.feature_block_psi /"
+            " drift.label_block_psi in a --config file, or set drift.enabled: false for this run."
+        )
+
+    def metrics(self) -> dict[str, float]:
+        """Counts and PSI scores for the MLflow run; per-pixel PSI under drift_psi.<pixel>."""
+        found = {f"validation_{s}_failures": float(self.validation.failed_expectations(s)) for s in SEVERITIES}
+        found["validation_expectations"] = float(self.validation.evaluated_expectations)
+        if self.drift.status != "skipped":
+            found |= {"drift_max_feature_psi": self.drift.max_feature_psi, "drift_label_psi": self.drift.label_psi}
+            found |= {f"drift_psi.{f.name}": f.psi for f in self.drift.features}
+        return found
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "data_check": self.status,
+            "drift_status": self.drift.status,
+            "drift_reference_version": self.drift.reference_version or "none",
+        }
+
+    def markdown(self, report_link: str) -> str:
+        """The Prefect artifact: the verdict, each problem, the drift, and a link to the full page."""
+        lines = [f"## Data check: {self.status}", "", f"`{self.source}`, {self.validation.rows} rows", ""]
+        if self.validation.failures:
+            lines += ["| severity | problem | expectation |", "|---|---|---|"]
+            lines += [f"| {f.severity} | {_md(f.detail)} | `{f.expectation}` |" for f in self.validation.failures]
+            lines.append("")
+        lines += [f"**Drift: {self.drift.status}**, {_md(self.drift.note)}", ""]
+        if self.drift.features:
+            lines += ["| pixel | PSI |", "|---|---|"]
+            lines += [f"| {f.name} | {f.psi:.3g} |" for f in self.drift.features[: self.drift.config.top_features]]
+            lines += ["", f"Labels PSI: {self.drift.label_psi:.3g}", ""]
+        lines += [f"Full report: [{self.html.name}]({report_link})", "", f"Local copy: `{self.html}`"]
+        return "\n".join(lines)
+
+
+def _failure_lines(failures: tuple[ExpectationFailure, ...]) -> list[str]:
+    lines = [f"  - {failure.detail}  [{failure.expectation}]" for failure in failures[:SHOWN_FAILURES]]
+    if len(failures) > SHOWN_FAILURES:
+        lines.append(f"  ... and {len(failures) - SHOWN_FAILURES} more, listed in the full report")
+    return lines
+
+
+def _count(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _md(text: str) -> str:
+    """Table-cell safe: a '|' would split the cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+@task(name="write_data_report", cache_policy=NO_CACHE)
+def write_data_report(validation: ValidationReport, drift: DriftReport, out_dir: Path) -> DataCheckReport:
+    """Write the offline HTML page of the validation and drift results under out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = DataCheckReport(validation, drift, out_dir / f"{report_name(validation.source)}.report.html")
+    report.html.write_text(render_html(report), encoding="utf-8")
+    return report
+
+
+@task(name="require_valid_dataset", cache_policy=NO_CACHE)
+def require_valid_dataset(checks: DataCheckReport) -> None:
+    """Print the verdict; raise DataRejected (exit code 2) on a critical failure or blocking drift."""
+    if checks.blocked:
+        raise DataRejected(checks.message())
+    print(checks.message())
+
+
+def render_html(report: DataCheckReport) -> str:
+    """The whole page: verdict, problems, drift and every expectation run, with inline CSS only."""
+    validation = report.validation
+    css_class = report.status.split()[0]
+    body = [
+        f"<h1>Greenlight data check <span class='verdict {css_class}'>{escape(report.status.upper())}</span></h1>",
+        f"<p>File <code>{escape(report.source)}</code>: {validation.rows} rows, checked"
+        f" {datetime.now(UTC):%Y-%m-%d %H:%M} UTC against the suite <code>{escape(str(validation.suite))}</code>."
+        f" {escape(ROWS_NOTE)}</p>",
+        "<h2>Problems</h2>",
+        _problems_table(validation.failures) if validation.failures else "<p>None: every expectation passed.</p>",
+        "<h2>Drift</h2>",
+        _drift_html(report.drift),
+        "<h2>Every expectation</h2>",
+        _table(
+            ["result", "severity", "expectation", "on", "observed", "why"],
+            [
+                (("passed" if o.success else o.severity), o.severity, o.expectation, o.target, o.observed, o.why)
+                for o in validation.outcomes
+            ],
+            status_column=0,
+        ),
+        f"<p>GX result JSON: <code>{escape(str(validation.result_json))}</code></p>",
+    ]
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>Data check: {escape(Path(report.source).name)}</title><style>{STYLE}</style></head>"
+        f"<body>{''.join(body)}</body></html>\n"
+    )
+
+
+def _problems_table(failures: tuple[ExpectationFailure, ...]) -> str:
+    rows = [
+        (
+            f.severity,
+            f.column or "(table)",
+            f.detail,
+            ", ".join(f"{r}: {show_value(v)}" for r, v in f.examples[:10]),
+            f.expectation,
+        )
+        for f in failures
+    ]
+    return _table(["severity", "column", "problem", "examples (row: value)", "expectation"], rows, status_column=0)
+
+
+def _drift_html(drift: DriftReport) -> str:
+    head = f"<p><span class='verdict {drift.status}'>{escape(drift.status.upper())}</span> {escape(drift.note)}</p>"
+    if drift.status == "skipped":
+        return head
+    config = drift.config
+    thresholds = (
+        f"<p>Labels: PSI {drift.label_psi:.4g} (warn at {config.label_warn_psi}, block at {config.label_block_psi})."
+        f" Pixels: largest PSI {drift.max_feature_psi:.4g} (warn at {config.feature_warn_psi}, block at"
+        f" {config.feature_block_psi}), all 64 below.</p>"
+    )
+    labels = _table(
+        ["label", "share here", "share in reference"],
+        [(label, f"{here:.2%}", f"{there:.2%}") for label, (here, there) in drift.label_shares.items()],
+    )
+    pixels = _table(
+        ["pixel (most drifted first)", "PSI", "level"],
+        [
+            (f.name, f"{f.psi:.4g}", _level(f.psi, config.feature_warn_psi, config.feature_block_psi))
+            for f in drift.features
+        ],
+        status_column=2,
+    )
+    return head + thresholds + labels + pixels
+
+
+def _level(value: float, warn: float, block: float) -> str:
+    return "blocking" if value >= block else "warning" if value >= warn else "ok"
+
+
+def _table(headers: list[str], rows: list[tuple], status_column: int | None = None) -> str:
+    """An HTML table of escaped cells; the status column's cells are coloured by their value."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    lines = []
+    for row in rows:
+        cells = [
+            f"<td class='{escape(str(cell))}'>{escape(str(cell))}</td>"
+            if i == status_column
+            else f"<td>{escape(str(cell))}</td>"
+            for i, cell in enumerate(row)
+        ]
+        lines.append(f"<tr>{''.join(cells)}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(lines)}</table>"

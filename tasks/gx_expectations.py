@@ -1,0 +1,289 @@
+"""Greenlight's own Great Expectations expectation types: many columns per expectation, vectorised.
+
+GX 1.x spends ~6 ms of fixed work per expectation, so 64 pixel columns x (null, type, range) checks cost
+~1.2 s before a single row is read. These types check a whole list of columns in one numpy pass per column
+and still report each problem by column, value and row. Defining a class registers it with GX (a
+dictionary entry, nothing else); tasks.validation imports this module before it loads a suite.
+"""
+
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from great_expectations.compatibility import pydantic
+from great_expectations.core.metric_domain_types import MetricDomainTypes
+from great_expectations.core.suite_parameters import SuiteParameterDict
+from great_expectations.execution_engine import PandasExecutionEngine
+from great_expectations.expectations.expectation import BatchExpectation
+from great_expectations.expectations.metrics.metric_provider import metric_value
+from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
+
+# Each problem keeps this many (row, value) examples: enough to find the pattern, small enough for JSON.
+EXAMPLES = 10
+# Odd 64-bit constant (from splitmix64) that spreads each column's bits across the row hash.
+HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+
+
+def plain(value: Any) -> Any:
+    """A cell as a JSON-friendly Python value: 17, 2.5, 'dark', None, or 'inf' / 'nan' for non-finite floats."""
+    value = value.item() if hasattr(value, "item") and not isinstance(value, str) else value
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    return None if value is pd.NA or value is pd.NaT else value
+
+
+def value_key(value: Any) -> str:
+    """A value as the text a suite names it by: 3, 3.0 and np.int64(3) are all '3'."""
+    value = plain(value)
+    return str(int(value) if isinstance(value, float) and value.is_integer() else value)
+
+
+def problem(series: pd.Series, mask: np.ndarray) -> dict:
+    """Count the rows where mask holds and keep the first few as [row, value] pairs."""
+    rows = np.flatnonzero(mask)
+    shown = rows[:EXAMPLES]
+    examples = [[plain(series.index[i]), plain(series.iloc[i])] for i in shown]
+    return {"count": int(len(rows)), "examples": examples}
+
+
+def column_of(frame: pd.DataFrame, name: str) -> pd.Series | None:
+    """The column by name (the first where a name repeats), or None when it is missing."""
+    if name not in frame.columns:
+        return None
+    selected = frame[name]
+    return selected.iloc[:, 0] if isinstance(selected, pd.DataFrame) else selected
+
+
+def as_numbers(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(float or int values, mask of cells that are neither null nor a number) for any column dtype."""
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return np.zeros(len(series)), series.notna().to_numpy()
+    if pd.api.types.is_integer_dtype(series.dtype) and not series.hasnans:
+        return series.to_numpy(), np.zeros(len(series), dtype=bool)
+    if pd.api.types.is_numeric_dtype(series.dtype):
+        return series.to_numpy(dtype=float, na_value=np.nan), np.zeros(len(series), dtype=bool)
+    numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return numbers, (series.notna().to_numpy() & np.isnan(numbers))
+
+
+def census(series: pd.Series) -> dict:
+    """What is wrong with a column's cells as numbers: nulls, non-numbers, infinities, fractions."""
+    numbers, not_numbers = as_numbers(series)
+    if numbers.dtype.kind in "iu":  # an integer array holds no null, text, infinity or fraction
+        clean = {"count": 0, "examples": []}
+        return {"null": clean, "not_a_number": clean, "infinite": clean, "fractional": clean}
+    finite = np.isfinite(numbers)
+    return {
+        "null": problem(series, series.isna().to_numpy()),
+        "not_a_number": problem(series, not_numbers),
+        "infinite": problem(series, np.isinf(numbers)),
+        "fractional": problem(series, finite & (np.floor(numbers, where=finite, out=numbers.copy()) != numbers)),
+    }
+
+
+def out_of_range(series: pd.Series, low: float | None, high: float | None) -> dict:
+    """Numeric cells below low or above high; min/max first, so a clean integer column costs two passes."""
+    numbers, _ = as_numbers(series)
+    if numbers.dtype.kind in "iu" and len(numbers):
+        if (low is None or numbers.min() >= low) and (high is None or numbers.max() <= high):
+            return {"count": 0, "examples": []}
+    with np.errstate(invalid="ignore"):  # NaN compares False: nulls are the null check's to report
+        outside = np.zeros(len(numbers), dtype=bool)
+        if low is not None:
+            outside |= numbers < low
+        if high is not None:
+            outside |= numbers > high
+    if numbers.dtype.kind == "f":
+        outside &= ~np.isinf(numbers)  # and infinities the number check's
+    return problem(series, outside)
+
+
+class ColumnsValueCensus(TableMetricProvider):
+    """Per listed column: its null, non-number, infinite and fractional cells."""
+
+    metric_name = "greenlight.columns.value_census"
+    value_keys = ("column_list",)
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics, runtime_configuration):
+        frame, _, _ = execution_engine.get_compute_domain(metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
+        found = {name: column_of(frame, name) for name in metric_value_kwargs["column_list"]}
+        return {name: None if series is None else census(series) for name, series in found.items()}
+
+
+class ColumnsOutOfRange(TableMetricProvider):
+    """Per listed column: the numeric cells outside [min_value, max_value]."""
+
+    metric_name = "greenlight.columns.out_of_range"
+    value_keys = ("column_list", "min_value", "max_value")
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics, runtime_configuration):
+        frame, _, _ = execution_engine.get_compute_domain(metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
+        low, high = metric_value_kwargs["min_value"], metric_value_kwargs["max_value"]
+        found = {name: column_of(frame, name) for name in metric_value_kwargs["column_list"]}
+        return {name: None if s is None else out_of_range(s, low, high) for name, s in found.items()}
+
+
+class TableDuplicateRows(TableMetricProvider):
+    """Rows identical to an earlier row in every column, found by a vectorised 64-bit row hash."""
+
+    metric_name = "greenlight.table.duplicate_rows"
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics, runtime_configuration):
+        frame, _, _ = execution_engine.get_compute_domain(metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
+        hashes = row_hashes(frame)
+        repeated = pd.Series(hashes).duplicated().to_numpy()
+        # The first few repeats, each with the earlier row it repeats, checked cell by cell.
+        examples = []
+        for position in np.flatnonzero(repeated)[:EXAMPLES]:
+            first = int(np.flatnonzero(hashes == hashes[position])[0])
+            if frame.iloc[first].equals(frame.iloc[position]):
+                examples.append([plain(frame.index[position]), plain(frame.index[first])])
+        return {"rows": len(frame), "count": int(repeated.sum()), "examples": examples}
+
+
+def row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """One uint64 per row, equal for equal rows; ~2 numpy passes per column instead of pandas' row tuples."""
+    hashes = np.zeros(len(frame), dtype=np.uint64)
+    for position in range(frame.shape[1]):
+        values = frame.iloc[:, position].to_numpy()
+        if values.dtype.kind in "iu":  # the integers themselves are the cheapest exact key
+            bits = values.view(np.uint64) if values.dtype.itemsize == 8 else values.astype(np.uint64)
+        else:
+            bits = pd.util.hash_array(values)
+        np.bitwise_xor(hashes, bits, out=hashes)
+        np.multiply(hashes, HASH_MULTIPLIER, out=hashes)  # wraps modulo 2**64, as a hash should
+    return hashes
+
+
+class ColumnValueShares(TableMetricProvider):
+    """The share of rows holding each value of one column, keyed by the value as text."""
+
+    metric_name = "greenlight.column.value_shares"
+    value_keys = ("column",)
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics, runtime_configuration):
+        frame, _, _ = execution_engine.get_compute_domain(metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
+        series = column_of(frame, metric_value_kwargs["column"])
+        if series is None or series.empty:
+            return None
+        shares = series.value_counts(normalize=True, dropna=False)
+        return {value_key(value): float(share) for value, share in shares.items()}
+
+
+class _ColumnListExpectation(BatchExpectation):
+    """Shared shape: a list of columns, each judged alone; missing columns fail (the column check names them)."""
+
+    column_list: list[str] = pydantic.Field(min_items=1)
+    check: ClassVar[str] = ""
+
+    def _column_result(self, per_column: dict, rows: int) -> dict:
+        """Flatten per-column problems into GX's result: success, a count, and one entry per column problem."""
+        missing = [name for name, found in per_column.items() if found is None]
+        problems = [
+            {"column": name, "problem": kind, **found[kind]}
+            for name, found in per_column.items()
+            if found is not None
+            for kind in self.kinds
+            if found[kind]["count"]
+        ]
+        failed = missing or any(entry["count"] > self.allowed(rows) for entry in problems)
+        return {
+            "success": not failed,
+            "result": {
+                "observed_value": f"{len(problems)} problem(s) in {len({p['column'] for p in problems})} column(s)",
+                "element_count": rows,
+                "unexpected_count": sum(entry["count"] for entry in problems),
+                "details": {"problems": problems, "missing_columns": missing},
+            },
+        }
+
+    def allowed(self, rows: int) -> float:
+        """How many problem cells a column may hold before it fails."""
+        return 0
+
+
+class ExpectColumnsValuesToNotBeNull(_ColumnListExpectation):
+    """Expect no null (None/NaN/empty) cell in any listed column, or at most 1 - mostly of its rows."""
+
+    mostly: float = pydantic.Field(1.0, ge=0.0, le=1.0)
+    metric_dependencies = ("greenlight.columns.value_census", "table.row_count")
+    success_keys = ("column_list", "mostly")
+    args_keys = ("column_list",)
+    kinds: ClassVar[tuple[str, ...]] = ("null",)
+
+    def allowed(self, rows: int) -> float:
+        return (1.0 - self.mostly) * rows
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine=None) -> dict:
+        return self._column_result(metrics["greenlight.columns.value_census"], metrics["table.row_count"])
+
+
+class ExpectColumnsValuesToBeWholeNumbers(_ColumnListExpectation):
+    """Expect every non-null cell of the listed columns to be a finite whole number (17, 17.0; not 'x', 3.5, inf)."""
+
+    metric_dependencies = ("greenlight.columns.value_census", "table.row_count")
+    success_keys = ("column_list",)
+    args_keys = ("column_list",)
+    kinds: ClassVar[tuple[str, ...]] = ("not_a_number", "infinite", "fractional")
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine=None) -> dict:
+        return self._column_result(metrics["greenlight.columns.value_census"], metrics["table.row_count"])
+
+
+class ExpectColumnsValuesToBeBetween(_ColumnListExpectation):
+    """Expect every numeric cell of the listed columns to lie within [min_value, max_value], bounds inclusive."""
+
+    min_value: float | SuiteParameterDict | None = None
+    max_value: float | SuiteParameterDict | None = None
+    metric_dependencies = ("greenlight.columns.out_of_range", "table.row_count")
+    success_keys = ("column_list", "min_value", "max_value")
+    args_keys = ("column_list", "min_value", "max_value")
+    kinds: ClassVar[tuple[str, ...]] = ("out_of_range",)
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine=None) -> dict:
+        per_column = metrics["greenlight.columns.out_of_range"]
+        wrapped = {name: None if found is None else {"out_of_range": found} for name, found in per_column.items()}
+        return self._column_result(wrapped, metrics["table.row_count"])
+
+
+class ExpectTableDuplicateRowShareToBeAtMost(BatchExpectation):
+    """Expect at most max_share of the rows to repeat an earlier row exactly (a copy-paste or a join gone wrong)."""
+
+    max_share: float | SuiteParameterDict = 0.0
+    metric_dependencies = ("greenlight.table.duplicate_rows",)
+    success_keys = ("max_share",)
+    args_keys = ("max_share",)
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine=None) -> dict:
+        found = metrics["greenlight.table.duplicate_rows"]
+        share = found["count"] / found["rows"] if found["rows"] else 0.0
+        return {
+            "success": share <= self.max_share,
+            "result": {"observed_value": share, "element_count": found["rows"], "unexpected_count": found["count"]}
+            | {"details": {"examples": found["examples"], "max_share": self.max_share}},
+        }
+
+
+class ExpectColumnValueSharesToBeBetween(BatchExpectation):
+    """Expect each listed value of a column to hold a share of the rows within its [min, max] (label balance)."""
+
+    column: str
+    shares: dict[str, list[float]]
+    metric_dependencies = ("greenlight.column.value_shares",)
+    success_keys = ("column", "shares")
+    args_keys = ("column", "shares")
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine=None) -> dict:
+        observed = metrics["greenlight.column.value_shares"]
+        if observed is None:
+            return {"success": False, "result": {"observed_value": None, "details": {"outside": []}}}
+        outside = [
+            {"value": value, "share": observed.get(value, 0.0), "min": low, "max": high}
+            for value, (low, high) in self.shares.items()
+            if not low <= observed.get(value, 0.0) <= high
+        ]
+        return {"success": not outside, "result": {"observed_value": observed, "details": {"outside": outside}}}

@@ -1,0 +1,130 @@
+"""Serving check before promotion: the built bento must start, be ready, answer right, and be fast.
+
+The bento runs as `python -m bentoml serve` in a child process (tasks never import BentoML), bound to
+127.0.0.1 on a free port, and is always stopped before the task returns.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.config import ServingCheckConfig
+from tasks.onnx_model import onnx_logits
+
+
+@dataclass(frozen=True)
+class ServingCheck:
+    """What a client of the candidate's bento saw during a short, bounded test."""
+
+    ready: bool
+    ready_seconds: float
+    known_batch_agreement: float
+    requests: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    detail: str
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def client_headers() -> dict[str, str]:
+    """Send the API key when the service requires one (GREENLIGHT_API_KEY)."""
+    key = os.environ.get("GREENLIGHT_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def wait_until_ready(client: httpx.Client, server: subprocess.Popen, timeout_s: float) -> float:
+    """Seconds until /readyz answered 200; raises RuntimeError if the server dies or never gets ready."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        if server.poll() is not None:
+            raise RuntimeError(f"bento server exited with code {server.returncode} before it was ready")
+        try:
+            if client.get("/readyz", timeout=2).status_code == 200:
+                return time.perf_counter() - started
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"/readyz did not answer 200 within {timeout_s:.0f} s")
+
+
+def timed_predict(client: httpx.Client, row: list[float]) -> tuple[float, bool]:
+    started = time.perf_counter()
+    try:
+        ok = client.post("/predict", json={"rows": [row]}, headers=client_headers(), timeout=10).status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    return (time.perf_counter() - started) * 1000.0, ok
+
+
+def probe(client: httpx.Client, pixels: np.ndarray, expected: np.ndarray, config: ServingCheckConfig) -> tuple:
+    """Known-batch agreement, then a bounded load of single-row requests; returns the figures."""
+    batch = pixels[: config.known_batch_rows]
+    answer = client.post("/predict", json={"rows": batch.tolist()}, headers=client_headers(), timeout=30)
+    answer.raise_for_status()
+    agreement = float(np.mean(np.asarray(answer.json()["labels"]) == expected[: len(batch)]))
+    rows = [pixels[i % len(pixels)].tolist() for i in range(config.load_requests)]
+    with ThreadPoolExecutor(config.load_concurrency) as pool:
+        results = list(pool.map(lambda row: timed_predict(client, row), rows))
+    latencies = np.array([ms for ms, _ in results])
+    errors = sum(1 for _, ok in results if not ok)
+    return agreement, errors, float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99))
+
+
+@task(name="check_serving", cache_policy=NO_CACHE)
+def check_serving(
+    bento_tag: str, onnx_path: Path, pixels: np.ndarray, config: ServingCheckConfig
+) -> ServingCheck | None:
+    """Start the bento, require /readyz, compare a known batch with offline predictions, time a load."""
+    if not config.enabled:
+        return None
+    expected_labels = onnx_logits(onnx_path, pixels[: config.known_batch_rows]).argmax(axis=1)
+    port = free_port()
+    log = tempfile.TemporaryFile()
+    # The candidate is checked as built: no following of the registry alias during the check.
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "GREENLIGHT_FOLLOW_ALIAS": ""}
+    command = [sys.executable, "-m", "bentoml", "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    limits = httpx.Limits(max_connections=config.load_concurrency + 1)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", limits=limits) as client:
+            ready_s = wait_until_ready(client, server, config.startup_timeout_s)
+            agreement, errors, p50, p99 = probe(client, pixels, expected_labels, config)
+        detail = f"{config.load_requests} requests at concurrency {config.load_concurrency}"
+        return ServingCheck(True, ready_s, agreement, config.load_requests, errors, p50, p99, detail)
+    except (RuntimeError, httpx.HTTPError, KeyError, ValueError) as error:
+        log.seek(0)
+        tail = log.read().decode(errors="replace")[-1500:]
+        return ServingCheck(False, 0.0, 0.0, 0, 0, 0.0, 0.0, f"{error}\n{tail}")
+    finally:
+        stop(server)
+        log.close()
+
+
+def stop(server: subprocess.Popen) -> None:
+    """SIGTERM the server's whole process group, SIGKILL it if it lingers."""
+    if server.poll() is not None:
+        return
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=5)

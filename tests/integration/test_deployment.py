@@ -1,0 +1,184 @@
+"""`make up` / `make down` end to end: the stack serves the nightly deployment, its worker runs the real
+training flow when triggered, the MLflow UI shows the result, and `down` leaves no process behind.
+
+The stack runs as a user starts it (`python -m deployments.stack`), in subprocesses, with every store in
+a temporary folder and free ports; the tests talk to it over HTTP only.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # starts Prefect, a worker and MLflow, then trains a small model
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# A 3-epoch run takes ~45 s on 2 cores; the worker polls every 10 s and the bento build is the slow step.
+RUN_TIMEOUT_S = 360
+FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+OVERRIDE = {"config": {"training": {"max_epochs": 3}}}
+
+
+@dataclass(frozen=True)
+class Stack:
+    home: Path
+    env: dict[str, str]
+    api: str
+    mlflow: str
+
+    @property
+    def pids_file(self) -> Path:
+        return self.home / "stack" / "pids.json"
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def stack_command(action: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "deployments.stack", action]
+    return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def request_json(url: str, body: dict | None = None, headers: dict[str, str] | None = None) -> object:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json", **(headers or {})})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def log_tail(stack: Stack, name: str) -> str:
+    path = stack.home / "stack" / f"{name}.log"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-40:]) if path.exists() else "(no log)"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("stack-home")
+    prefect_port, mlflow_port = free_ports(2)
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env.update(
+        GREENLIGHT_HOME=str(home),
+        MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}",
+        BENTOML_HOME=str(home / "bentoml"),
+        PREFECT_HOME=str(home / "prefect"),
+        GREENLIGHT_PREFECT_PORT=str(prefect_port),
+        GREENLIGHT_MLFLOW_PORT=str(mlflow_port),
+        # The worker's flow runs import flows/ and tasks/ even where the project is not pip-installed.
+        PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    stack = Stack(home, env, f"http://127.0.0.1:{prefect_port}/api", f"http://127.0.0.1:{mlflow_port}")
+    try:
+        started = stack_command("up", env)
+        assert started.returncode == 0, f"stack up failed:\n{started.stdout}\n{started.stderr}"
+        yield stack
+    finally:
+        stack_command("down", env)  # also after a failed or interrupted test: never leave servers running
+
+
+@pytest.fixture(scope="module")
+def deployment(stack: Stack) -> dict:
+    return request_json(f"{stack.api}/deployments/name/training_pipeline/nightly")
+
+
+@pytest.fixture(scope="module")
+def finished_run(stack: Stack, deployment: dict) -> dict:
+    """A run of the deployment with a small override, triggered as the UI does, waited on until final."""
+    created = request_json(f"{stack.api}/deployments/{deployment['id']}/create_flow_run", {"parameters": OVERRIDE})
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        flow_run = request_json(f"{stack.api}/flow_runs/{created['id']}")
+        if flow_run["state_type"] in FINAL_STATES:
+            return flow_run
+        time.sleep(3)
+    pytest.fail(f"run still {flow_run['state_type']} after {RUN_TIMEOUT_S} s:\n{log_tail(stack, 'prefect-worker')}")
+
+
+def test_up_deploys_the_nightly_schedule_from_this_checkout(deployment):
+    [schedule] = deployment["schedules"]
+    assert schedule["schedule"]["cron"] == "0 2 * * *"
+    assert schedule["schedule"]["timezone"] == "UTC"
+    assert schedule["active"]
+    assert deployment["work_pool_name"] == "greenlight-process"
+    assert deployment["parameters"] == {}
+    set_directory = {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_ROOT)}}
+    assert deployment["pull_steps"] == [set_directory]
+
+
+def test_the_prefect_ui_talks_to_this_stacks_api(stack):
+    settings = request_json(stack.api.removesuffix("/api") + "/ui-settings")
+    assert settings["api_url"] == stack.api
+
+
+def test_the_deployment_parameters_are_the_typed_run_config_form(deployment):
+    schema = deployment["parameter_openapi_schema"]
+    assert schema["properties"]["config"]["$ref"] == "#/definitions/RunConfig"
+    run_config = schema["definitions"]["RunConfig"]["properties"]
+    assert {"data_path", "model_name", "split", "training", "compression", "gate"} <= set(run_config)
+    max_epochs = schema["definitions"]["TrainingConfig"]["properties"]["max_epochs"]
+    assert (max_epochs["type"], max_epochs["minimum"], max_epochs["default"]) == ("integer", 1, 40)
+    assert deployment["enforce_parameter_schema"]
+
+
+def test_up_again_keeps_the_running_stack(stack):
+    before = stack.pids_file.read_text()
+    again = stack_command("up", stack.env)
+    assert again.returncode == 0, again.stderr
+    assert "already running" in again.stdout
+    assert stack.pids_file.read_text() == before
+
+
+def test_a_triggered_run_is_executed_by_the_worker_and_completes(stack, finished_run):
+    assert finished_run["state_type"] == "COMPLETED", (
+        f"{finished_run['state_name']}: {finished_run['state']['message']}\n{log_tail(stack, 'prefect-worker')}"
+    )
+    assert finished_run["parameters"] == OVERRIDE
+    assert finished_run["work_pool_name"] == "greenlight-process"
+
+
+def test_the_mlflow_ui_shows_the_run_and_its_artifacts(stack, finished_run):
+    # The browser's own headers: MLflow's host and CORS checks must let 127.0.0.1 through.
+    browser = {"Host": stack.mlflow.removeprefix("http://"), "Origin": stack.mlflow}
+    found = request_json(f"{stack.mlflow}/ajax-api/2.0/mlflow/experiments/search", {"max_results": 10}, browser)
+    [experiment] = [e for e in found["experiments"] if e["name"] == "greenlight"]
+    search = {"experiment_ids": [experiment["experiment_id"]]}
+    runs = request_json(f"{stack.mlflow}/ajax-api/2.0/mlflow/runs/search", search, browser)
+    [run] = runs["runs"]
+    assert run["info"]["status"] == "FINISHED"
+    listed = request_json(f"{stack.mlflow}/ajax-api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}")
+    assert listed["root_uri"].startswith((stack.home / "mlartifacts").as_uri())
+    assert listed["files"], "the run's artifacts are not listed"
+
+
+def test_down_stops_every_process_up_started(stack):
+    recorded = json.loads(stack.pids_file.read_text())["processes"]
+    assert {p["name"] for p in recorded} == {"prefect-server", "prefect-worker", "mlflow-ui"}
+    stopped = stack_command("down", stack.env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert [p["pid"] for p in recorded if group_exists(p["pid"])] == []
+    assert not stack.pids_file.exists()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{stack.api}/health", timeout=5)
