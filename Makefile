@@ -27,7 +27,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check flows tasks bentos deployments tests
+	$(BIN)/ruff check flows tasks bentos deployments tests benchmarks
 
 up: install
 	@$(BIN)/python -m deployments.stack up

@@ -7,6 +7,10 @@ is one JSON line: {"bento_tag": "digits_classifier:v3-1a2b3c4d", "model_tag": "d
 Bento version = v<model version>-<random 8 hex>: one bento per build. BentoML model version =
 v<model version>-<hash of the registry entry>, so rebuilding the same version reuses the stored model.
 The bento pins its model with the bento argument `model_tag` (see bentos/service.py).
+
+The version must carry the `onnx_sha256` tag that registration records. The build checks the imported
+file against it (a file changed in the artifact store fails here, not in production) and copies it
+into the BentoML model's labels, where the service checks it again each time it loads the model.
 """
 
 import argparse
@@ -25,6 +29,7 @@ from bentoml.exceptions import NotFound
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
+from bentos.model import onnx_file
 from tasks.errors import GreenlightError
 from tasks.locations import PROJECT_ROOT, export_locations, resolve_locations
 
@@ -68,9 +73,7 @@ def read_model_version(client: MlflowClient, name: str, version: int) -> ModelVe
         return client.get_model_version(name, str(version))
     except Exception as exc:  # MlflowException, or SQLAlchemy / requests errors when the store is down
         message = getattr(exc, "message", None) or str(exc)
-        raise BuildFailed(
-            f"cannot read model version {name}/{version} from {client.tracking_uri}: {message}"
-        ) from exc
+        raise BuildFailed(f"cannot read model version {name}/{version} from {client.tracking_uri}: {message}") from exc
 
 
 def stored_model_tag(name: str, model_version: ModelVersion) -> str:
@@ -79,17 +82,48 @@ def stored_model_tag(name: str, model_version: ModelVersion) -> str:
     return f"{name.lower()}:v{model_version.version}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
 
 
-def import_to_store(name: str, model_version: ModelVersion) -> bentoml.Model:
-    """Copy the registered ONNX model into the BentoML store, reusing an earlier import of it."""
+def recorded_checksum(name: str, model_version: ModelVersion) -> str:
+    """The version's onnx_sha256 tag; a version without one cannot be verified when served."""
+    checksum = model_version.tags.get("onnx_sha256")
+    if not checksum:
+        raise BuildFailed(
+            f"models:/{name}/{model_version.version} has no onnx_sha256 tag, so the service could not verify it; "
+            "register models through the pipeline (tasks.registration.register_model records it)"
+        )
+    return checksum
+
+
+def import_to_store(name: str, model_version: ModelVersion, checksum: str) -> bentoml.Model:
+    """Copy the registered ONNX model into the BentoML store, reusing an earlier import of the same bytes."""
     tag = stored_model_tag(name, model_version)
     with contextlib.suppress(NotFound):
-        return bentoml.models.get(tag)
+        stored = bentoml.models.get(tag)
+        if stored.info.labels.get("onnx_sha256") == checksum and stored_checksum(stored) == checksum:
+            return stored
+        bentoml.models.delete(tag)  # imported before checksums were carried, or changed since
     uri = f"models:/{name}/{model_version.version}"
     flavors = mlflow.models.get_model_info(uri).flavors
     if "onnx" not in flavors:
         raise BuildFailed(f"{uri} has no onnx flavor (has {sorted(flavors)}); log it with mlflow.onnx.log_model")
-    labels = {"model_name": name, "model_version": str(model_version.version), "run_id": model_version.run_id or ""}
-    return bentoml.mlflow.import_model(tag, uri, labels=labels, metadata={"mlflow_source": model_version.source})
+    labels = {
+        "model_name": name,
+        "model_version": str(model_version.version),
+        "run_id": model_version.run_id or "",
+        "onnx_sha256": checksum,
+    }
+    model = bentoml.mlflow.import_model(tag, uri, labels=labels, metadata={"mlflow_source": model_version.source})
+    if (actual := stored_checksum(model)) != checksum:
+        bentoml.models.delete(model.tag)
+        raise BuildFailed(
+            f"the ONNX file of {uri} has sha256 {actual[:12]}... but {checksum[:12]}... was registered: "
+            "the artifact changed after registration; register the model again"
+        )
+    return model
+
+
+def stored_checksum(model: bentoml.Model) -> str:
+    """sha256 of the .onnx file inside a BentoML model imported from MLflow."""
+    return hashlib.sha256(onnx_file(Path(model.path_of("mlflow_model"))).read_bytes()).hexdigest()
 
 
 def build_bento(model: bentoml.Model, name: str, version: int) -> bentoml.Bento:
@@ -117,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             require_existing_sqlite(locations.tracking_uri)
             client = MlflowClient(tracking_uri=locations.tracking_uri)
             model_version = read_model_version(client, args.model_name, args.model_version)
-            model = import_to_store(args.model_name, model_version)
+            checksum = recorded_checksum(args.model_name, model_version)
+            model = import_to_store(args.model_name, model_version, checksum)
             print(f"model {model.tag} in {locations.bentoml_home}", file=sys.stderr)
             bento = build_bento(model, args.model_name, args.model_version)
     except Exception as exc:  # the caller is a pipeline step: one readable line, not a traceback

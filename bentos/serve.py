@@ -5,8 +5,9 @@ The command, run from any directory (BENTOML_HOME must be the store the bento wa
     BENTOML_DO_NOT_TRACK=true bentoml serve digits_classifier:v3-1a2b3c4d --host 127.0.0.1 --port 3000
 
 `python -m bentos.build` prints the bento tag; `find_bento` recovers it from the model name and version.
-Endpoints: POST /predict {"rows": [[64 pixel values 0..16], ...]}; GET /healthz, /livez, /readyz
-(200 once the model is loaded).
+`greenlight serve` runs it with `serve_environment()`, which makes the service follow the registry's
+`production` alias (bentos/follow.py). Endpoints: POST /predict {"rows": [[64 pixel values 0..16], ...]};
+GET /healthz, /livez, /readyz (200 once a verified model answered its warm-up), /metrics.
 """
 
 import os
@@ -14,8 +15,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
+from typing import IO
 
 import bentoml
+
+from tasks.registry import PRODUCTION_ALIAS
 
 # Loopback: putting a model on the network is a deliberate choice, not a default.
 DEFAULT_HOST = "127.0.0.1"
@@ -27,10 +32,28 @@ def serve_command(bento_tag: str, host: str = DEFAULT_HOST, port: int = DEFAULT_
     return [sys.executable, "-m", "bentoml", "serve", bento_tag, "--host", host, "--port", str(port)]
 
 
-def start_server(bento_tag: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> subprocess.Popen[bytes]:
-    """Start serving in the background; BENTOML_HOME is inherited. Stop it with .terminate()."""
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
-    return subprocess.Popen(serve_command(bento_tag, host, port), env=env)
+def serve_environment(follow_alias: str | None = PRODUCTION_ALIAS, **extra: str) -> dict[str, str]:
+    """This process's environment for `bentoml serve`: no usage tracking, and the registry alias to
+    follow (None: serve the bento's own model only). MLFLOW_TRACKING_URI and BENTOML_HOME are inherited."""
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", **extra}
+    env.pop("GREENLIGHT_FOLLOW_ALIAS", None)
+    if follow_alias:
+        env["GREENLIGHT_FOLLOW_ALIAS"] = follow_alias
+    return env
+
+
+def start_server(
+    bento_tag: str,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    env: Mapping[str, str] | None = None,
+    log: IO[bytes] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start serving in the background, by default without following the registry; stdout and stderr go
+    to `log` when given. Stop it with .terminate()."""
+    environment = serve_environment(follow_alias=None) if env is None else dict(env)
+    stderr = subprocess.STDOUT if log is not None else None
+    return subprocess.Popen(serve_command(bento_tag, host, port), env=environment, stdout=log, stderr=stderr)
 
 
 def wait_until_ready(server: subprocess.Popen[bytes], base_url: str, timeout_s: float = 60.0) -> None:

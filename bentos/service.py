@@ -1,33 +1,47 @@
-"""BentoML service answering POST /predict with the ONNX digits model its bento was built for.
+"""BentoML service answering POST /predict with the registered ONNX digits model, verified by checksum.
 
 The model is pinned per bento by the bento argument `model_tag`: `python -m bentos.build` passes it at
 build time, BentoML stores it in the bento's bento.yaml and restores it before importing this module
-when the bento is served, so `bentoml serve digits_classifier:v3-...` always answers with version 3
+when the bento is served, so `bentoml serve digits_classifier:v3-...` answers with version 3
 (a `--arg model_tag=...` given to it is ignored). Serving the source tree instead needs the argument:
 `bentoml serve bentos.service:DigitsClassifier --arg model_tag=digits-classifier:v3-5e6f7a8b`.
+
+With GREENLIGHT_FOLLOW_ALIAS=production (`greenlight serve` sets it) the service also follows the
+registry: a promotion or rollback switches the served model within GREENLIGHT_ALIAS_POLL_S seconds,
+without a restart (bentos/follow.py). Without it, a bento serves its own version and nothing else,
+so `bentoml serve <tag>` stays what the tag says. Settings: bentos/settings.py.
+
+Endpoints: POST /predict and GET /openapi.json (bentos/endpoint.py, mounted); BentoML's GET /healthz
+and /livez (the process is up), /readyz (200 once a model passed its checksum and answered a warm-up
+inference, 503 before) and /metrics (Prometheus).
+A model whose bytes differ from the registered sha256 is never served: at startup the service stays
+up but not ready and /predict answers 503 naming the problem (when following, it then tries the
+registry's copy); a version that fails while following is refused and the current model keeps
+serving.
+
+Speed (benchmarks/serving.py, README "Predictions"): /predict is a mounted route that validates once
+and answers inline with its JSON already rendered; the access log is off, /predict is not traced, and
+startup objects are frozen out of garbage collection. Each of these was measured, not guessed.
 """
 
+import gc
+import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING
 
 import bentoml
 import numpy as np
-import onnxruntime as ort
-import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
+from starlette.responses import JSONResponse, Response
 
-from tasks.schema import LABELS, N_FEATURES, ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, PIXEL_MAX, PIXEL_MIN
+from bentos import endpoint
+from bentos.contract import Prediction, PredictRequest
+from bentos.metrics import ServingMetrics
+from bentos.model import ModelRefused, ModelSlot, ServedModel, load_verified, onnx_file
+from bentos.settings import ServingSettings
 
-# Larger batches belong to a batch job, not a synchronous HTTP call; the cap bounds request memory.
-MAX_ROWS = 4096
-
-# strict: "3" or true is a client bug, not a pixel; NaN/inf would silently poison the logits.
-Pixel = Annotated[float, Field(strict=True, ge=PIXEL_MIN, le=PIXEL_MAX, allow_inf_nan=False)]
-Row = Annotated[list[Pixel], Field(min_length=N_FEATURES, max_length=N_FEATURES)]
-Rows = Annotated[
-    list[Row],
-    Field(min_length=1, max_length=MAX_ROWS, description="rows of 64 pixel values 0..16, pixel_0_0..pixel_7_7"),
-]
+if TYPE_CHECKING:
+    from bentos.follow import AliasFollower
 
 
 class PinnedModel(BaseModel):
@@ -36,49 +50,89 @@ class PinnedModel(BaseModel):
     model_tag: str
 
 
-class Prediction(BaseModel):
-    """One label and one probability vector per input row, with the model version that made them."""
-
-    labels: list[int]
-    probabilities: list[list[float]]
-    model_version: str
-    model_name: str
-
-
-def onnx_file(mlflow_model_dir: Path) -> Path:
-    """The .onnx file that MLflow's onnx flavor recorded in the MLmodel file."""
-    mlmodel = yaml.safe_load((mlflow_model_dir / "MLmodel").read_text())
-    return mlflow_model_dir / mlmodel["flavors"]["onnx"]["data"]
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax; subtracting the row max keeps exp() from overflowing."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-@bentoml.service(traffic={"timeout": 30})
+@bentoml.asgi_app(endpoint.app, path="/")
+@bentoml.service(
+    traffic={"timeout": 30},
+    # Both measured (benchmarks/serving.py, py-spy): an access-log line and an OpenTelemetry span per
+    # request (made even when nothing samples or exports them) cost more than the inference itself.
+    # /metrics counts and times every request; README says how to turn either back on.
+    logging={"access": {"enabled": False}},
+    tracing={"excluded_urls": ["/predict", "/healthz", "/livez", "/readyz", "/metrics"]},
+)
 class DigitsClassifier:
     """Digits classifier backed by one registered MLflow model version, run with onnxruntime."""
 
     bento_model = bentoml.models.BentoModel(bentoml.use_arguments(PinnedModel).model_tag)
 
     def __init__(self) -> None:
+        # BentoML leaves the root logger at WARNING; model loads and switches are worth an INFO line.
+        logging.getLogger("greenlight").setLevel(logging.INFO)
+        self.settings = ServingSettings.from_env()
+        self.api_key = self.settings.api_key.encode() if self.settings.api_key else None
+        labels = self.bento_model.info.labels
+        self.slot = ModelSlot(ServingMetrics(labels["model_name"]))
+        bento_model = self.load_bento_model()
+        self.follower = self.follow(bento_model) if self.settings.follow_alias else None
+        settle_garbage_collector()
+
+    def load_bento_model(self) -> ServedModel | None:
+        """The bento's own model if it passes its checksum and warm-up; else None and the slot says why."""
+        labels = self.bento_model.info.labels
+        name, version = labels["model_name"], labels["model_version"]
         # bentoml.mlflow.import_model stores the MLflow model directory under "mlflow_model".
         path = onnx_file(Path(self.bento_model.path_of("mlflow_model")))
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        self.model_name = self.bento_model.info.labels["model_name"]
-        self.model_version = self.bento_model.info.labels["model_version"]
+        try:
+            model = load_verified(path, labels.get("onnx_sha256"), name, version, self.settings.ort_threads)
+        except ModelRefused as refused:
+            self.slot.refuse(version, refused)
+            return None
+        self.slot.serve(model)
+        return model
 
-    @bentoml.api
-    def predict(self, rows: Rows) -> Prediction:
-        """Classify each row of raw 0..16 pixel values."""
-        pixels = np.asarray(rows, dtype=np.float32)
-        (logits,) = self.session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: pixels})
-        probabilities = softmax(logits.astype(np.float64))
-        return Prediction(
-            labels=[LABELS[i] for i in probabilities.argmax(axis=1)],
+    def follow(self, bento_model: ServedModel | None) -> "AliasFollower":
+        """Start following the alias; the first look happens now, so the service is ready on the right version."""
+        from bentos.follow import AliasFollower  # imports MLflow: only when following
+
+        follower = AliasFollower(self.slot, self.settings, self.bento_model.info.labels["model_name"], bento_model)
+        follower.poll()
+        follower.start(self.settings.poll_s)
+        return follower
+
+    def answer(self, request: PredictRequest) -> Response:
+        """Classify each row of 64 raw 0..16 pixel values (pixel_0_0..pixel_7_7): a Prediction as JSON.
+
+        Runs inline on the event loop (bentos/endpoint.py): a ~0.1 ms inference is cheaper than a hop
+        to a worker thread, and one worker serves one core."""
+        model = self.slot.current  # read once: a switch mid-request cannot mix two models
+        if model is None:
+            return JSONResponse({"error": f"no model to answer with: {self.slot.problem}"}, status_code=503)
+        labels, probabilities = self.slot.timed_predict(model, np.asarray(request.rows, dtype=np.float32))
+        prediction = Prediction(
+            labels=labels.tolist(),
             probabilities=probabilities.tolist(),
-            model_version=self.model_version,
-            model_name=self.model_name,
+            model_version=model.version,
+            model_name=model.name,
         )
+        return Response(
+            prediction.model_dump_json(), media_type="application/json", headers={"X-Model-Version": model.version}
+        )
+
+    async def __is_ready__(self) -> bool:
+        return self.slot.current is not None
+
+    @bentoml.on_shutdown
+    def stop_following(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
+
+
+def settle_garbage_collector() -> None:
+    """Keep Python's full collections from stalling requests for 100-370 ms several times a minute.
+
+    Measured with a gc.callbacks probe under benchmarks/serving.py: BentoML, pydantic and MLflow leave
+    ~300k long-lived objects, and every full collection walked them all; that was the p99 of 100-300 ms
+    at 8 connections. Startup's objects are frozen out of collection, and the oldest generation is
+    collected rarely: request garbage dies in the young generations.
+    """
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 100)

@@ -7,7 +7,6 @@ PREFECT_HOME when it is imported).
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,11 +91,13 @@ def command_serve(args: argparse.Namespace, locations: Locations) -> int:
     bento_tag = found.tags.get("bento_tag")
     if not bento_tag:
         raise GreenlightError(f"production version {found.version} has no bento_tag tag; re-run the pipeline")
-    from bentos.serve import serve_command
+    from bentos.serve import serve_command, serve_environment
 
-    print(f"serving {found.uri} (bento {bento_tag}) on http://{args.host}:{args.port}", flush=True)
+    follow = None if args.pinned else "production"
+    mode = f"following @{follow}" if follow else "pinned to this version"
+    print(f"serving {found.uri} (bento {bento_tag}, {mode}) on http://{args.host}:{args.port}", flush=True)
     command = serve_command(bento_tag, args.host, args.port)
-    return subprocess.call(command, env={**os.environ, "BENTOML_DO_NOT_TRACK": "true"})
+    return subprocess.call(command, env=serve_environment(follow_alias=follow))
 
 
 def command_status(args: argparse.Namespace, locations: Locations) -> int:
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=3000)
     serve.add_argument("--model-name", default="digits-classifier")
+    serve.add_argument("--pinned", action="store_true", help="keep serving this version when production moves")
     status = commands.add_parser("status", help="show the production version and recent versions")
     status.add_argument("--model-name", default="digits-classifier")
     status.add_argument("--limit", type=int, default=10)

@@ -1,8 +1,11 @@
 """All MLflow access: the tracking run, the registered versions, their tags and the production alias."""
 
 import json
+import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -156,6 +159,27 @@ def ensure_registered_model(client: MlflowClient, name: str) -> None:
             raise
 
 
+@contextmanager
+def fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at uri, then put back both its setting and MLFLOW_TRACKING_URI.
+
+    mlflow.set_tracking_uri also rewrites os.environ, which every child process (the bento build,
+    the serving check) would inherit: a leak from one run's store into the next command's.
+    """
+    import mlflow
+
+    previous_uri, previous_env = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+
 def register_onnx_model(
     run: TrackingRun, onnx_path: Path, model_name: str, example: np.ndarray, tags: dict[str, str], description: str
 ) -> ModelVersionRef:
@@ -163,28 +187,29 @@ def register_onnx_model(
     import mlflow
     import onnx
 
-    mlflow.set_tracking_uri(run.tracking_uri)  # the fluent log_model has no client argument
-    with mlflow.start_run(run_id=run.run_id):
-        info = mlflow.onnx.log_model(
-            onnx.load(str(onnx_path)),
-            name="model",
-            signature=onnx_signature(),
-            input_example={ONNX_INPUT_NAME: example.astype(np.float32)},
-            pip_requirements=[f"onnx=={package_version('onnx')}", f"onnxruntime=={package_version('onnxruntime')}"],
-            save_as_external_data=False,
-            # MLflow's default lists CUDA first and warns on every CPU load; the service picks its own.
-            onnx_execution_providers=["CPUExecutionProvider"],
+    # The registry resolves the logged model's source through the fluent URI too: both inside.
+    with fluent_tracking_uri(run.tracking_uri):
+        with mlflow.start_run(run_id=run.run_id):
+            info = mlflow.onnx.log_model(
+                onnx.load(str(onnx_path)),
+                name="model",
+                signature=onnx_signature(),
+                input_example={ONNX_INPUT_NAME: example.astype(np.float32)},
+                pip_requirements=[f"onnx=={package_version('onnx')}", f"onnxruntime=={package_version('onnxruntime')}"],
+                save_as_external_data=False,
+                # MLflow's default lists CUDA first and warns on every CPU load; the service picks its own.
+                onnx_execution_providers=["CPUExecutionProvider"],
+            )
+        client = run.client()
+        ensure_registered_model(client, model_name)
+        created = client.create_model_version(
+            model_name,
+            source=info.model_uri,
+            run_id=run.run_id,
+            tags=tags,
+            description=description,
+            model_id=info.model_id,
         )
-    client = run.client()
-    ensure_registered_model(client, model_name)
-    created = client.create_model_version(
-        model_name,
-        source=info.model_uri,
-        run_id=run.run_id,
-        tags=tags,
-        description=description,
-        model_id=info.model_id,
-    )
     return ModelVersionRef(run.tracking_uri, model_name, str(created.version), run.run_id, dict(tags))
 
 
@@ -231,9 +256,9 @@ def download_version_onnx(ref: ModelVersionRef, dst_dir: Path) -> Path:
     import mlflow.artifacts
 
     dst_dir.mkdir(parents=True, exist_ok=True)
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=ref.uri, dst_path=str(dst_dir), tracking_uri=ref.tracking_uri
-    )
+    # models:/ URIs resolve through the fluent registry URI, whatever tracking_uri says.
+    with fluent_tracking_uri(ref.tracking_uri):
+        local = mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(dst_dir))
     files = sorted(Path(local).rglob("*.onnx"))
     if not files:
         raise FileNotFoundError(

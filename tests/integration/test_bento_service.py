@@ -1,154 +1,63 @@
 """The serving bento end to end: register ONNX models in a tmp MLflow store, build, serve by tag, call HTTP."""
 
+import hashlib
 import json
-import os
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import mlflow
-import mlflow.onnx
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
+import schemathesis
 import yaml
-from mlflow.models import infer_signature
-from onnx import TensorProto, helper, numpy_helper
+from endpoint_support import (
+    MODEL_NAME,
+    Built,
+    RunningServer,
+    build,
+    isolated_store,
+    linear_onnx,
+    reference,
+    register_onnx,
+    run_build,
+    sample_rows,
+    serving,
+    stored_model_dir,
+)
+from hypothesis import HealthCheck, given, settings
+from schemathesis.generation import GenerationMode
 
-from bentos.serve import start_server, wait_until_ready
-from tasks.schema import N_CLASSES, N_FEATURES, ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, PIXEL_MAX
+from bentos.contract import MAX_BODY_BYTES, MAX_ROWS
+from tasks.schema import N_FEATURES
 
-pytestmark = pytest.mark.slow  # starts two BentoML servers
+pytestmark = pytest.mark.slow  # builds bentos and starts two BentoML servers
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-MODEL_NAME = "digits-classifier"
 VERSIONS = ("1", "2")
-
-
-@dataclass(frozen=True)
-class Built:
-    """One registered version, the ONNX model behind it and the bento built for it."""
-
-    version: str
-    onnx_model: bytes
-    bento_tag: str
-    model_tag: str
-
-
-def linear_onnx(seed: int) -> onnx.ModelProto:
-    """A random Gemm 64 -> 10 with the pipeline's input/output names and a dynamic batch axis."""
-    rng = np.random.default_rng(seed)
-    weights = numpy_helper.from_array(rng.normal(0, 0.1, (N_FEATURES, N_CLASSES)).astype(np.float32), "W")
-    bias = numpy_helper.from_array(rng.normal(0, 1, N_CLASSES).astype(np.float32), "B")
-    graph = helper.make_graph(
-        [helper.make_node("Gemm", [ONNX_INPUT_NAME, "W", "B"], [ONNX_OUTPUT_NAME])],
-        "digits_linear",
-        [helper.make_tensor_value_info(ONNX_INPUT_NAME, TensorProto.FLOAT, ["batch", N_FEATURES])],
-        [helper.make_tensor_value_info(ONNX_OUTPUT_NAME, TensorProto.FLOAT, ["batch", N_CLASSES])],
-        [weights, bias],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # readable by any onnxruntime the pipeline pins
-    onnx.checker.check_model(model)
-    return model
-
-
-def register_versions(tmp: Path, tracking_uri: str) -> list[bytes]:
-    """Log and register one model per entry of VERSIONS; return each version's ONNX bytes."""
-    previous_uri = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        experiment_id = mlflow.create_experiment("bento-test", artifact_location=(tmp / "artifacts").as_uri())
-        example = np.zeros((2, N_FEATURES), np.float32)
-        signature = infer_signature(example, np.zeros((2, N_CLASSES), np.float32))
-        models = [linear_onnx(seed) for seed in range(len(VERSIONS))]
-        # Serialized first: log_model moves the weights of the model object it is given to external data.
-        serialized = [model.SerializeToString() for model in models]
-        for model in models:
-            with mlflow.start_run(experiment_id=experiment_id):
-                mlflow.onnx.log_model(model, name="model", registered_model_name=MODEL_NAME, signature=signature)
-        return serialized
-    finally:
-        mlflow.set_tracking_uri(previous_uri)
-
-
-def run_build(version: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run the build exactly as the pipeline does, as a subprocess (env already points at tmp)."""
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    command = [sys.executable, "-m", "bentos.build", "--model-name", MODEL_NAME, "--model-version", version]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
-
-
-def free_port() -> int:
-    """A port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def reference(onnx_model: bytes, rows: np.ndarray) -> tuple[list[int], np.ndarray]:
-    """Labels and softmax probabilities straight from onnxruntime, without the service."""
-    session = ort.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
-    (logits,) = session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: rows.astype(np.float32)})
-    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return logits.argmax(axis=1).tolist(), exp / exp.sum(axis=1, keepdims=True)
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Fresh MLflow and BentoML stores under tmp, and tmp as cwd, for the whole module."""
-    tmp = tmp_path_factory.mktemp("bento_service")
-    with pytest.MonkeyPatch.context() as patch:
-        # Servers must run from the bento alone: neither the repo on sys.path nor in the cwd.
-        patch.delenv("PYTHONPATH", raising=False)
-        patch.chdir(tmp)
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
-        patch.setenv("BENTOML_HOME", str(tmp / "bentoml"))
-        patch.setenv("BENTOML_DO_NOT_TRACK", "true")
-        patch.setenv("MLFLOW_ENABLE_TELEMETRY", "false")
+    with isolated_store(tmp_path_factory.mktemp("bento_service")) as tmp:
         yield tmp
 
 
 @pytest.fixture(scope="module")
 def built(store: Path) -> list[Built]:
-    """Both registered versions, each built into its own bento from a cwd outside the repo."""
-    onnx_models = register_versions(store, os.environ["MLFLOW_TRACKING_URI"])
-    results = []
-    for version, onnx_model in zip(VERSIONS, onnx_models, strict=True):
-        completed = run_build(version, cwd=store)
-        assert completed.returncode == 0, completed.stderr
-        tags = json.loads(completed.stdout)
-        results.append(Built(version, onnx_model, tags["bento_tag"], tags["model_tag"]))
-    return results
+    """Two registered versions, each built into its own bento from a cwd outside the repo."""
+    return [build(store, linear_onnx(seed)) for seed in range(len(VERSIONS))]
 
 
 @pytest.fixture(scope="module")
-def servers(built: list[Built]) -> Iterator[dict[str, str]]:
+def servers(built: list[Built], store: Path) -> Iterator[dict[str, RunningServer]]:
     """One `bentoml serve <tag>` per bento on 127.0.0.1, keyed by model version, started from tmp."""
-    started = {item.version: (start_server(item.bento_tag, port=free_port()), item) for item in built}
-    urls = {}
-    try:
-        for version, (server, _) in started.items():
-            port = server.args[server.args.index("--port") + 1]
-            urls[version] = f"http://127.0.0.1:{port}"
-            wait_until_ready(server, urls[version], timeout_s=60)
-        yield urls
-    finally:
-        for server, _ in started.values():
-            server.terminate()
-        for server, _ in started.values():
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+    with (
+        serving(built[0].bento_tag, store / "serve-1.log") as first,
+        serving(built[1].bento_tag, store / "serve-2.log") as second,
+    ):
+        yield {"1": first, "2": second}
 
 
-def test_build_prints_tags_and_labels_the_bento(built: list[Built], store: Path) -> None:
+def test_build_prints_tags_and_carries_the_checksum(built: list[Built], store: Path) -> None:
     for item in built:
         name, bento_version = item.bento_tag.split(":")
         assert name == "digits_classifier"
@@ -157,27 +66,29 @@ def test_build_prints_tags_and_labels_the_bento(built: list[Built], store: Path)
         assert bento_yaml["labels"]["model_name"] == MODEL_NAME
         assert bento_yaml["labels"]["model_version"] == item.version
         assert bento_yaml["args"] == {"model_tag": item.model_tag}
+        model_yaml = yaml.safe_load((stored_model_dir(store, item.model_tag) / "model.yaml").read_text())
+        assert model_yaml["labels"]["onnx_sha256"] == hashlib.sha256(item.onnx_model).hexdigest()
 
 
-def test_each_bento_serves_its_own_model_version(built: list[Built], servers: dict[str, str]) -> None:
-    rows = np.random.default_rng(7).integers(0, PIXEL_MAX + 1, size=(32, N_FEATURES))
+def test_each_bento_serves_its_own_model_version(built: list[Built], servers: dict[str, RunningServer]) -> None:
+    rows = sample_rows(32)
     expected = {item.version: reference(item.onnx_model, rows) for item in built}
     # Otherwise a bento answering with the other version's model would pass unnoticed.
     assert expected["1"][0] != expected["2"][0]
     for item in built:
-        response = httpx.post(f"{servers[item.version]}/predict", json={"rows": rows.tolist()}, timeout=10)
+        response = httpx.post(f"{servers[item.version].url}/predict", json={"rows": rows.tolist()}, timeout=10)
         assert response.status_code == 200, response.text
         body = response.json()
         labels, probabilities = expected[item.version]
-        assert body["model_version"] == item.version
+        assert body["model_version"] == response.headers["X-Model-Version"] == item.version
         assert body["model_name"] == MODEL_NAME
         assert body["labels"] == labels
         np.testing.assert_allclose(body["probabilities"], probabilities, atol=1e-5)
 
 
 @pytest.mark.parametrize("endpoint", ["/healthz", "/livez", "/readyz"])
-def test_health_endpoints_answer(servers: dict[str, str], endpoint: str) -> None:
-    assert httpx.get(f"{servers['1']}{endpoint}", timeout=5).status_code == 200
+def test_health_endpoints_answer(servers: dict[str, RunningServer], endpoint: str) -> None:
+    assert httpx.get(f"{servers['1'].url}{endpoint}", timeout=5).status_code == 200
 
 
 ROW = [1] * N_FEATURES
@@ -193,33 +104,108 @@ def row_with(column: int, value: object) -> list[object]:
     return [*ROW[:column], value, *ROW[column + 1 :]]
 
 
+# body, status, what the message must say
 MALFORMED = {
-    "not json": (b"{rows: [1, 2", [], "json_invalid"),
-    "not an object": (b"[1, 2]", [], "model_type"),
-    "missing rows": (json.dumps({"pixels": [ROW]}).encode(), ["rows"], "missing"),
-    "empty batch": (rows_body([]), ["rows"], "too_short"),
-    "rows null": (rows_body(None), ["rows"], "list_type"),
-    "short row": (rows_body([ROW, ROW[:-1]]), ["rows", 1], "too_short"),
-    "long row": (rows_body([[*ROW, 1]]), ["rows", 0], "too_long"),
-    "string pixel": (rows_body([row_with(5, "3")]), ["rows", 0, 5], "float_type"),
-    "null pixel": (rows_body([row_with(5, None)]), ["rows", 0, 5], "float_type"),
-    "bool pixel": (rows_body([row_with(5, True)]), ["rows", 0, 5], "float_type"),
-    "nan pixel": (rows_body([row_with(10, float("nan"))]), ["rows", 0, 10], "finite_number"),
-    "inf pixel": (rows_body([row_with(10, float("inf"))]), ["rows", 0, 10], "finite_number"),
-    "above 16": (rows_body([ROW, row_with(17, 16.5)]), ["rows", 1, 17], "less_than_equal"),
-    "negative": (rows_body([row_with(3, -1)]), ["rows", 0, 3], "greater_than_equal"),
+    "not json": (b"{rows: [1, 2", 422, "body is not valid JSON"),
+    "not an object": (b"[1, 2]", 422, 'body must be a JSON object {"rows"'),
+    "empty body": (b"", 422, "body is empty"),
+    "missing rows": (json.dumps({"pixels": [ROW]}).encode(), 422, 'field "rows" is missing'),
+    "extra field": (json.dumps({"rows": [ROW], "threshold": 1}).encode(), 422, "unexpected field 'threshold'"),
+    "empty batch": (rows_body([]), 422, "rows is empty"),
+    "rows null": (rows_body(None), 422, "rows must be a list of rows, got null"),
+    "short row": (rows_body([ROW, ROW[:-1]]), 422, "row 1 has 63 values; every row needs exactly 64"),
+    "long row": (rows_body([[*ROW, 1]]), 422, "row 0 has 65 values"),
+    "row not a list": (rows_body([ROW, 7]), 422, "row 1 must be a list of 64 numbers, got 7"),
+    "string pixel": (rows_body([row_with(5, "3")]), 422, 'row 0, column pixel_0_5: "3" is not a number'),
+    "null pixel": (rows_body([row_with(5, None)]), 422, "row 0, column pixel_0_5: null is not a number"),
+    "bool pixel": (rows_body([row_with(5, True)]), 422, "row 0, column pixel_0_5: true is not a number"),
+    "nan pixel": (rows_body([row_with(10, float("nan"))]), 422, "row 0, column pixel_1_2: NaN is not a finite"),
+    "inf pixel": (rows_body([row_with(10, float("inf"))]), 422, "column pixel_1_2: Infinity is not a finite"),
+    "above 16": (rows_body([ROW, row_with(17, 16.5)]), 422, "row 1, column pixel_2_1: 16.5 is above the maximum 16"),
+    "negative": (rows_body([row_with(3, -1)]), 422, "row 0, column pixel_0_3: -1 is below the minimum 0"),
+    "batch too large": (rows_body([ROW] * (MAX_ROWS + 1)), 413, f"{MAX_ROWS + 1} rows in one request; at most"),
 }
 
 
-@pytest.mark.parametrize(("body", "location", "problem"), MALFORMED.values(), ids=MALFORMED.keys())
-def test_malformed_request_gets_400_naming_the_problem(
-    servers: dict[str, str], body: bytes, location: list[str | int], problem: str
+@pytest.mark.parametrize(("body", "status", "message"), MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_request_is_refused_naming_the_problem(
+    servers: dict[str, RunningServer], body: bytes, status: int, message: str
 ) -> None:
     response = httpx.post(
-        f"{servers['1']}/predict", content=body, headers={"content-type": "application/json"}, timeout=10
+        f"{servers['1'].url}/predict", content=body, headers={"content-type": "application/json"}, timeout=10
     )
-    assert response.status_code == 400, response.text
-    assert [location, problem] in [[detail["loc"], detail["type"]] for detail in response.json()["detail"]]
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+
+
+def test_body_over_the_size_limit_gets_413(servers: dict[str, RunningServer]) -> None:
+    body = b'{"rows": [' + b" " * MAX_BODY_BYTES + b"]}"
+    response = httpx.post(
+        f"{servers['1'].url}/predict", content=body, headers={"content-type": "application/json"}, timeout=30
+    )
+    assert response.status_code == 413
+    assert f"larger than {MAX_BODY_BYTES} bytes" in response.json()["error"]
+
+
+def test_body_that_is_not_json_media_gets_415(servers: dict[str, RunningServer]) -> None:
+    response = httpx.post(f"{servers['1'].url}/predict", content=rows_body([ROW]), timeout=10)  # no content type
+    assert response.status_code == 200  # JSON is the default when the client names no type
+    response = httpx.post(
+        f"{servers['1'].url}/predict", content=rows_body([ROW]), headers={"content-type": "text/csv"}, timeout=10
+    )
+    assert response.status_code == 415
+    assert "Content-Type: application/json" in response.json()["error"]
+
+
+def test_metrics_count_requests_and_name_the_served_version(servers: dict[str, RunningServer]) -> None:
+    server = servers["2"]
+    assert httpx.post(f"{server.url}/predict", json={"rows": [ROW, ROW, ROW]}, timeout=10).status_code == 200
+    assert httpx.post(f"{server.url}/predict", json={"rows": []}, timeout=10).status_code == 422
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert f'greenlight_model_info{{model_name="{MODEL_NAME}",model_version="2"}} 1.0' in metrics
+    assert f'greenlight_predicted_rows_total{{model_name="{MODEL_NAME}",model_version="2"}}' in metrics
+    requests = [line for line in metrics.splitlines() if line.startswith("bentoml_service_request_total{")]
+    assert any('endpoint="/predict"' in line and 'http_response_code="200"' in line for line in requests)
+    assert any('endpoint="/predict"' in line and 'http_response_code="422"' in line for line in requests)
+    assert "bentoml_service_request_duration_seconds_bucket{" in metrics
+    assert "greenlight_inference_seconds_bucket{" in metrics
+
+
+def test_fuzzed_requests_never_get_a_server_error(servers: dict[str, RunningServer]) -> None:
+    """Schemathesis generates bodies from /predict's OpenAPI schema, valid and invalid ones: none may get a 5xx."""
+    url = servers["1"].url
+    schema = schemathesis.openapi.from_dict(httpx.get(f"{url}/openapi.json", timeout=10).json())
+    operation = schema["/predict"]["POST"]
+    seen: set[int] = set()
+
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+        @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def call(case: schemathesis.Case) -> None:
+            response = case.call(base_url=url, timeout=30)
+            seen.add(response.status_code)
+            assert response.status_code < 500, f"{case.body!r:.300} -> {response.status_code} {response.text:.300}"
+
+        call()
+    assert 200 in seen and 422 in seen  # both kinds of body were generated and answered
+
+
+def test_refused_requests_leave_no_traceback_in_the_log(servers: dict[str, RunningServer]) -> None:
+    server = servers["1"]
+    for body, _, _ in MALFORMED.values():
+        httpx.post(f"{server.url}/predict", content=body, headers={"content-type": "application/json"}, timeout=10)
+    log = server.log()
+    assert "Traceback" not in log
+    assert "[ERROR]" not in log
+
+
+def test_build_refuses_a_version_without_a_checksum(built: list[Built], store: Path) -> None:
+    version = register_onnx(store, linear_onnx(seed=11), checksum=False)
+    completed = run_build(version, cwd=store)
+    assert completed.returncode == 1
+    assert completed.stdout == ""
+    assert f"digits-classifier/{version} has no onnx_sha256 tag" in completed.stderr.splitlines()[-1]
 
 
 def test_build_of_unknown_version_fails_with_one_line(built: list[Built], store: Path) -> None:

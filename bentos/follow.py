@@ -1,0 +1,109 @@
+"""Follow a registry alias: when `production` moves (a promotion or a rollback), serve the version it
+now points to, without a restart and without failing a request.
+
+Each worker runs one daemon thread that looks at the alias every GREENLIGHT_ALIAS_POLL_S seconds
+through tasks.registry. When the alias points to a version other than the one being served, the thread
+gets that version's ONNX file (the bento's own copy for the bento's version, else a download from the
+registry), checks its sha256 against the version's `onnx_sha256` tag, builds an onnxruntime session,
+warms it up, and only then swaps it in (bentos.model.ModelSlot): requests never wait for a load, and
+requests already running finish on the model they started with. A version that fails the check is
+logged and counted once (greenlight_model_load_failures_total) and the current model keeps serving;
+it is tried again only when the alias moves. With several workers each follows on its own, so for up
+to one poll interval some workers answer with the old version and some with the new.
+
+Importing this module imports MLflow (about 2 s): the service does so only when following.
+"""
+
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+from bentos.model import ModelRefused, ModelSlot, ServedModel, load_verified
+from bentos.settings import ServingSettings
+from tasks.registry import ModelVersionRef, download_version_onnx, find_version
+
+logger = logging.getLogger("greenlight.serving")
+
+
+class AliasFollower:
+    """Keeps a ModelSlot on the version a registry alias points to."""
+
+    def __init__(
+        self, slot: ModelSlot, settings: ServingSettings, model_name: str, bento_model: ServedModel | None
+    ) -> None:
+        self.slot = slot
+        self.tracking_uri = settings.tracking_uri
+        self.alias = settings.follow_alias
+        self.threads = settings.ort_threads
+        self.model_name = model_name
+        self.bento_model = bento_model  # already verified and warm: a rollback to it is instant
+        self.refused: set[tuple[str, str]] = set()  # (version, recorded sha256) pairs not to try again
+        self.registry_down = False
+        self.downloads = tempfile.TemporaryDirectory(prefix="greenlight-models-")
+        # A download's progress bar is a screenful of carriage returns in a server log.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        self.stopped = threading.Event()
+
+    def start(self, poll_s: float) -> threading.Thread:
+        """Poll in a daemon thread until stop(); the first poll is the caller's, see poll()."""
+        thread = threading.Thread(target=self.run, args=(poll_s,), name=f"follow-{self.alias}", daemon=True)
+        thread.start()
+        return thread
+
+    def run(self, poll_s: float) -> None:
+        while not self.stopped.wait(poll_s):
+            self.poll()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.downloads.cleanup()
+
+    def poll(self) -> None:
+        """Look at the alias once and switch if it moved; never raises (a poll thread must not die)."""
+        target = self.read_alias()
+        current = self.slot.current
+        if target is None or (current is not None and current.version == target.version):
+            return
+        key = (target.version, target.tags.get("onnx_sha256", ""))
+        if key in self.refused:
+            return
+        try:
+            model = self.load(target)
+        except ModelRefused as refused:
+            self.refused.add(key)
+            self.slot.refuse(target.version, refused)
+            return
+        except Exception as error:  # a failed download: the registry or its artifact store is unreachable
+            self.note_registry_error(f"cannot fetch version {target.version}: {error}")
+            return
+        self.slot.serve(model)
+
+    def read_alias(self) -> ModelVersionRef | None:
+        try:
+            target = find_version(self.tracking_uri, self.model_name, self.alias)
+        except Exception as error:  # MlflowException, or the database / HTTP error beneath it
+            self.note_registry_error(f"cannot read alias {self.alias!r}: {error}")
+            return None
+        if self.registry_down:
+            logger.info("registry %s readable again", self.tracking_uri)
+            self.registry_down = False
+        return target
+
+    def load(self, target: ModelVersionRef) -> ServedModel:
+        """The target version, loaded only if its bytes match its registered onnx_sha256."""
+        expected = target.tags.get("onnx_sha256")
+        bento = self.bento_model
+        if bento is not None and bento.version == target.version and bento.sha256 == expected:
+            return bento
+        directory = Path(self.downloads.name) / f"v{target.version}"
+        path = download_version_onnx(target, directory)
+        return load_verified(path, expected, self.model_name, target.version, self.threads)
+
+    def note_registry_error(self, message: str) -> None:
+        """Count every failure, log only the first of a run of them: a registry outage is one event."""
+        self.slot.metrics.poll_failed()
+        if not self.registry_down:
+            logger.warning("%s (%s); still serving, will retry", " ".join(message.split())[:300], self.tracking_uri)
+            self.registry_down = True

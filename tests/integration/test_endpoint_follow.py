@@ -1,0 +1,151 @@
+"""The served model follows the registry's production alias, under load, without a failed request."""
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+
+import httpx
+import pytest
+from endpoint_support import (
+    MODEL_NAME,
+    Built,
+    RunningServer,
+    build,
+    isolated_store,
+    linear_onnx,
+    reference,
+    register_onnx,
+    registered_onnx_file,
+    sample_rows,
+    serving,
+    set_alias,
+)
+
+pytestmark = pytest.mark.slow  # builds a bento and serves it while moving the alias
+
+ROWS = sample_rows(8, seed=3)
+POLL_S = "0.3"
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    header_version: str | None
+    body: dict | None
+
+
+class Traffic(threading.Thread):
+    """One client sending the same batch back to back, recording every answer, until stopped."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.answers: list[Answer] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            while not self.stopped.is_set():
+                try:
+                    response = client.post("/predict", json={"rows": ROWS.tolist()})
+                except httpx.HTTPError as error:
+                    self.answers.append(Answer(0, repr(error), None))
+                    continue
+                body = response.json() if response.status_code == 200 else None
+                self.answers.append(Answer(response.status_code, response.headers.get("X-Model-Version"), body))
+
+    def wait_for(self, version: str, timeout_s: float = 30) -> None:
+        """Until an answer comes from `version`, then a few more so the switch is seen to stick."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.answers and self.answers[-1].header_version == version:
+                seen = len(self.answers)
+                while len(self.answers) < seen + 20 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"no answer from version {version} within {timeout_s:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with isolated_store(tmp_path_factory.mktemp("endpoint_follow")) as tmp:
+        yield tmp
+
+
+@pytest.fixture(scope="module")
+def versions(store: Path) -> dict[str, bytes]:
+    """Version 1 with a bento; version 2 only registered, so following it means a download."""
+    first: Built = build(store, linear_onnx(seed=0))
+    second = linear_onnx(seed=1)
+    assert register_onnx(store, second) == "2"
+    set_alias("1")
+    return {"1": first.onnx_model, "2": second, "bento_tag": first.bento_tag.encode()}
+
+
+@pytest.fixture(scope="module")
+def server(versions: dict[str, bytes], store: Path) -> Iterator[RunningServer]:
+    bento_tag = versions["bento_tag"].decode()
+    with serving(bento_tag, store / "follow.log", follow="production", GREENLIGHT_ALIAS_POLL_S=POLL_S) as running:
+        yield running
+
+
+def test_promotion_and_rollback_switch_the_model_without_a_failed_request(
+    versions: dict[str, bytes], server: RunningServer
+) -> None:
+    expected = {version: reference(versions[version], ROWS)[0] for version in ("1", "2")}
+    assert expected["1"] != expected["2"]  # otherwise a switch could not be seen in the labels
+    traffic = Traffic(server.url)
+    traffic.start()
+    try:
+        traffic.wait_for("1")
+        set_alias("2")  # promotion
+        traffic.wait_for("2")
+        set_alias("1")  # rollback
+        traffic.wait_for("1")
+    finally:
+        traffic.stopped.set()
+        traffic.join(timeout=15)
+
+    failed = [answer for answer in traffic.answers if answer.status != 200]
+    assert not failed, f"{len(failed)} of {len(traffic.answers)} requests failed, first: {failed[0]}"
+    for answer in traffic.answers:
+        # Each answer names the version whose model actually computed it.
+        assert answer.body["model_version"] == answer.header_version
+        assert answer.body["labels"] == expected[answer.header_version]
+    assert [version for version, _ in groupby(answer.header_version for answer in traffic.answers)] == ["1", "2", "1"]
+    log = server.log()
+    assert "switched digits-classifier from version 1 to 2" in log
+    assert "switched digits-classifier from version 2 to 1" in log
+
+
+def test_a_promoted_version_failing_its_checksum_is_not_served(
+    versions: dict[str, bytes], server: RunningServer, store: Path
+) -> None:
+    """Version 3's stored file is replaced after registration: the alias moves to it, version 1 keeps answering."""
+    tampered = register_onnx(store, linear_onnx(seed=2))
+    registered_onnx_file(tampered).write_bytes(versions["2"])
+    traffic = Traffic(server.url)
+    traffic.start()
+    try:
+        traffic.wait_for("1")
+        set_alias(tampered)
+        time.sleep(10 * float(POLL_S))  # ten looks at the alias
+        traffic.wait_for("1")
+    finally:
+        traffic.stopped.set()
+        traffic.join(timeout=15)
+        set_alias("1")
+
+    assert {(answer.status, answer.header_version) for answer in traffic.answers} == {(200, "1")}
+    assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    failure = f'greenlight_model_load_failures_total{{model_name="{MODEL_NAME}",model_version="{tampered}",'
+    assert f'{failure}reason="checksum_mismatch"}} 1.0' in metrics  # tried once, not once per poll
+    log = server.log()
+    assert f"still serving version 1: {MODEL_NAME} version {tampered}" in log
+    assert "fails its checksum" in log
+    assert "Traceback" not in log

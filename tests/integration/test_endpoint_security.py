@@ -1,0 +1,111 @@
+"""The endpoint's guards on real servers: the API key, and the checksum that keeps a changed model out."""
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from endpoint_support import (
+    Built,
+    RunningServer,
+    build,
+    isolated_store,
+    linear_onnx,
+    register_onnx,
+    registered_onnx_file,
+    run_build,
+    sample_rows,
+    serving,
+    stored_model_dir,
+)
+
+from bentos.model import onnx_file
+
+pytestmark = pytest.mark.slow  # builds bentos and starts BentoML servers
+
+# Long and unusual, so finding it in a log cannot be a coincidence.
+API_KEY = "gl-test-key-5f0c9a7e1b2d4c3a"
+ROWS = {"rows": sample_rows(2).tolist()}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with isolated_store(tmp_path_factory.mktemp("endpoint_security")) as tmp:
+        yield tmp
+
+
+@pytest.fixture(scope="module")
+def built(store: Path) -> list[Built]:
+    return [build(store, linear_onnx(seed)) for seed in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def keyed(built: list[Built], store: Path) -> Iterator[RunningServer]:
+    with serving(built[0].bento_tag, store / "keyed.log", GREENLIGHT_API_KEY=API_KEY) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong-key"}, {"X-API-Key": API_KEY[:-1]}, {"Authorization": API_KEY}],
+    ids=["none", "wrong bearer", "wrong x-api-key", "no scheme"],
+)
+def test_predict_without_the_key_gets_401(keyed: RunningServer, headers: dict[str, str]) -> None:
+    response = httpx.post(f"{keyed.url}/predict", json=ROWS, headers=headers, timeout=10)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "API key" in response.json()["error"]
+    assert API_KEY not in response.text
+
+
+@pytest.mark.parametrize("headers", [{"Authorization": f"Bearer {API_KEY}"}, {"X-API-Key": API_KEY}])
+def test_predict_with_the_key_answers(keyed: RunningServer, headers: dict[str, str]) -> None:
+    response = httpx.post(f"{keyed.url}/predict", json=ROWS, headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["model_version"] == "1"
+
+
+@pytest.mark.parametrize("endpoint", ["/healthz", "/livez", "/readyz", "/metrics"])
+def test_health_and_metrics_need_no_key(keyed: RunningServer, endpoint: str) -> None:
+    assert httpx.get(f"{keyed.url}{endpoint}", timeout=10).status_code == 200
+
+
+def test_the_key_never_reaches_the_log(keyed: RunningServer) -> None:
+    for headers in ({"Authorization": f"Bearer {API_KEY}"}, {"X-API-Key": API_KEY}, {"X-API-Key": API_KEY + "x"}):
+        httpx.post(f"{keyed.url}/predict", json=ROWS, headers=headers, timeout=10)
+        httpx.post(f"{keyed.url}/predict", json={"rows": []}, headers=headers, timeout=10)
+    log = keyed.log()
+    assert "Service DigitsClassifier initialized" in log  # the log is the server's, and it was written
+    assert API_KEY not in log
+
+
+def test_a_bento_whose_model_changed_refuses_to_serve(built: list[Built], store: Path) -> None:
+    """Version 2's stored file replaced by version 1's bytes: a valid model, but not the registered one."""
+    stored = onnx_file(stored_model_dir(store, built[1].model_tag) / "mlflow_model")
+    original = stored.read_bytes()
+    shutil.copyfile(onnx_file(stored_model_dir(store, built[0].model_tag) / "mlflow_model"), stored)
+    try:
+        with serving(built[1].bento_tag, store / "tampered.log", ready=False) as server:
+            assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 503
+            response = httpx.post(f"{server.url}/predict", json=ROWS, timeout=10)
+            assert response.status_code == 503
+            assert "version 2" in response.json()["error"]
+            assert "fails its checksum" in response.json()["error"]
+            metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+            assert 'greenlight_model_load_failures_total{model_name="digits-classifier",model_version="2",' in metrics
+            assert 'reason="checksum_mismatch"} 1.0' in metrics
+            log = server.log()
+    finally:
+        stored.write_bytes(original)
+    assert "not serving: digits-classifier version 2" in log
+    assert "Traceback" not in log
+
+
+def test_build_refuses_an_artifact_changed_after_registration(built: list[Built], store: Path) -> None:
+    version = register_onnx(store, linear_onnx(seed=5))
+    registered_onnx_file(version).write_bytes(built[0].onnx_model)
+    completed = run_build(version, cwd=store)
+    assert completed.returncode == 1
+    assert completed.stdout == ""
+    assert "the artifact changed after registration" in completed.stderr.splitlines()[-1]
