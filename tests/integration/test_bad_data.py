@@ -11,6 +11,7 @@ from uuid import UUID
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from registry_support import bentos, registry_state
 
 from deployments.cli import main
 from tasks.data import digits_frame
@@ -35,21 +36,6 @@ def client(prefect_harness, greenlight_home) -> MlflowClient:
     if registry_state(client)[1] is None:
         assert main(["run"]) == 0
     return client
-
-
-def registry_state(client: MlflowClient) -> tuple[list[str], str | None]:
-    versions = sorted(str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'"))
-    try:
-        production = client.get_registered_model(MODEL).aliases.get("production")
-    except Exception:
-        production = None
-    return versions, production
-
-
-def bentos() -> list[str]:
-    import bentoml
-
-    return sorted(str(b.tag) for b in bentoml.list())
 
 
 def latest_run(client: MlflowClient):

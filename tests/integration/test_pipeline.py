@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from registry_support import bentos, registry_state
 
 from deployments.cli import main
 from tasks.data import digits_frame
@@ -31,21 +32,6 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
-
-
-def registry_state(client: MlflowClient) -> tuple[list[str], str | None]:
-    versions = sorted(str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'"))
-    try:
-        production = client.get_registered_model(MODEL).aliases.get("production")
-    except Exception:
-        production = None
-    return versions, production
-
-
-def bentos() -> list[str]:
-    import bentoml
-
-    return sorted(str(b.tag) for b in bentoml.list())
 
 
 def free_port() -> int:
