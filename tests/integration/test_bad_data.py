@@ -11,22 +11,13 @@ from uuid import UUID
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-from registry_support import bentos, registry_state
+from registry_support import MODEL, bentos, registry_state
 
 from deployments.cli import main
 from tasks.data import digits_frame
 from tasks.schema import FEATURE_COLUMNS, TARGET_COLUMN
 
 pytestmark = pytest.mark.slow
-MODEL = "digits-classifier"
-
-
-@pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture(scope="module")

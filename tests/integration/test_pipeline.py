@@ -6,38 +6,23 @@ deliberately worse model is registered but never reaches production.
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from endpoint_support import free_port
 from mlflow import MlflowClient
-from registry_support import bentos, registry_state
+from registry_support import MODEL, bentos, registry_state
 
+from bentos.serve import wait_until_ready
 from deployments.cli import main
 from tasks.data import digits_frame
 from tasks.schema import FEATURE_COLUMNS
 
 pytestmark = pytest.mark.slow
-MODEL = "digits-classifier"
-
-
-@pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def post_json(url: str, payload: object) -> tuple[int, dict]:
@@ -75,19 +60,19 @@ def test_default_run_promotes_an_accurate_onnx_model_with_its_evidence(first_run
     assert len(client.get_metric_history(run.info.run_id, "val_loss")) >= 2
 
 
-def test_production_bento_answers_predict_over_http(first_run, greenlight_home):
+def test_production_bento_answers_predict_over_http(first_run, greenlight_home, tmp_path):
     _, client = first_run
     version = client.get_model_version_by_alias(MODEL, "production")
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "deployments.cli", "serve", "--port", str(port)],
         cwd=Path(__file__).resolve().parents[2],
-        stdout=subprocess.PIPE,
+        stdout=(tmp_path / "serve.log").open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
-        wait_ready(f"http://127.0.0.1:{port}/readyz", server)
+        wait_until_ready(server, f"http://127.0.0.1:{port}", timeout_s=90)
         frame = digits_frame().sample(200, random_state=3)
         status, body = post_json(
             f"http://127.0.0.1:{port}/predict", {"rows": frame[list(FEATURE_COLUMNS)].values.tolist()}
@@ -101,20 +86,6 @@ def test_production_bento_answers_predict_over_http(first_run, greenlight_home):
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
-
-
-def wait_ready(url: str, server: subprocess.Popen, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"server exited early:\n{server.stdout.read().decode()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} not ready after {timeout_s} s")
 
 
 def test_bad_data_is_rejected_with_exit_2_and_changes_nothing(first_run, tmp_path, capsys):

@@ -19,14 +19,6 @@ FAST = ["--max-epochs", "12"]  # ~0.98 test accuracy in a few seconds: enough to
 
 
 @pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-@pytest.fixture(scope="module")
 def tracking_uri() -> str:
     return resolve_locations().tracking_uri
 
