@@ -38,8 +38,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))  # run as a script from anywhere: bentos and tasks are imported
 
 from bentos.serve import serve_command, serve_environment, wait_until_ready  # noqa: E402
-from tasks.locations import resolve_locations  # noqa: E402
-from tasks.schema import N_CLASSES, N_FEATURES, ONNX_INPUT_NAME, ONNX_OUTPUT_NAME  # noqa: E402
+from tasks.core.locations import resolve_locations  # noqa: E402
+from tasks.core.schema import N_CLASSES, N_FEATURES, ONNX_INPUT_NAME, ONNX_OUTPUT_NAME  # noqa: E402
 
 MODEL_NAME = "digits-classifier"
 BATCHES = (1, 64)
@@ -87,7 +87,7 @@ def choose_model(onnx: Path | None, tmp: Path) -> tuple[Path, str]:
     tracking_uri = resolve_locations().tracking_uri
     database = tracking_uri.removeprefix("sqlite:///")
     if database == tracking_uri or Path(database).is_file():  # never let MLflow create an empty store
-        from tasks.registry import download_version_onnx, find_version
+        from tasks.registry.client import download_version_onnx, find_version
 
         production = find_version(tracking_uri, MODEL_NAME)
         if production is not None:

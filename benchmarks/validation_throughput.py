@@ -2,7 +2,7 @@
 
 Prints rows/s and the fixed cost per validation (the same suite on 1 row), each as the best and the median
 of --repeats runs, plus the figures around it in a run (report page, data summary + PSI). Every run goes
-through validate_dataset: a GX Checkpoint built from tasks/expectations/digits.json, result JSON written.
+through validate_dataset: a GX Checkpoint built from tasks/data/expectations/digits.json, result JSON written.
 
     PYTHONPATH=. python benchmarks/validation_throughput.py [--rows 1000000] [--repeats 5]
 """
@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.config import DriftConfig
-from tasks.data import digits_frame
-from tasks.data_report import write_data_report
-from tasks.drift import DriftReference, measure_drift, summarize
-from tasks.schema import FEATURE_COLUMNS, TARGET_COLUMN
-from tasks.validation import DEFAULT_SUITE, load_suite, validate_dataset
+from tasks.core.config import DriftConfig
+from tasks.core.schema import FEATURE_COLUMNS, TARGET_COLUMN
+from tasks.data.drift import DriftReference, measure_drift, summarize
+from tasks.data.files import digits_frame
+from tasks.data.report import write_data_report
+from tasks.data.validation import DEFAULT_SUITE, load_suite, validate_dataset
 
 TARGET_ROWS_PER_S = 1_000_000
 TARGET_FIXED_S = 1.0

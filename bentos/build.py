@@ -2,7 +2,7 @@
 
     python -m bentos.build --model-name digits-classifier --model-version 3
 
-Reads MLFLOW_TRACKING_URI and BENTOML_HOME (defaults: tasks.locations). Progress goes to stderr; stdout
+Reads MLFLOW_TRACKING_URI and BENTOML_HOME (defaults: tasks.core.locations). Progress goes to stderr; stdout
 is one JSON line: {"bento_tag": "digits_classifier:v3-1a2b3c4d", "model_tag": "digits-classifier:v3-5e6f7a8b"}.
 Bento version = v<model version>-<random 8 hex>: one bento per build. BentoML model version =
 v<model version>-<hash of the registry entry>, so rebuilding the same version reuses the stored model.
@@ -30,8 +30,8 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from bentos.model import onnx_file
-from tasks.errors import GreenlightError
-from tasks.locations import PROJECT_ROOT, export_locations, resolve_locations
+from tasks.core.errors import GreenlightError
+from tasks.core.locations import PROJECT_ROOT, export_locations, resolve_locations
 
 BENTOFILE = Path(__file__).resolve().parent / "bentofile.yaml"
 
@@ -88,7 +88,7 @@ def recorded_checksum(name: str, model_version: ModelVersion) -> str:
     if not checksum:
         raise BuildFailed(
             f"models:/{name}/{model_version.version} has no onnx_sha256 tag, so the service could not verify it; "
-            "register models through the pipeline (tasks.registration.register_model records it)"
+            "register models through the pipeline (tasks.registry.tracking.register_model records it)"
         )
     return checksum
 

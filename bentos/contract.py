@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tasks.schema import FEATURE_COLUMNS, N_FEATURES, PIXEL_MAX, PIXEL_MIN
+from tasks.core.schema import FEATURE_COLUMNS, N_FEATURES, PIXEL_MAX, PIXEL_MIN
 
 # Larger batches belong to a batch job, not a synchronous HTTP call; the cap bounds request memory.
 MAX_ROWS = 4096

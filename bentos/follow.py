@@ -2,7 +2,7 @@
 now points to, without a restart and without failing a request.
 
 Each worker runs one daemon thread that looks at the alias every GREENLIGHT_ALIAS_POLL_S seconds
-through tasks.registry. When the alias points to a version other than the one being served, the thread
+through tasks.registry.client. When the alias points to a version other than the one being served, the thread
 gets that version's ONNX file (the bento's own copy for the bento's version, else a download from the
 registry), checks its sha256 against the version's `onnx_sha256` tag, builds an onnxruntime session,
 warms it up, and only then swaps it in (bentos.model.ModelSlot): requests never wait for a load, and
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bentos.model import ModelRefused, ModelSlot, ServedModel, load_verified
 from bentos.settings import ServingSettings
-from tasks.registry import ModelVersionRef, download_version_onnx, find_version
+from tasks.registry.client import ModelVersionRef, download_version_onnx, find_version
 
 logger = logging.getLogger("greenlight.serving")
 

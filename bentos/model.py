@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import yaml
 
 from bentos.metrics import ServingMetrics
-from tasks.errors import GreenlightError
-from tasks.schema import LABELS, N_CLASSES, N_FEATURES, ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, PIXEL_MAX
+from tasks.core.errors import GreenlightError
+from tasks.onnx.runtime import open_session
+from tasks.core.schema import LABELS, N_CLASSES, N_FEATURES, ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, PIXEL_MAX
 
 logger = logging.getLogger("greenlight.serving")
 
@@ -43,7 +43,7 @@ class ServedModel:
     name: str
     version: str
     sha256: str
-    session: ort.InferenceSession
+    session: object  # onnxruntime.InferenceSession, from tasks.onnx.runtime.open_session
 
     def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Labels and softmax probabilities (float64) for float32 rows of 64 raw pixel values."""
@@ -86,13 +86,6 @@ def load_verified(path: Path, expected_sha256: str | None, name: str, version: s
     except Exception as error:  # onnxruntime raises its own types (Fail, InvalidGraph, ...) for a bad graph
         raise ModelRefused(f"{where} cannot answer: {' '.join(str(error).split())[:300]}", "load_error") from error
     return model
-
-
-def open_session(content: bytes, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
 
 
 def warm_up(model: ServedModel) -> None:

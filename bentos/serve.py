@@ -20,7 +20,7 @@ from typing import IO
 
 import bentoml
 
-from tasks.registry import PRODUCTION_ALIAS
+from tasks.registry.client import PRODUCTION_ALIAS
 
 # Loopback: putting a model on the network is a deliberate choice, not a default.
 DEFAULT_HOST = "127.0.0.1"

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.errors import GreenlightError
+from tasks.core.errors import GreenlightError
 
 # A poll is one or two registry queries (~15 ms on SQLite); every 5 s keeps it far below 1% of a core
 # while a promotion still reaches the endpoint within seconds.

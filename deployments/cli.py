@@ -13,9 +13,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from tasks.config import RunConfig
-from tasks.errors import ConfigRejected, GreenlightError
-from tasks.locations import Locations, export_locations, resolve_locations
+from tasks.core.config import RunConfig
+from tasks.core.errors import ConfigRejected, GreenlightError
+from tasks.core.locations import Locations, export_locations, resolve_locations
 
 EXIT_PROMOTED, EXIT_ERROR, EXIT_DATA_REJECTED, EXIT_GATE_REFUSED = 0, 1, 2, 3
 
@@ -83,7 +83,7 @@ def command_run(args: argparse.Namespace, locations: Locations) -> int:
 
 
 def command_serve(args: argparse.Namespace, locations: Locations) -> int:
-    from tasks.registry import find_version
+    from tasks.registry.client import find_version
 
     found = find_version(locations.tracking_uri, args.model_name)
     if found is None:
@@ -101,7 +101,7 @@ def command_serve(args: argparse.Namespace, locations: Locations) -> int:
 
 
 def command_status(args: argparse.Namespace, locations: Locations) -> int:
-    from tasks.registry import find_version, list_versions
+    from tasks.registry.client import find_version, list_versions
 
     production = find_version(locations.tracking_uri, args.model_name)
     print(f"tracking store    {locations.tracking_uri}")
@@ -126,7 +126,7 @@ def print_move(move) -> None:
 
 
 def command_history(args: argparse.Namespace, locations: Locations) -> int:
-    from tasks.registry import alias_history
+    from tasks.registry.client import alias_history
 
     moves = alias_history(locations.tracking_uri, args.model_name)
     if not moves:
@@ -138,14 +138,14 @@ def command_history(args: argparse.Namespace, locations: Locations) -> int:
 
 
 def command_rollback(args: argparse.Namespace, locations: Locations) -> int:
-    from tasks.promotion import rollback
+    from tasks.release.promotion import rollback
 
     print_move(rollback(locations.tracking_uri, args.model_name, args.reason))
     return 0
 
 
 def command_promote(args: argparse.Namespace, locations: Locations) -> int:
-    from tasks.promotion import force_promote
+    from tasks.release.promotion import force_promote
 
     print_move(force_promote(locations.tracking_uri, args.model_name, args.version, args.reason))
     return 0
@@ -153,7 +153,7 @@ def command_promote(args: argparse.Namespace, locations: Locations) -> int:
 
 def command_profile(args: argparse.Namespace, locations: Locations) -> int:
     """Write a starting expectation suite from a trusted file; a person edits and commits it."""
-    from tasks.profiling import write_profile
+    from tasks.data.profiling import write_profile
 
     data = Path(args.data).expanduser()
     out = Path(args.out) if args.out else Path(f"{data.stem}.expectations.json")
@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="validate, train, compress, export, register, build and maybe promote")
     run.add_argument("--data", help="CSV or Parquet file (pixel_0_0..pixel_7_7, target); default: bundled digits")
-    run.add_argument("--config", help="JSON or YAML file with RunConfig fields (see tasks/config.py)")
+    run.add_argument("--config", help="JSON or YAML file with RunConfig fields (see tasks/core/config.py)")
     run.add_argument("--model-name", help="registered model name (default digits-classifier)")
     run.add_argument("--max-epochs", type=int, help="override training.max_epochs")
     run.add_argument("--shuffle-labels", action="store_true", help="train on permuted labels (a gate drill)")

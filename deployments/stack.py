@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tasks.errors import GreenlightError
-from tasks.locations import PROJECT_ROOT, Locations, export_locations, resolve_locations
-from tasks.registry import default_artifact_location
+from tasks.core.errors import GreenlightError
+from tasks.core.locations import PROJECT_ROOT, Locations, export_locations, resolve_locations
+from tasks.registry.client import default_artifact_location
 
 HOST = "127.0.0.1"
 WORK_POOL = "greenlight-process"

@@ -2,18 +2,18 @@
 
 from prefect import flow
 
-from tasks.compression import compress_model
-from tasks.config import RunConfig
-from tasks.data import load_dataset, split_dataset
-from tasks.data_report import require_valid_dataset, write_data_report
-from tasks.drift import load_drift_reference, measure_drift
-from tasks.evaluation import evaluate_model
-from tasks.export import check_parity, export_model
-from tasks.gate import score_candidate
-from tasks.locations import resolve_locations
-from tasks.packaging import build_bento
-from tasks.promotion import promote_if_better, request_approval
-from tasks.registration import (
+from tasks.core.config import RunConfig
+from tasks.core.locations import resolve_locations
+from tasks.data.drift import load_drift_reference, measure_drift
+from tasks.data.files import load_dataset, split_dataset
+from tasks.data.report import require_valid_dataset, write_data_report
+from tasks.data.validation import validate_dataset
+from tasks.data.workspace import prepare_workspace
+from tasks.model.evaluation import evaluate_model
+from tasks.model.training import train_model
+from tasks.onnx.compress import compress_model
+from tasks.onnx.export import check_parity, export_model
+from tasks.registry.tracking import (
     PipelineSummary,
     close_tracking_run,
     log_compression,
@@ -26,10 +26,10 @@ from tasks.registration import (
     register_model,
     summarize_run,
 )
-from tasks.serving_check import check_serving
-from tasks.training import train_model
-from tasks.validation import validate_dataset
-from tasks.workspace import prepare_workspace
+from tasks.release.bento import build_bento
+from tasks.release.gate import score_candidate
+from tasks.release.promotion import promote_if_better, request_approval
+from tasks.release.serving_check import check_serving
 
 
 # The default RunConfig() is what the Prefect UI pre-fills its form with; nothing mutates it.

@@ -1,7 +1,7 @@
 """The real dataset: scikit-learn's bundled digits, as the pipeline loads it by default, passes the whole suite."""
 
-from tasks.data import digits_frame, load_dataset
-from tasks.validation import validate_dataset
+from tasks.data.files import digits_frame, load_dataset
+from tasks.data.validation import validate_dataset
 
 
 def test_bundled_digits_pass_every_expectation(tmp_path):

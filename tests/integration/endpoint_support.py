@@ -29,7 +29,7 @@ from mlflow import MlflowClient
 from onnx import TensorProto, helper, numpy_helper
 
 from bentos.serve import serve_environment, start_server, wait_until_ready
-from tasks.schema import N_CLASSES, N_FEATURES, ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, PIXEL_MAX
+from tasks.core.schema import N_CLASSES, N_FEATURES, ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, PIXEL_MAX
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MODEL_NAME = "digits-classifier"

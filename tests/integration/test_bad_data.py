@@ -14,8 +14,8 @@ from mlflow import MlflowClient
 from registry_support import MODEL, bentos, registry_state
 
 from deployments.cli import main
-from tasks.data import digits_frame
-from tasks.schema import FEATURE_COLUMNS, TARGET_COLUMN
+from tasks.core.schema import FEATURE_COLUMNS, TARGET_COLUMN
+from tasks.data.files import digits_frame
 
 pytestmark = pytest.mark.slow
 

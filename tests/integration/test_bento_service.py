@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.generation import GenerationMode
 
 from bentos.contract import MAX_BODY_BYTES, MAX_ROWS
-from tasks.schema import N_FEATURES
+from tasks.core.schema import N_FEATURES
 
 pytestmark = pytest.mark.slow  # builds bentos and starts two BentoML servers
 

@@ -19,8 +19,8 @@ from registry_support import MODEL, bentos, registry_state
 
 from bentos.serve import wait_until_ready
 from deployments.cli import main
-from tasks.data import digits_frame
-from tasks.schema import FEATURE_COLUMNS
+from tasks.core.schema import FEATURE_COLUMNS
+from tasks.data.files import digits_frame
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import yaml
 from mlflow import MlflowClient
 
 from deployments.cli import main
-from tasks.locations import resolve_locations
-from tasks.registry import alias_history
+from tasks.core.locations import resolve_locations
+from tasks.registry.client import alias_history
 
 pytestmark = pytest.mark.slow
 FAST = ["--max-epochs", "12"]  # ~0.98 test accuracy in a few seconds: enough to pass the gate

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import RunConfig
-from tasks.data import DataSplits, digits_frame, split_dataset
-from tasks.training import TrainedModel, train_model
+from tasks.core.config import RunConfig
+from tasks.data.files import DataSplits, digits_frame, split_dataset
+from tasks.model.training import TrainedModel, train_model
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from tasks.training import load_checkpoint, predict_logits
+from tasks.model.training import load_checkpoint, predict_logits
 
 
 def probabilities(model, pixels: np.ndarray) -> np.ndarray:
@@ -42,8 +42,8 @@ def test_erasing_half_the_strokes_lowers_confidence_in_the_true_digit(trained, d
 
 
 def test_training_is_reproducible_for_a_seed(trained, digits_splits, tmp_path):
-    from tasks.config import TrainingConfig
-    from tasks.training import train_model
+    from tasks.core.config import TrainingConfig
+    from tasks.model.training import train_model
 
     short = TrainingConfig(max_epochs=2)
     first = train_model.fn(digits_splits, short, tmp_path / "a")

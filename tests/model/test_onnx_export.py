@@ -3,11 +3,11 @@
 import numpy as np
 import onnx
 
-from tasks.compression import compress_model
-from tasks.config import CompressionConfig
-from tasks.export import check_parity, export_model
-from tasks.onnx_model import onnx_logits
-from tasks.schema import ONNX_INPUT_NAME
+from tasks.core.config import CompressionConfig
+from tasks.core.schema import ONNX_INPUT_NAME
+from tasks.onnx.compress import compress_model
+from tasks.onnx.export import check_parity, export_model
+from tasks.onnx.runtime import onnx_logits
 
 
 def test_fp32_export_matches_pytorch_on_the_test_set(trained, digits_splits, tmp_path):

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from tasks.compression import select_serving_candidate
-from tasks.config import CompressionConfig
-from tasks.onnx_model import CandidateScore
+from tasks.core.config import CompressionConfig
+from tasks.onnx.compress import select_serving_candidate
+from tasks.onnx.runtime import CandidateScore
 
 
 def candidate(name: str, size: int, accuracy: float, latency: float) -> CandidateScore:

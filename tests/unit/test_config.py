@@ -5,8 +5,8 @@ import argparse
 import pytest
 
 from deployments.cli import build_parser, load_run_config
-from tasks.config import RunConfig
-from tasks.errors import ConfigRejected
+from tasks.core.config import RunConfig
+from tasks.core.errors import ConfigRejected
 
 
 def parse(*argv: str) -> argparse.Namespace:

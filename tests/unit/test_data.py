@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.config import SplitConfig
-from tasks.data import SCHEMA_COLUMNS, load_dataset, read_data_file, split_dataset
-from tasks.errors import DataRejected
-from tasks.schema import FEATURE_COLUMNS, TARGET_COLUMN
+from tasks.core.config import SplitConfig
+from tasks.core.errors import DataRejected
+from tasks.core.schema import FEATURE_COLUMNS, TARGET_COLUMN
+from tasks.data.files import SCHEMA_COLUMNS, load_dataset, read_data_file, split_dataset
 
 HEADER = ",".join(SCHEMA_COLUMNS)
 

@@ -9,14 +9,14 @@ import pytest
 from mlflow import MlflowClient
 from pydantic import ValidationError
 
-from tasks.config import DriftConfig, ValidationConfig
-from tasks.data import digits_frame
-from tasks.data_report import require_valid_dataset, write_data_report
-from tasks.drift import DataSummary, DriftReference, load_drift_reference, measure_drift, psi, summarize
-from tasks.errors import DataRejected
-from tasks.registry import DATA_SUMMARY_TAG, ensure_registered_model, log_data_summary, start_tracking_run
-from tasks.schema import FEATURE_COLUMNS, TARGET_COLUMN
-from tasks.validation import validate_dataset
+from tasks.core.config import DriftConfig, ValidationConfig
+from tasks.core.errors import DataRejected
+from tasks.core.schema import FEATURE_COLUMNS, TARGET_COLUMN
+from tasks.data.drift import DataSummary, DriftReference, load_drift_reference, measure_drift, psi, summarize
+from tasks.data.files import digits_frame
+from tasks.data.report import require_valid_dataset, write_data_report
+from tasks.data.validation import validate_dataset
+from tasks.registry.client import DATA_SUMMARY_TAG, ensure_registered_model, log_data_summary, start_tracking_run
 
 MODEL = "drift-test-model"
 

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.compression import CompressionResult
-from tasks.config import ChangeThreshold, GateConfig
-from tasks.gate import Approval, Baseline, ModelMetrics, decide_promotion
-from tasks.onnx_model import CandidateScore, ParityReport
-from tasks.serving_check import ServingCheck
+from tasks.core.config import ChangeThreshold, GateConfig
+from tasks.onnx.compress import CompressionResult
+from tasks.onnx.runtime import CandidateScore, ParityReport
+from tasks.release.gate import Approval, Baseline, ModelMetrics, decide_promotion
+from tasks.release.serving_check import ServingCheck
 
 GOOD_PARITY = ParityReport(rows=360, max_abs_logit_diff=5e-6, argmax_agreement=1.0)
 GOOD_SERVING = ServingCheck(True, 2.0, 1.0, 200, 0, 3.0, 9.0, "200 requests at concurrency 4")

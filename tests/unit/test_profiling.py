@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from deployments.cli import main
-from tasks.config import ValidationConfig
-from tasks.data import digits_frame
-from tasks.errors import GreenlightError
-from tasks.profiling import profile_suite, write_profile
-from tasks.validation import load_suite, validate_dataset
+from tasks.core.config import ValidationConfig
+from tasks.core.errors import GreenlightError
+from tasks.data.files import digits_frame
+from tasks.data.profiling import profile_suite, write_profile
+from tasks.data.validation import load_suite, validate_dataset
 
 
 def by_type(suite: dict, kind: str) -> list[dict]:

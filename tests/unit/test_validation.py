@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.config import DriftConfig, ValidationConfig
-from tasks.data_report import DataCheckReport, require_valid_dataset, write_data_report
-from tasks.drift import DriftReference, measure_drift, score_drift
-from tasks.errors import ConfigRejected, DataRejected
-from tasks.schema import FEATURE_COLUMNS, TARGET_COLUMN
-from tasks.validation import DEFAULT_SUITE, ExpectationFailure, ValidationReport, load_suite, validate_dataset
+from tasks.core.config import DriftConfig, ValidationConfig
+from tasks.core.errors import ConfigRejected, DataRejected
+from tasks.core.schema import FEATURE_COLUMNS, TARGET_COLUMN
+from tasks.data.drift import DriftReference, measure_drift, score_drift
+from tasks.data.report import DataCheckReport, require_valid_dataset, write_data_report
+from tasks.data.validation import DEFAULT_SUITE, ExpectationFailure, ValidationReport, load_suite, validate_dataset
 
 SOURCE = "data/incoming/digits.csv"
 

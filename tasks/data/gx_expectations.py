@@ -3,7 +3,7 @@
 GX 1.x spends ~6 ms of fixed work per expectation, so 64 pixel columns x (null, type, range) checks cost
 ~1.2 s before a single row is read. These types check a whole list of columns in one numpy pass per column
 and still report each problem by column, value and row. Defining a class registers it with GX (a
-dictionary entry, nothing else); tasks.validation imports this module before it loads a suite.
+dictionary entry, nothing else); tasks.data.validation imports this module before it loads a suite.
 """
 
 from typing import Any, ClassVar

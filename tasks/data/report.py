@@ -13,9 +13,9 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.drift import DriftReport
-from tasks.errors import DataRejected
-from tasks.validation import SEVERITIES, ExpectationFailure, ValidationReport, report_name, show_value
+from tasks.core.errors import DataRejected
+from tasks.data.drift import DriftReport
+from tasks.data.validation import SEVERITIES, ExpectationFailure, ValidationReport, report_name, show_value
 
 ROWS_NOTE = "Rows are counted from 0 after the header (CSV line = row + 2)."
 # The console message lists this many problems per severity; the page lists them all.
@@ -93,7 +93,7 @@ class DataCheckReport:
 
     def advice(self) -> str:
         if not self.validation.passed:
-            return "Fix these values or columns in the file (schema: tasks/schema.py) and run again."
+            return "Fix these values or columns in the file (schema: tasks/core/schema.py) and run again."
         return (
             "If the change is real and wanted, retrain on it knowingly: raise drift.feature_block_psi /"
             " drift.label_block_psi in a --config file, or set drift.enabled: false for this run."

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.config import DriftConfig
-from tasks.gx_expectations import value_key
-from tasks.registry import download_data_summary, find_version
-from tasks.schema import FEATURE_COLUMNS, PIXEL_MAX, PIXEL_MIN, TARGET_COLUMN
-from tasks.validation import ValidationReport
+from tasks.core.config import DriftConfig
+from tasks.core.schema import FEATURE_COLUMNS, PIXEL_MAX, PIXEL_MIN, TARGET_COLUMN
+from tasks.data.gx_expectations import value_key
+from tasks.data.validation import ValidationReport
+from tasks.registry.client import RegistryError, download_data_summary, find_version
 
 SUMMARY_FORMAT = 1
 # Jeffreys-style smoothing: half a row per bin keeps ln(p/q) finite without swamping real counts.
@@ -47,7 +46,7 @@ class DataSummary:
             raise ValueError(f"{path} is not a data summary of format {SUMMARY_FORMAT}")
         summary = cls(**raw)
         if set(summary.feature_counts) != set(FEATURE_COLUMNS):
-            raise ValueError(f"{path} summarises other columns than tasks/schema.py's pixels")
+            raise ValueError(f"{path} summarises other columns than tasks/core/schema.py's pixels")
         return summary
 
 
@@ -149,7 +148,7 @@ def load_drift_reference(tracking_uri: str, model_name: str, dst_dir: Path) -> D
     try:
         path = download_data_summary(production, dst_dir)
         summary = DataSummary.read(path) if path is not None else None
-    except (MlflowException, OSError, ValueError, TypeError) as error:
+    except (RegistryError, OSError, ValueError, TypeError) as error:
         return DriftReference(production.version, None, f"production v{production.version}'s data summary: {error}")
     if summary is None:
         note = f"production v{production.version} has no stored data summary (registered before drift checks)"

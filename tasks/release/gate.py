@@ -15,11 +15,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sklearn.metrics import f1_score, recall_score
 
-from tasks.compression import CompressionResult
-from tasks.config import ChangeThreshold, GateConfig
-from tasks.onnx_model import ParityReport, onnx_logits
-from tasks.schema import LABELS
-from tasks.serving_check import ServingCheck
+from tasks.core.config import ChangeThreshold, GateConfig
+from tasks.core.schema import LABELS
+from tasks.onnx.compress import CompressionResult
+from tasks.onnx.runtime import ParityReport, onnx_logits
+from tasks.release.serving_check import ServingCheck
 
 
 @dataclass(frozen=True)

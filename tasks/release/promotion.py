@@ -25,12 +25,11 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 
-from tasks.compression import CompressionResult
-from tasks.config import GateConfig
-from tasks.errors import GreenlightError
-from tasks.gate import Approval, Baseline, GateDecision, ModelMetrics, decide_promotion, score_onnx_model
-from tasks.onnx_model import ParityReport
-from tasks.registry import (
+from tasks.core.config import GateConfig
+from tasks.core.errors import GreenlightError
+from tasks.onnx.compress import CompressionResult
+from tasks.onnx.runtime import ParityReport
+from tasks.registry.client import (
     ModelVersionRef,
     TrackingRun,
     alias_history,
@@ -43,7 +42,8 @@ from tasks.registry import (
     set_run_tags,
     tag_model_version,
 )
-from tasks.serving_check import ServingCheck
+from tasks.release.gate import Approval, Baseline, GateDecision, ModelMetrics, decide_promotion, score_onnx_model
+from tasks.release.serving_check import ServingCheck
 
 LOCK_TIMEOUT_S = 900
 

@@ -21,9 +21,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sklearn.model_selection import train_test_split
 
-from tasks.config import SplitConfig
-from tasks.errors import DataRejected
-from tasks.schema import FEATURE_COLUMNS, TARGET_COLUMN
+from tasks.core.config import SplitConfig
+from tasks.core.errors import DataRejected
+from tasks.core.schema import FEATURE_COLUMNS, TARGET_COLUMN
 
 SCHEMA_COLUMNS: tuple[str, ...] = (*FEATURE_COLUMNS, TARGET_COLUMN)
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -239,7 +239,7 @@ def check_columns(path: Path, found: list[str], expected: tuple[str, ...]) -> No
     hint = f" (names are case- and space-sensitive: {', '.join(lookalikes[:3])}?)" if lookalikes else ""
     raise DataRejected(
         f"data file {path}: columns do not match the schema ({expected[0]} .. {expected[-1]}, {len(expected)}"
-        f" columns, tasks/schema.py): {'; '.join(problems)}{hint}. Found {len(found)} columns; no rows were read"
+        f" columns, tasks/core/schema.py): {'; '.join(problems)}{hint}. Found {len(found)} columns; no rows were read"
     )
 
 

@@ -17,10 +17,12 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-from tasks.locations import PROJECT_ROOT
-from tasks.schema import N_CLASSES, N_FEATURES, ONNX_INPUT_NAME, ONNX_OUTPUT_NAME
+from tasks.core.locations import PROJECT_ROOT
+from tasks.core.schema import N_CLASSES, N_FEATURES, ONNX_INPUT_NAME, ONNX_OUTPUT_NAME
 
 PRODUCTION_ALIAS = "production"
+# What callers outside this module catch when the registry refuses a request.
+RegistryError = MlflowException
 # MLflow caps one log_batch call at 1000 metrics; a batch per call is the whole point (~50 ms per HTTP call).
 MAX_METRICS_PER_BATCH = 1000
 
@@ -293,7 +295,7 @@ def alias_history(tracking_uri: str, model_name: str) -> list[dict[str, str]]:
     return [json.loads(tags[key]) for key in sorted(k for k in tags if k.startswith(HISTORY_TAG_PREFIX))]
 
 
-# The data a version was trained on, summarised (tasks.drift): logged on its run, named by a tag on the version.
+# The data a version was trained on, summarised (tasks.data.drift): logged on its run, named by a tag on the version.
 DATA_SUMMARY_TAG = "data_summary"
 DATA_SUMMARY_DIR = "reference"
 

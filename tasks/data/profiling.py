@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.data import file_sha256, read_data_file
-from tasks.errors import GreenlightError
-from tasks.gx_expectations import row_hashes, value_key
-from tasks.schema import TARGET_COLUMN
+from tasks.core.errors import GreenlightError
+from tasks.core.schema import TARGET_COLUMN
+from tasks.data.files import file_sha256, read_data_file
+from tasks.data.gx_expectations import row_hashes, value_key
 
 # A profiled null rate r becomes mostly = 1 - 2r: room for a fresh file to be a little worse than this one.
 NULL_RATE_SLACK = 2.0

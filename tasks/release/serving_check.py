@@ -20,8 +20,8 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.config import ServingCheckConfig
-from tasks.onnx_model import onnx_logits
+from tasks.core.config import ServingCheckConfig
+from tasks.onnx.runtime import onnx_logits
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from tasks.data import DataSplits
-from tasks.schema import LABELS
-from tasks.training import EpochMetrics, TrainedModel, load_checkpoint, predict_logits
+from tasks.core.schema import LABELS
+from tasks.data.files import DataSplits
+from tasks.model.training import EpochMetrics, TrainedModel, load_checkpoint, predict_logits
 
 
 @dataclass(frozen=True)

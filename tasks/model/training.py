@@ -14,9 +14,9 @@ from prefect.cache_policies import NO_CACHE
 from torch import nn
 from tqdm.auto import tqdm
 
-from tasks.config import TrainingConfig
-from tasks.data import DataSplits
-from tasks.schema import IMAGE_SIDE, N_CLASSES, PIXEL_MAX
+from tasks.core.config import TrainingConfig
+from tasks.core.schema import IMAGE_SIDE, N_CLASSES, PIXEL_MAX
+from tasks.data.files import DataSplits
 
 
 class DigitsCNN(nn.Module):

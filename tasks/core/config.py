@@ -96,7 +96,7 @@ class ValidationConfig(_Section):
     """The expectation suite the input file must pass before anything is trained."""
 
     suite_path: str | None = Field(
-        None, description="expectation suite JSON (from `greenlight profile`); empty = tasks/expectations/digits.json"
+        None, description="expectation suite JSON (from `greenlight profile`); empty = the bundled digits suite"
     )
     # Exact repeats beyond this share of the rows reject the file: they leak between the train and test
     # splits and inflate the accuracy the gate trusts. The bundled digits have none.

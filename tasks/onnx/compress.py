@@ -3,18 +3,56 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.config import CompressionConfig
-from tasks.data import DataSplits
-from tasks.onnx_model import (
-    CandidateScore,
-    prepare_for_quantization,
-    quantize_int8_dynamic,
-    quantize_int8_static,
-    score_candidate,
-)
+from tasks.core.config import CompressionConfig
+from tasks.core.schema import ONNX_INPUT_NAME
+from tasks.data.files import DataSplits
+from tasks.onnx.runtime import CandidateScore, score_candidate
+
+
+class _RowsReader(CalibrationDataReader):
+    """Feeds calibration rows to the static quantizer in small batches."""
+
+    def __init__(self, pixels: np.ndarray, batch_size: int = 64) -> None:
+        self._batches = iter([pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {ONNX_INPUT_NAME: batch.astype(np.float32)}
+
+
+def prepare_for_quantization(fp32_path: Path) -> Path:
+    """Shape inference and graph optimisation that ONNX Runtime's quantizers expect first."""
+    prepared = fp32_path.with_name("model.prep.onnx")
+    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    return prepared
+
+
+def quantize_int8_static(prepared: Path, calibration: np.ndarray, out_dir: Path) -> Path:
+    """Static INT8 QDQ quantization, activations calibrated on training rows."""
+    path = out_dir / "model.int8-static.onnx"
+    quantize_static(
+        str(prepared),
+        str(path),
+        _RowsReader(calibration),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
+    return path
+
+
+def quantize_int8_dynamic(prepared: Path, out_dir: Path) -> Path:
+    """Dynamic INT8 quantization: weights stored as int8, activations quantized at run time."""
+    path = out_dir / "model.int8-dynamic.onnx"
+    quantize_dynamic(str(prepared), str(path), weight_type=QuantType.QInt8)
+    return path
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,14 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from tasks.compression import CompressionResult
-from tasks.config import RunConfig
-from tasks.data import DataSplits, LoadedDataset, file_sha256
-from tasks.data_report import DataCheckReport
-from tasks.evaluation import EvaluationReport
-from tasks.gate import GateDecision
-from tasks.onnx_model import ParityReport
-from tasks.registry import (
+from tasks.core.config import RunConfig
+from tasks.data.files import DataSplits, LoadedDataset, file_sha256
+from tasks.data.report import DataCheckReport
+from tasks.model.evaluation import EvaluationReport
+from tasks.model.training import TrainedModel
+from tasks.onnx.compress import CompressionResult
+from tasks.onnx.runtime import ParityReport
+from tasks.registry.client import (
     DATA_SUMMARY_TAG,
     ModelVersionRef,
     TrackingRun,
@@ -33,7 +33,7 @@ from tasks.registry import (
     start_tracking_run,
     tag_model_version,
 )
-from tasks.training import TrainedModel
+from tasks.release.gate import GateDecision
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def register_model(
 ) -> ModelVersionRef:
     """Register the serving candidate as a new version; the gate verdict is 'pending' until decided.
 
-    data_summary (tasks.drift) is stored with the version: the reference later runs measure drift against.
+    data_summary (tasks.data.drift) is stored with the version: the reference later runs measure drift against.
     """
     chosen = compression.chosen
     tags = {

@@ -2,7 +2,7 @@
 
 Each expectation carries a GX 1.x severity (critical / warning / info, critical by default). Only critical
 failures reject the file; the others are reported and the run goes on. The suite's multi-column types
-live in tasks.gx_expectations, imported here so GX knows them before a suite file is parsed.
+live in tasks.data.gx_expectations, imported here so GX knows them before a suite file is parsed.
 """
 
 import json
@@ -26,9 +26,9 @@ from great_expectations.data_context.types.base import (
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-import tasks.gx_expectations  # noqa: F401  (registers Greenlight's expectation types with GX)
-from tasks.config import ValidationConfig
-from tasks.errors import ConfigRejected
+import tasks.data.gx_expectations  # noqa: F401  (registers Greenlight's expectation types with GX)
+from tasks.core.config import ValidationConfig
+from tasks.core.errors import ConfigRejected
 
 DEFAULT_SUITE = Path(__file__).resolve().parent / "expectations" / "digits.json"
 SEVERITIES = ("critical", "warning", "info")
@@ -129,7 +129,7 @@ def load_suite(path: Path) -> gx.ExpectationSuite:
 def ephemeral_context() -> EphemeralDataContext:
     """An in-memory GX context: no great_expectations/ folder and no Data Docs site anywhere."""
     config = DataContextConfig(
-        # Data Docs pages load Bootstrap, jQuery and Font Awesome from CDNs; tasks.data_report writes an offline page.
+        # Data Docs pages load Bootstrap, jQuery and Font Awesome from CDNs; tasks.data.report writes an offline page.
         store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
         analytics_enabled=False,
         # tqdm bars, one per expectation batch, would flood the Prefect logs.

@@ -12,9 +12,9 @@ import sys
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.errors import GreenlightError
-from tasks.locations import PROJECT_ROOT
-from tasks.registry import ModelVersionRef
+from tasks.core.errors import GreenlightError
+from tasks.core.locations import PROJECT_ROOT
+from tasks.registry.client import ModelVersionRef
 
 BUILD_TIMEOUT_S = 600
 

@@ -1,0 +1,1 @@
+"""Model stage: model families, training, evaluation."""

@@ -1,0 +1,1 @@
+"""Model families: a registry of name -> builder; adding a family is adding one file here."""

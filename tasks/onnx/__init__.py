@@ -1,0 +1,1 @@
+"""ONNX stage: torch-free runtime (bentos import it), export + parity, compression."""

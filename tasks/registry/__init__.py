@@ -1,0 +1,1 @@
+"""Registry stage: all MLflow access (client.py) and the tracking tasks."""

@@ -1,0 +1,1 @@
+"""Release stage: bento packaging, serving check, the gate and promotion."""
