@@ -2,7 +2,8 @@
 
 Prints rows/s and the fixed cost per validation (the same suite on 1 row), each as the best and the median
 of --repeats runs, plus the figures around it in a run (report page, data summary + PSI). Every run goes
-through validate_dataset: a GX Checkpoint built from tasks/data/expectations/digits.json, result JSON written.
+through validate_dataset: a GX Checkpoint built from the suite the digits spec generates (tasks.data.suite),
+result JSON written.
 
     PYTHONPATH=. python benchmarks/validation_throughput.py [--rows 1000000] [--repeats 5]
 """
@@ -17,15 +18,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.core.config import DriftConfig
-from tasks.core.schema import FEATURE_COLUMNS, TARGET_COLUMN
+from tasks.core.config import DriftConfig, ValidationConfig
+from tasks.core.spec import DIGITS_COLUMNS as FEATURE_COLUMNS
+from tasks.core.spec import digits_spec
 from tasks.data.drift import DriftReference, measure_drift, summarize
 from tasks.data.files import digits_frame
 from tasks.data.report import write_data_report
-from tasks.data.validation import DEFAULT_SUITE, load_suite, validate_dataset
+from tasks.data.suite import suite_for_spec
+from tasks.data.validation import validate_dataset
 
 TARGET_ROWS_PER_S = 1_000_000
 TARGET_FIXED_S = 1.0
+TARGET_COLUMN = "target"
+SPEC = digits_spec().dataset
 
 
 def synthetic_frame(rows: int, seed: int = 0) -> pd.DataFrame:
@@ -61,12 +66,12 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="greenlight-bench-"))
     frame, one_row = synthetic_frame(args.rows), synthetic_frame(1, seed=1)
-    print(
-        f"suite {DEFAULT_SUITE.name}: {len(load_suite(DEFAULT_SUITE).expectations)} expectations; frame {frame.shape}"
-    )
+    print(f"suite of the digits spec: {len(suite_for_spec(SPEC)['expectations'])} expectations; frame {frame.shape}")
 
     def validate(data: pd.DataFrame):
-        return validate_dataset.fn(frame=data, source="bench.parquet", report_dir=out)
+        return validate_dataset.fn(
+            frame=data, source="bench.parquet", report_dir=out, config=ValidationConfig(), spec=SPEC
+        )
 
     first = timed(lambda: validate(one_row), 1)  # pays GX's one-off imports and registries
     fixed = timed(lambda: validate(one_row), args.repeats)
@@ -82,10 +87,10 @@ def main() -> None:
     print(f"   target >= {TARGET_ROWS_PER_S:,}")
     print(f"{'throughput, fixed cost excluded':<44} best {marginal:,.0f} rows/s")
 
-    reference = DriftReference("1", summarize(frame, "0" * 64), "the same frame")
-    drift = timed(lambda: measure_drift.fn(frame, "0" * 64, report, reference, DriftConfig(), out), args.repeats)
+    reference = DriftReference("1", summarize(frame, "0" * 64, SPEC), "the same frame")
+    drift = timed(lambda: measure_drift.fn(frame, "0" * 64, report, reference, DriftConfig(), out, SPEC), args.repeats)
     print(line(f"data summary + PSI drift, {args.rows:,} rows", drift))
-    result = measure_drift.fn(frame, "0" * 64, report, reference, DriftConfig(), out)
+    result = measure_drift.fn(frame, "0" * 64, report, reference, DriftConfig(), out, SPEC)
     page = timed(lambda: write_data_report.fn(validation=report, drift=result, out_dir=out), args.repeats)
     print(line("offline HTML report page", page))
     verdict = "met" if best >= TARGET_ROWS_PER_S and min(fixed) < TARGET_FIXED_S else "NOT met"

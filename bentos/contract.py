@@ -1,17 +1,29 @@
-"""The HTTP contract of POST /predict: what a request must hold, what an answer holds, how a refusal reads.
+"""The HTTP contract of POST /predict, compiled from the spec of the version being served.
 
-A refusal names the first problem found, where it is and the value found there, e.g.
-`row 1, column pixel_2_1: 16.5 is above the maximum 16`. Validation stops at the first bad value
-(fail_fast), so a 8 MiB body of garbage costs one parse, not one error object per cell.
+A request is `{"records": [{column: value, ...}, ...]}`, each field typed by its feature (tasks.core.spec):
+numeric a JSON number (strict: no strings or booleans; finite); categorical and binary a string, number or
+boolean (encoded with value_text, so 3, 3.0 and "3" are one category); id and ignore columns accepted and
+ignored. A nullable feature may be absent or null; any other is required. An all-numeric spec (the digits'
+pixel grid, a table of numbers) also takes `{"rows": [[...], ...]}`, values in spec.input_columns order.
+
+A refusal names the first problem, where it is and the value found there, e.g.
+`record 2, field 'bill_length_mm': "long" is not a number`. Validation stops at the first bad record
+(fail_fast), so a 8 MiB body of garbage costs one parse, not one error object per cell. An unseen category
+is not a refusal: the graph maps it to its out-of-vocabulary code.
+
+The answer: `predictions` in the user's own label values (or numbers, for regression), `probabilities`
+keyed by label text (classification), `model_version` and `model_name`.
 """
 
 import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, create_model
+from pydantic_core import to_json
 
-from tasks.core.schema import FEATURE_COLUMNS, N_FEATURES, PIXEL_MAX, PIXEL_MIN
+from tasks.core.spec import DatasetSpec, FeatureSpec
 
 # Larger batches belong to a batch job, not a synchronous HTTP call; the cap bounds request memory.
 MAX_ROWS = 4096
@@ -19,106 +31,316 @@ MAX_ROWS = 4096
 MAX_BODY_BYTES = 8 * 1024 * 1024
 # Values echoed back in a refusal are cut to this many characters: the body is the client's own.
 ECHO_CHARS = 40
+# Field names listed when a record holds an unknown one, and categories listed in the documentation:
+# enough to spot a typo or see the kind of value, not a wall of text.
+LISTED_FIELDS = 12
+# Feature types the model never reads: accepted in a record so a client can send its whole row, then dropped.
+IGNORED_TYPES = ("id", "ignore")
+CATEGORY_TYPES = ("categorical", "binary")
 
-# strict: "3" or true is a client bug, not a pixel; NaN/inf would silently poison the logits.
-Pixel = Annotated[float, Field(strict=True, ge=PIXEL_MIN, le=PIXEL_MAX, allow_inf_nan=False)]
-Row = Annotated[list[Pixel], Field(min_length=N_FEATURES, max_length=N_FEATURES, fail_fast=True)]
-Rows = Annotated[
-    list[Row],
-    Field(
-        min_length=1,
-        max_length=MAX_ROWS,
-        fail_fast=True,
-        description=f"1..{MAX_ROWS} rows of {N_FEATURES} pixel values {PIXEL_MIN}..{PIXEL_MAX}, "
-        f"in the order {FEATURE_COLUMNS[0]}..{FEATURE_COLUMNS[-1]}",
-    ),
-]
-
-
-class PredictRequest(BaseModel):
-    """Body of POST /predict."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    rows: Rows
-
-
-class Prediction(BaseModel):
-    """One label and one probability vector per input row, with the model version that made them."""
-
-    labels: list[int]
-    probabilities: list[list[float]]
-    model_version: str
-    model_name: str
+# strict: "3" or true is a client bug, not a number; NaN/inf would silently poison the outputs.
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+# A category arrives as the JSON type of the file it was learned from: text, integers or booleans, or
+# floats (pandas reads an integer column with gaps as floats, so a client's 3.0 is the category 3).
+# value_text encodes each as training did; strict keeps "true" and true, or "3" and 3.5, apart.
+Category = (
+    Annotated[str, Strict()]
+    | Annotated[int, Strict()]
+    | Annotated[bool, Strict()]
+    | Annotated[float, Strict(), Field(allow_inf_nan=False)]
+)
+CATEGORY_HINT = "send a string, number or boolean"
 
 
 @dataclass(frozen=True)
 class Refusal:
-    """A client error: the HTTP status and one sentence saying what to fix."""
+    """A client error: the HTTP status and one sentence saying what to fix, with where it is."""
 
     status: int
     message: str
+    record: int | None = None
+    field: str | None = None
     row: int | None = None
     column: str | None = None
 
     def body(self) -> bytes:
-        fields = {"error": self.message, "row": self.row, "column": self.column}
-        return json.dumps({key: value for key, value in fields.items() if value is not None}).encode()
+        where = {"record": self.record, "field": self.field, "row": self.row, "column": self.column}
+        return json.dumps({"error": self.message, **{k: v for k, v in where.items() if v is not None}}).encode()
 
 
-def parse_request(body: bytes) -> PredictRequest | Refusal:
-    """The body as a PredictRequest (one validating parse), or the refusal naming its first problem."""
-    if not body.strip():
-        return Refusal(422, 'body is empty: send {"rows": [[...64 values], ...]}')
-    try:
-        return PredictRequest.model_validate_json(body)
-    except ValidationError as error:
-        return describe(error.errors(include_url=False)[0])
+@dataclass(frozen=True)
+class Batch:
+    """A request the contract accepted: ONNX Runtime feeds for its rows."""
+
+    feeds: dict[str, np.ndarray]
+    size: int
 
 
-def describe(problem: dict[str, Any]) -> Refusal:
-    """Turn one pydantic error into a refusal a person can act on."""
-    kind, loc, value = problem["type"], problem["loc"], problem.get("input")
-    if kind == "json_invalid":
-        return Refusal(422, f"body is not valid JSON: {problem['ctx']['error']}")
-    if loc == ():
-        shape = f'{{"rows": [[...{N_FEATURES} values], ...]}}'
-        return Refusal(422, f"body must be a JSON object {shape}, got {echo(value)}")
-    if loc[0] != "rows":
-        return Refusal(422, f"unexpected field {loc[0]!r}: the body holds only 'rows'")
-    if len(loc) == 1:
-        return describe_rows(kind, value)
-    row = loc[1]
-    if len(loc) == 2:
-        return Refusal(422, describe_row(row, kind, value), row=row)
-    column = FEATURE_COLUMNS[loc[2]]
-    return Refusal(422, f"row {row}, column {column}: {describe_value(kind, value)}", row=row, column=column)
+@dataclass(frozen=True)
+class RowsLayout:
+    """How `{"rows": [[...]]}` maps onto the graph, for an all-numeric spec."""
+
+    input_name: str
+    columns: list[str]
+    required: np.ndarray  # positions that may not be null
+
+    @property
+    def takes_null(self) -> bool:
+        return not self.required.all()
 
 
-def describe_rows(kind: str, value: Any) -> Refusal:
-    if kind == "missing":
-        return Refusal(422, 'field "rows" is missing: send {"rows": [[...64 values], ...]}')
+@dataclass(frozen=True)
+class Contract:
+    """The request model and answer format of one served spec; compiled once when a version is loaded."""
+
+    spec: DatasetSpec
+    request: type[BaseModel]
+    attributes: dict[str, str]  # model input column -> attribute of a validated record
+    rows: RowsLayout | None
+    label_texts: list[str]  # probability keys, computed once: value_text per label per request shows in profiles
+
+    @property
+    def columns(self) -> list[str]:
+        """Every field a record may hold, in spec order."""
+        return [column for feature in self.spec.features for column in feature.source_columns]
+
+    def parse(self, body: bytes) -> Batch | Refusal:
+        """The body as feeds (one validating parse), or the refusal naming its first problem."""
+        if not body.strip():
+            return Refusal(422, f"body is empty: send {self.shape()}")
+        try:
+            request = self.request.model_validate_json(body)
+        except ValidationError as error:
+            return self.describe(error.errors(include_url=False)[0])
+        records, rows = request.records, getattr(request, "rows", None)
+        if records is not None and rows is not None:
+            return Refusal(422, 'send either "records" or "rows", not both')
+        if records is not None:
+            return self.from_records(records)
+        if rows is not None:
+            return self.from_rows(rows)
+        return Refusal(422, f'field "records" is missing: send {self.shape()}')
+
+    def from_records(self, records: list[BaseModel]) -> Batch:
+        columns = {column: [getattr(r, attribute) for r in records] for column, attribute in self.attributes.items()}
+        return Batch(self.spec.feeds(columns), len(records))
+
+    def from_rows(self, rows: list[list[float | None]]) -> Batch | Refusal:
+        layout = self.rows
+        array = np.asarray(rows, dtype=np.float32)  # a null becomes NaN: NaN literals were refused already
+        if not layout.takes_null:  # the row type refused null already
+            return Batch({layout.input_name: array}, len(array))
+        missing = np.isnan(array) & layout.required
+        if missing.any():
+            row, position = (int(i) for i in np.argwhere(missing)[0])
+            column = layout.columns[position]
+            return Refusal(422, f"row {row}, column {column}: {null_refused()}", row=row, column=column)
+        return Batch({layout.input_name: array}, len(array))
+
+    def answer(self, outputs: np.ndarray, name: str, version: str) -> bytes:
+        """The answer's JSON: predictions in the user's label values (or numbers), probabilities by label."""
+        if self.spec.task == "regression":
+            body = {"predictions": outputs.reshape(-1).astype(np.float64).tolist()}
+        else:
+            probabilities = softmax(outputs.astype(np.float64))
+            labels, texts = self.spec.target.labels, self.label_texts
+            body = {
+                "predictions": [labels[i] for i in probabilities.argmax(axis=1).tolist()],
+                "probabilities": [dict(zip(texts, row, strict=True)) for row in probabilities.tolist()],
+            }
+        # NaN has no JSON spelling: a regression graph that answers one is reported as null, not invalid JSON.
+        return to_json({**body, "model_version": version, "model_name": name}, inf_nan_mode="null")
+
+    def shape(self) -> str:
+        """What a body looks like, for messages."""
+        rows = f' (or {{"rows": [[...{len(self.rows.columns)} numbers], ...]}})' if self.rows else ""
+        return '{"records": [{"field": value, ...}, ...]}' + rows
+
+    def describe(self, problem: dict[str, Any]) -> Refusal:
+        """Turn one pydantic error into a refusal a person can act on."""
+        kind, loc, value = problem["type"], problem["loc"], problem.get("input")
+        if kind == "json_invalid":
+            return Refusal(422, f"body is not valid JSON: {problem['ctx']['error']}")
+        if loc == ():
+            return Refusal(422, f"body must be a JSON object {self.shape()}, got {echo(value)}")
+        if len(loc) == 1 and kind == "extra_forbidden":
+            return self.unexpected_field(loc[0])
+        if len(loc) == 1:
+            return describe_batch(loc[0], kind, value, self.shape())
+        if loc[0] == "rows":
+            return self.describe_row(loc[1:], kind, value, problem.get("ctx") or {})
+        return self.describe_record(loc[1:], kind, value, problem.get("ctx") or {})
+
+    def unexpected_field(self, name: str) -> Refusal:
+        if name == "rows":
+            return Refusal(422, f"'rows' is only for models whose inputs are all numbers: send {self.shape()}")
+        fields = "'records' or 'rows'" if self.rows else "'records'"
+        return Refusal(422, f"unexpected field {name!r}: the body holds only {fields}")
+
+    def describe_record(self, loc: tuple, kind: str, value: Any, limits: dict[str, Any]) -> Refusal:
+        record = loc[0]
+        if len(loc) == 1:
+            return Refusal(
+                422, f'record {record} must be an object {{"field": value, ...}}, got {echo(value)}', record=record
+            )
+        field = loc[1]
+        if kind == "extra_forbidden":
+            return Refusal(
+                422, f"record {record}: unknown field {field!r}; the fields are {self.field_list()}", record, field
+            )
+        if kind == "missing":
+            message = f"record {record}: field {field!r} is missing; send it (the spec does not allow it to be missing)"
+            return Refusal(422, message, record, field)
+        feature_type = self.feature_of(field).type
+        return Refusal(
+            422, f"record {record}, field {field!r}: {describe_value(kind, value, feature_type, limits)}", record, field
+        )
+
+    def describe_row(self, loc: tuple, kind: str, value: Any, limits: dict[str, Any]) -> Refusal:
+        row, count = loc[0], len(self.rows.columns)
+        if len(loc) == 1:
+            if kind in ("too_short", "too_long"):
+                return Refusal(422, f"row {row} has {len(value)} values; every row needs exactly {count}", row=row)
+            return Refusal(422, f"row {row} must be a list of {count} numbers, got {echo(value)}", row=row)
+        column = self.rows.columns[loc[1]]
+        message = f"row {row}, column {column}: {describe_value(kind, value, 'numeric', limits)}"
+        return Refusal(422, message, row=row, column=column)
+
+    def feature_of(self, column: str) -> FeatureSpec:
+        return next(f for f in self.spec.features if column in f.source_columns)
+
+    def field_list(self) -> str:
+        columns = self.columns
+        listed = ", ".join(columns[:LISTED_FIELDS])
+        return listed + (f" and {len(columns) - LISTED_FIELDS} more (GET /)" if len(columns) > LISTED_FIELDS else "")
+
+    def example_record(self) -> dict[str, Any]:
+        """A valid record built from the spec: mid-range numbers, each category's first value."""
+        return {c: example_value(f) for f in self.spec.model_features for c in f.source_columns}
+
+    def example_body(self) -> dict[str, Any]:
+        return {"records": [self.example_record()]}
+
+
+def compile_contract(spec: DatasetSpec) -> Contract:
+    """The request model for a spec: one typed, aliased field per column (columns need not be identifiers)."""
+    fields, attributes = {}, {}
+    for feature in spec.features:
+        for column in feature.source_columns:
+            # Synthetic attribute names: a column called "model_config", "1st" or "bill length" is still a field.
+            attribute = f"f{len(fields)}"
+            annotation, default = field_type(feature)
+            fields[attribute] = (annotation, Field(default, alias=column, description=describe_feature(feature)))
+            if feature.type not in IGNORED_TYPES:
+                attributes[column] = attribute
+    strict = ConfigDict(extra="forbid")
+    record = create_model("Record", __config__=strict, **fields)
+    rows = rows_layout(spec)
+    batch = {"records": (list_of(record, "records, each an object of the fields below"), None)}
+    if rows is not None:
+        batch["rows"] = (list_of(row_type(spec, rows), f"rows of {len(rows.columns)} numbers in column order"), None)
+    # Absent means None (no value is validated then); null is a list_type error like any other non-list.
+    request = create_model("PredictRequest", __config__=strict, **batch)
+    return Contract(spec=spec, request=request, attributes=attributes, rows=rows, label_texts=spec.label_texts())
+
+
+def field_type(feature: FeatureSpec) -> tuple[Any, Any]:
+    """The annotation and default of one column's field (... = required)."""
+    if feature.type in IGNORED_TYPES:
+        return Any, None
+    if feature.type in CATEGORY_TYPES:
+        annotation = Category
+    elif feature.type == "image_grid":
+        annotation = Annotated[Number, Field(ge=feature.min, le=feature.max)]
+    else:
+        annotation = Number
+    return (annotation | None, None) if feature.nullable else (annotation, ...)
+
+
+def list_of(item: Any, what: str) -> Any:
+    return Annotated[
+        list[item], Field(min_length=1, max_length=MAX_ROWS, fail_fast=True, description=f"1..{MAX_ROWS} {what}")
+    ]
+
+
+def rows_layout(spec: DatasetSpec) -> RowsLayout | None:
+    """The rows form for a spec whose model reads only numbers (one ONNX input), else None."""
+    if any(f.type not in ("numeric", "image_grid") for f in spec.model_features):
+        return None
+    ((input_name, columns),) = spec.onnx_inputs().items()
+    nullable = {c for f in spec.model_features if f.nullable for c in f.source_columns}
+    return RowsLayout(input_name, columns, np.array([c not in nullable for c in columns]))
+
+
+def row_type(spec: DatasetSpec, layout: RowsLayout) -> Any:
+    """One row: every value a finite number (in the grid's range for an image grid), null where allowed."""
+    (first, *_) = spec.model_features
+    value = Annotated[Number, Field(ge=first.min, le=first.max)] if first.type == "image_grid" else Number
+    if layout.takes_null:
+        value = value | None  # a null in a required position is refused after parsing, naming the column
+    count = len(layout.columns)
+    return Annotated[list[value], Field(min_length=count, max_length=count, fail_fast=True)]
+
+
+def describe_feature(feature: FeatureSpec) -> str:
+    """One line for the OpenAPI document: what the field holds and whether it may be missing."""
+    kind = f"{feature.type} ({CATEGORY_HINT})" if feature.type in CATEGORY_TYPES else feature.type
+    return f"{kind}: {feature_values(feature)}; {missing_rule(feature)}"
+
+
+def missing_rule(feature: FeatureSpec) -> str:
+    return "may be null or absent" if feature.nullable or feature.type in IGNORED_TYPES else "required"
+
+
+def feature_values(feature: FeatureSpec) -> str:
+    """What values the field takes: the categories seen, the range seen (or allowed, for an image grid)."""
+    if feature.type in IGNORED_TYPES:
+        return "accepted and ignored by the model"
+    if feature.type in CATEGORY_TYPES:
+        values = feature.values or []
+        seen = ", ".join(json.dumps(v) for v in values[:LISTED_FIELDS])
+        more = f" and {len(values) - LISTED_FIELDS} more" if len(values) > LISTED_FIELDS else ""
+        return f"seen in training: {seen or 'none'}{more}; others are answered as unseen"
+    if feature.min is None or feature.max is None:
+        return "any finite number"
+    if feature.type == "image_grid":
+        grid = f"{feature.height}x{feature.width}" + (f"x{feature.channels}" if (feature.channels or 1) > 1 else "")
+        return f"allowed {feature.min:g}..{feature.max:g}; a {grid} grid, row-major"
+    return f"seen in training {feature.min:g}..{feature.max:g}; others are answered too"
+
+
+def describe_batch(name: str, kind: str, value: Any, shape: str) -> Refusal:
     if kind == "too_short":
-        return Refusal(422, "rows is empty: send at least one row")
+        return Refusal(422, f"{name} is empty: send at least one")
     if kind == "too_long":
-        return Refusal(413, f"{len(value)} rows in one request; at most {MAX_ROWS}: split the batch")
-    return Refusal(422, f"rows must be a list of rows, got {echo(value)}")
+        return Refusal(413, f"{len(value)} {name} in one request; at most {MAX_ROWS}: split the batch")
+    return Refusal(422, f"{name} must be a list, got {echo(value)}: send {shape}")
 
 
-def describe_row(row: int, kind: str, value: Any) -> str:
-    if kind in ("too_short", "too_long"):
-        return f"row {row} has {len(value)} values; every row needs exactly {N_FEATURES}"
-    return f"row {row} must be a list of {N_FEATURES} numbers, got {echo(value)}"
-
-
-def describe_value(kind: str, value: Any) -> str:
+def describe_value(kind: str, value: Any, feature_type: str, limits: dict[str, Any]) -> str:
+    if value is None:
+        return null_refused()
     if kind == "less_than_equal":
-        return f"{echo(value)} is above the maximum {PIXEL_MAX}"
+        return f"{echo(value)} is above the maximum {limits['le']:g}"
     if kind == "greater_than_equal":
-        return f"{echo(value)} is below the minimum {PIXEL_MIN}"
+        return f"{echo(value)} is below the minimum {limits['ge']:g}"
     if kind == "finite_number":
         return f"{echo(value)} is not a finite number"
-    return f"{echo(value)} is not a number (send a JSON number {PIXEL_MIN}..{PIXEL_MAX}, not a string, bool or null)"
+    if feature_type in CATEGORY_TYPES:
+        return f"{echo(value)} is not a category ({CATEGORY_HINT})"
+    return f"{echo(value)} is not a number (send a JSON number, not a string, bool, list or null)"
+
+
+def null_refused() -> str:
+    return "null is not allowed: the model was trained without missing values here"
+
+
+def example_value(feature: FeatureSpec) -> Any:
+    if feature.type in CATEGORY_TYPES:
+        return feature.values[0] if feature.values else "example"
+    if feature.min is not None and feature.max is not None:
+        return (feature.min + feature.max) / 2
+    return feature.min if feature.min is not None else 0.0
 
 
 def echo(value: Any) -> str:
@@ -131,56 +353,7 @@ def echo(value: Any) -> str:
     return text if len(text) <= ECHO_CHARS else text[: ECHO_CHARS - 3] + "..."
 
 
-def openapi_document() -> dict[str, Any]:
-    """OpenAPI 3.1 for POST /predict: the request schema, the answer, and every refusal status."""
-    refusal = {"application/json": {"schema": {"$ref": "#/components/schemas/Refusal"}}}
-    refusals = {
-        "401": "GREENLIGHT_API_KEY is set and the request lacks it",
-        "413": f"more than {MAX_ROWS} rows, or a body over {MAX_BODY_BYTES} bytes",
-        "415": "a Content-Type other than application/json",
-        "422": "the body is not a PredictRequest; error names the row, column and value",
-        "503": "no model passed its checks yet",
-    }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Greenlight digits classifier", "version": "1"},
-        "paths": {
-            "/predict": {
-                "post": {
-                    "operationId": "predict",
-                    "summary": "Classify rows of 64 raw 0..16 pixel values",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "labels and probabilities; header X-Model-Version names the model",
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Prediction"}}},
-                        },
-                        **{status: {"description": why, "content": refusal} for status, why in refusals.items()},
-                    },
-                    "security": [{}, {"bearer": []}, {"apiKey": []}],
-                }
-            }
-        },
-        "components": {
-            "schemas": {
-                "PredictRequest": PredictRequest.model_json_schema(),
-                "Prediction": Prediction.model_json_schema(),
-                "Refusal": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {
-                        "error": {"type": "string"},
-                        "row": {"type": "integer"},
-                        "column": {"type": "string"},
-                    },
-                },
-            },
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-            },
-        },
-    }
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax; subtracting the row max keeps exp() from overflowing."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)

@@ -1,44 +1,49 @@
-"""POST /predict and GET /openapi.json: a Starlette app mounted on the BentoML service.
+"""POST /predict, GET / and GET /openapi.json: a Starlette app mounted on the BentoML service.
 
 Mounted rather than declared with @bentoml.api, for two reasons measured in benchmarks/serving.py:
 BentoML's API machinery costs ~100 us per request before the model runs (the request is parsed and
 validated, the method's signature inspected, the answer wrapped), about what the whole minimal endpoint
 costs; and it answers an invalid body with 400, a pydantic dump and an ERROR traceback in the log.
-Here a request is checked in one pass: API key (401), media type (415), size (413), schema (422), each
-refusal one JSON sentence naming the row, column and value, logged at DEBUG only; never a 500.
-Health, readiness and metrics stay BentoML's, and need no key. The key is compared in constant time
-and appears in no message and no log line.
+Here a request is checked in one pass: API key (401), media type (415), size (413), then the served
+version's contract (422, bentos/contract.py), each refusal one JSON sentence naming the record and field
+(or row and column) and the value, logged at DEBUG only; never a 500.
+GET / is this app's own page documenting /predict for the served spec (BentoML's index page would list
+only its own routes: the mounted app is matched before it, so this route takes /). GET /openapi.json is
+generated from the same contract. Health, readiness and metrics stay BentoML's; none of these need a key.
+The key is compared in constant time and appears in no message and no log line.
 """
 
 import hmac
+import html
+import json
 import logging
 
 from bentoml import get_current_service
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from bentos.contract import MAX_BODY_BYTES, Refusal, openapi_document, parse_request
+from bentos.contract import MAX_BODY_BYTES, Refusal
+from bentos.documentation import index_page, openapi_document
 
 logger = logging.getLogger("greenlight.serving")
+
+PREDICT_PATH = "/predict"
 
 UNAUTHORIZED = Refusal(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
 NOT_JSON = Refusal(415, "send the body as JSON with 'Content-Type: application/json'")
 TOO_LARGE = Refusal(413, f"body larger than {MAX_BODY_BYTES} bytes: split the batch")
 
 
-async def predict(request: Request) -> Response:
-    """Check the request, then let the service answer it with the model it serves right now."""
+async def predict(scope: Scope, receive: Receive, send: Send) -> None:
+    """Check the request, then let the service parse and answer it with the model it serves right now."""
     service = get_current_service()
-    outcome = check_headers(request.headers, service.api_key) or await read_body(request)
-    if isinstance(outcome, bytes):
-        outcome = parse_request(outcome)
-    if isinstance(outcome, Refusal):
-        logger.debug("refused POST /predict: %d %s", outcome.status, outcome.message)
-        return refuse(outcome)
-    return service.answer(outcome)
+    outcome = check_headers(Headers(scope=scope), service.api_key) or await read_body(receive)
+    response = refuse(outcome) if isinstance(outcome, Refusal) else service.answer(outcome)
+    await response(scope, receive, send)
 
 
 def check_headers(headers: Headers, api_key: bytes | None) -> Refusal | None:
@@ -59,27 +64,83 @@ def authorized(headers: Headers, api_key: bytes) -> bool:
     return hmac.compare_digest(offered.encode(), api_key)
 
 
-async def read_body(request: Request) -> bytes | Refusal:
+async def read_body(receive: Receive) -> bytes | Refusal:
     """The whole body, or a 413 as soon as it grows past the limit (a chunked body has no length header)."""
     chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                return TOO_LARGE
-            chunks.append(chunk)
-    except ClientDisconnect:
-        return Refusal(400, "the client disconnected before sending the whole body")
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return Refusal(400, "the client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return TOO_LARGE
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def refuse(refusal: Refusal) -> Response:
+    # A client's mistake, not a server event: visible only when debugging.
+    logger.debug("refused POST /predict: %d %s", refusal.status, refusal.message)
     headers = {"WWW-Authenticate": 'Bearer realm="greenlight"'} if refusal.status == 401 else None
     return Response(refusal.body(), status_code=refusal.status, media_type="application/json", headers=headers)
 
 
+def unavailable(problem: str) -> Response:
+    return JSONResponse({"error": f"no model to answer with: {problem}"}, status_code=503)
+
+
 async def openapi(_: Request) -> Response:
-    return JSONResponse(openapi_document())
+    """The OpenAPI document of the version served now."""
+    service = get_current_service()
+    model = service.slot.current
+    if model is None:
+        return unavailable(service.slot.problem)
+    return JSONResponse(openapi_document(model.contract, model.name, model.version))
 
 
-app = Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/openapi.json", openapi)])
+async def index(request: Request) -> Response:
+    """The page documenting /predict for the version served now, with an example and that version's answer."""
+    service = get_current_service()
+    model = service.slot.current
+    if model is None:
+        return HTMLResponse(f"<h1>No model yet</h1><p>{html.escape(service.slot.problem)}</p>", status_code=503)
+    example = model.contract.parse(json.dumps(model.contract.example_body()).encode())
+    answer = model.contract.answer(model.predict(example), model.name, model.version)
+    base_url = str(request.base_url).rstrip("/")
+    page = index_page(model.contract, model.name, model.version, base_url, service.api_key is not None, answer)
+    return HTMLResponse(page)
+
+
+class GreenlightEndpoint(Starlette):
+    """The mounted app. POST /predict is answered as a bare ASGI call, the rest through Starlette's routing.
+
+    Measured with benchmarks/serving.py and py-spy: this app's own error and exception middlewares, router
+    and Request wrapper cost about as much per request as the contract's validation, on top of BentoML's
+    middleware stack that every request crosses anyway. /predict needs none of them: it reads the body
+    and headers once and always answers (a refusal is an answer). The route stays declared, so BentoML's
+    mount matches /predict, GET /predict is answered 405, and a path under a root_path still reaches it.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == PREDICT_PATH and scope["method"] == "POST":
+            await predict(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+class PredictRoute:
+    """predict() as an ASGI app: a Route given a callable object (not a function) hands it the raw call."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await predict(scope, receive, send)
+
+
+app = GreenlightEndpoint(
+    routes=[
+        Route(PREDICT_PATH, PredictRoute(), methods=["POST"]),
+        Route("/", index, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+)

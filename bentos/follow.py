@@ -5,11 +5,13 @@ Each worker runs one daemon thread that looks at the alias every GREENLIGHT_ALIA
 through tasks.registry.client. When the alias points to a version other than the one being served, the thread
 gets that version's ONNX file (the bento's own copy for the bento's version, else a download from the
 registry), checks its sha256 against the version's `onnx_sha256` tag, builds an onnxruntime session,
-warms it up, and only then swaps it in (bentos.model.ModelSlot): requests never wait for a load, and
-requests already running finish on the model they started with. A version that fails the check is
-logged and counted once (greenlight_model_load_failures_total) and the current model keeps serving;
-it is tried again only when the alias moves. With several workers each follows on its own, so for up
-to one poll interval some workers answer with the old version and some with the new.
+compiles the request contract of the spec the version records, warms both up, and only then swaps the pair
+in (bentos.model.ModelSlot): requests never wait for a load, requests already running finish on the model
+(and contract) they started with, and a version trained on another spec brings its own contract with it.
+A version that fails the check is logged and counted once (greenlight_model_load_failures_total) and
+the current model keeps serving; it is tried again only when the alias moves. With several workers each
+follows on its own, so for up to one poll interval some workers answer with the old version and some
+with the new.
 
 Importing this module imports MLflow (about 2 s): the service does so only when following.
 """
@@ -98,8 +100,9 @@ class AliasFollower:
         if bento is not None and bento.version == target.version and bento.sha256 == expected:
             return bento
         directory = Path(self.downloads.name) / f"v{target.version}"
-        path = download_version_onnx(target, directory)
-        return load_verified(path, expected, self.model_name, target.version, self.threads)
+        # The MLflow model directory: the .onnx file beside the MLmodel file that records the version's spec.
+        model_dir = download_version_onnx(target, directory).parent
+        return load_verified(model_dir, expected, self.model_name, target.version, self.threads)
 
     def note_registry_error(self, message: str) -> None:
         """Count every failure, log only the first of a run of them: a registry outage is one event."""

@@ -7,7 +7,8 @@ greenlight_model_info{model_name,model_version}                 1 while a worker
 greenlight_model_switches_total{model_name}                     the served model changed (promotion, rollback)
 greenlight_model_load_failures_total{model_name,model_version,reason}
                                                                  a model refused: checksum_mismatch,
-                                                                 checksum_missing, load_error
+                                                                 checksum_missing, spec_missing,
+                                                                 spec_invalid, load_error
 greenlight_registry_poll_errors_total{model_name}               the registry could not be read while following
 greenlight_predicted_rows_total{model_name,model_version}       rows answered, per version
 greenlight_inference_seconds{model_name}                        onnxruntime time per request (histogram)
@@ -15,7 +16,7 @@ greenlight_inference_seconds{model_name}                        onnxruntime time
 
 from typing import Any
 
-# Fine buckets below 10 ms: a batch-1 CNN takes ~0.1 ms, a batch of 4096 rows tens of ms.
+# Fine buckets below 10 ms: a batch-1 CNN or table network takes ~0.05-0.1 ms, a batch of 4096 rows tens of ms.
 INFERENCE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 

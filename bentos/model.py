@@ -1,35 +1,50 @@
-"""All onnxruntime work of the endpoint: load a model only if its bytes are the registered ones, warm it up,
-answer rows with it, and swap it whole for another.
+"""All onnxruntime work of the endpoint: load a version only if its bytes are the registered ones, read the
+spec it was trained with, compile that spec's request contract, warm both up, and swap the pair whole.
 
 The checksum is the `onnx_sha256` tag that registration records on every version (sha256 of the .onnx
 bytes); bentos.build copies it into the BentoML model's labels. The session is built from the very
 bytes that were hashed, so a file replaced between the check and the load cannot slip through.
+The spec is the MLflow model's metadata["greenlight_spec"] (tasks.registry.client writes it): the
+contract a request must meet is the one of the version that answers it.
 """
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
+from pydantic import ValidationError
 
+from bentos.contract import Batch, Contract, Refusal, compile_contract
 from bentos.metrics import ServingMetrics
 from tasks.core.errors import GreenlightError
+from tasks.core.spec import (
+    DIGITS_COLUMNS,
+    LOGITS_OUTPUT,
+    PIXELS_INPUT,
+    SPEC_METADATA_KEY,
+    DatasetSpec,
+    Spec,
+    digits_spec,
+    validation_problems,
+)
 from tasks.onnx.runtime import open_session
-from tasks.core.schema import LABELS, N_CLASSES, N_FEATURES, ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, PIXEL_MAX
 
 logger = logging.getLogger("greenlight.serving")
 
 # One row and a typical batch: the first run of each shape allocates onnxruntime's buffers.
 WARM_UP_BATCHES = (1, 64)
-# Output index -> label, for numpy's fancy indexing.
-LABEL_OF_INDEX = np.asarray(LABELS)
+# The key tasks.registry.client writes the spec under; repeated here so loading a model never imports MLflow.
 
 
 class ModelRefused(GreenlightError):
-    """A model that must not serve; reason is a metric label (checksum_mismatch, checksum_missing, load_error)."""
+    """A model that must not serve; reason is a metric label (checksum_mismatch, checksum_missing,
+    spec_missing, spec_invalid, load_error)."""
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
@@ -38,67 +53,123 @@ class ModelRefused(GreenlightError):
 
 @dataclass(frozen=True)
 class ServedModel:
-    """One registered model version, loaded, verified and warmed up."""
+    """One registered model version, loaded, verified and warmed up, with the contract of its spec."""
 
     name: str
     version: str
     sha256: str
-    session: object  # onnxruntime.InferenceSession, from tasks.onnx.runtime.open_session
+    session: Any  # onnxruntime.InferenceSession, from tasks.onnx.runtime.open_session
+    contract: Contract
 
-    def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels and softmax probabilities (float64) for float32 rows of 64 raw pixel values."""
-        (logits,) = self.session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: pixels})
-        probabilities = softmax(logits.astype(np.float64))
-        return LABEL_OF_INDEX[probabilities.argmax(axis=1)], probabilities
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax; subtracting the row max keeps exp() from overflowing."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    def predict(self, batch: Batch) -> np.ndarray:
+        """The graph's output for a parsed request: logits [n, labels] or predictions [n]."""
+        (outputs,) = self.session.run([self.contract.spec.onnx_output], batch.feeds)
+        return outputs
 
 
 def onnx_file(mlflow_model_dir: Path) -> Path:
     """The .onnx file that MLflow's onnx flavor recorded in the MLmodel file."""
-    mlmodel = yaml.safe_load((mlflow_model_dir / "MLmodel").read_text())
-    return mlflow_model_dir / mlmodel["flavors"]["onnx"]["data"]
+    return mlflow_model_dir / read_mlmodel(mlflow_model_dir)["flavors"]["onnx"]["data"]
 
 
-def load_verified(path: Path, expected_sha256: str | None, name: str, version: str, threads: int) -> ServedModel:
-    """Load `path` only if its sha256 is the registered one, then prove it answers; else ModelRefused."""
+def read_mlmodel(mlflow_model_dir: Path) -> dict[str, Any]:
+    return yaml.safe_load((mlflow_model_dir / "MLmodel").read_text())
+
+
+def load_verified(
+    mlflow_model_dir: Path, expected_sha256: str | None, name: str, version: str, threads: int
+) -> ServedModel:
+    """Load an MLflow model directory only if its ONNX bytes are the registered ones and it answers its
+    spec's example; else ModelRefused saying why."""
+    path = onnx_file(mlflow_model_dir)
     where = f"{name} version {version} ({path})"
+    content = verified_bytes(path, expected_sha256, where)
+    try:
+        session = open_session(content, threads)
+    except Exception as error:  # onnxruntime raises its own types (Fail, InvalidGraph, ...) for a bad graph
+        raise ModelRefused(f"{where} cannot be loaded: {short(error)}", "load_error") from error
+    spec = read_spec(read_mlmodel(mlflow_model_dir), session, where)
+    model = ServedModel(name, version, actual_sha256(content), session, compile_contract(spec))
+    try:
+        warm_up(model)
+    except Exception as error:  # a graph that does not take its spec's inputs fails here, not on a request
+        raise ModelRefused(f"{where} cannot answer its spec's example: {short(error)}", "load_error") from error
+    return model
+
+
+def verified_bytes(path: Path, expected_sha256: str | None, where: str) -> bytes:
+    """The file's bytes if their sha256 is the registered one."""
     if not expected_sha256:
         raise ModelRefused(
             f"{where} has no recorded onnx_sha256: register it through the pipeline and rebuild the bento",
             "checksum_missing",
         )
     content = path.read_bytes()
-    actual = hashlib.sha256(content).hexdigest()
-    if actual != expected_sha256:
+    if (actual := actual_sha256(content)) != expected_sha256:
         raise ModelRefused(
             f"{where} fails its checksum: sha256 {actual[:12]}... but {expected_sha256[:12]}... was registered; "
             "the file changed after registration, refusing to serve it",
             "checksum_mismatch",
         )
+    return content
+
+
+def actual_sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def read_spec(mlmodel: dict[str, Any], session: Any, where: str) -> DatasetSpec:
+    """The dataset spec the version was registered with; a pre-spec digits model is read as the bundled digits."""
+    raw = (mlmodel.get("metadata") or {}).get(SPEC_METADATA_KEY)
+    if raw is None:
+        if is_legacy_digits(session):
+            logger.warning("%s records no spec; its graph is the bundled digits', serving it with that spec", where)
+            return digits_spec().dataset
+        raise ModelRefused(
+            f"{where} records no spec (MLmodel metadata.{SPEC_METADATA_KEY}), so its request contract is unknown: "
+            "register it through the pipeline",
+            "spec_missing",
+        )
     try:
-        model = ServedModel(name, version, actual, open_session(content, threads))
-        warm_up(model)
-    except Exception as error:  # onnxruntime raises its own types (Fail, InvalidGraph, ...) for a bad graph
-        raise ModelRefused(f"{where} cannot answer: {' '.join(str(error).split())[:300]}", "load_error") from error
-    return model
+        return Spec.model_validate(raw).dataset
+    except ValidationError as error:
+        raise ModelRefused(f"{where} records an invalid spec: {validation_problems(error)}", "spec_invalid") from error
+
+
+def is_legacy_digits(session: Any) -> bool:
+    """A graph registered before specs were recorded: input pixels [n, 64] and output logits [n, 10]."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    return (
+        [i.name for i in inputs] == [PIXELS_INPUT]
+        and inputs[0].shape[-1] == len(DIGITS_COLUMNS)
+        and [o.name for o in outputs] == [LOGITS_OUTPUT]
+        and outputs[0].shape[-1] == len(digits_spec().dataset.label_texts())
+    )
 
 
 def warm_up(model: ServedModel) -> None:
-    """Answer each warm-up batch once and check the shape and values of the answer."""
-    for rows in WARM_UP_BATCHES:
-        labels, probabilities = model.predict(np.full((rows, N_FEATURES), PIXEL_MAX / 2, np.float32))
-        if probabilities.shape != (rows, N_CLASSES) or not np.isfinite(probabilities).all():
-            raise ValueError(f"warm-up on {rows} rows gave probabilities of shape {probabilities.shape}")
+    """Answer the spec's own example in each warm-up batch size, and check the shape of the answer."""
+    contract = model.contract
+    labels = len(contract.spec.label_texts())
+    for size in WARM_UP_BATCHES:
+        batch = contract.parse(json.dumps({"records": [contract.example_record()] * size}).encode())
+        if isinstance(batch, Refusal):
+            raise ValueError(f"the contract refuses the spec's own example: {batch.message}")
+        outputs = model.predict(batch)
+        expected = (size, labels) if contract.spec.task == "classification" else (size,)
+        if outputs.shape != expected or not np.isfinite(outputs).all():
+            raise ValueError(f"{size} rows gave outputs of shape {outputs.shape}; expected {expected}, all finite")
+        contract.answer(outputs, model.name, model.version)
+
+
+def short(error: Exception) -> str:
+    return " ".join(str(error).split())[:300]
 
 
 class ModelSlot:
-    """The model answering requests right now, swapped whole: a request reads it once, so it is answered
-    by one model from start to end, and requests already running finish on the model they started with."""
+    """The model answering requests right now, with its contract, swapped whole: a request reads it once, so
+    it is parsed and answered by one version from start to end, and requests already running finish on the
+    version they started with."""
 
     def __init__(self, metrics: ServingMetrics) -> None:
         self.metrics = metrics
@@ -113,6 +184,8 @@ class ModelSlot:
             logger.info("serving %s version %s (sha256 %s...)", model.name, model.version, model.sha256[:12])
         else:
             logger.info("switched %s from version %s to %s", model.name, old.version, model.version)
+            if old.contract.spec != model.contract.spec:
+                logger.info("the request contract changed with the spec of version %s: GET / shows it", model.version)
 
     def refuse(self, version: str, refused: ModelRefused) -> None:
         """Log and count a refused model; keep serving the current one if there is one."""
@@ -123,8 +196,8 @@ class ModelSlot:
         else:
             logger.error("still serving version %s: %s", self.current.version, refused)
 
-    def timed_predict(self, model: ServedModel, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def timed_predict(self, model: ServedModel, batch: Batch) -> np.ndarray:
         started = time.perf_counter()
-        answer = model.predict(pixels)
-        self.metrics.answered(model.version, len(pixels), time.perf_counter() - started)
-        return answer
+        outputs = model.predict(batch)
+        self.metrics.answered(model.version, batch.size, time.perf_counter() - started)
+        return outputs

@@ -1,19 +1,20 @@
-"""BentoML service answering POST /predict with the registered ONNX digits model, verified by checksum.
+"""BentoML service answering POST /predict with a registered ONNX model, verified by checksum, in the request
+contract generated from the spec that version was trained with.
 
 The model is pinned per bento by the bento argument `model_tag`: `python -m bentos.build` passes it at
 build time, BentoML stores it in the bento's bento.yaml and restores it before importing this module
-when the bento is served, so `bentoml serve digits_classifier:v3-...` answers with version 3
+when the bento is served, so `bentoml serve churn:v3-...` answers with version 3 of the model `churn`
 (a `--arg model_tag=...` given to it is ignored). Serving the source tree instead needs the argument:
-`bentoml serve bentos.service:DigitsClassifier --arg model_tag=digits-classifier:v3-5e6f7a8b`.
+`bentoml serve bentos.service:GreenlightModel --arg model_tag=churn:v3-5e6f7a8b`.
 
 With GREENLIGHT_FOLLOW_ALIAS=production (`greenlight serve` sets it) the service also follows the
-registry: a promotion or rollback switches the served model within GREENLIGHT_ALIAS_POLL_S seconds,
-without a restart (bentos/follow.py). Without it, a bento serves its own version and nothing else,
-so `bentoml serve <tag>` stays what the tag says. Settings: bentos/settings.py.
+registry: a promotion or rollback switches the served model, and with it the request contract, within
+GREENLIGHT_ALIAS_POLL_S seconds, without a restart (bentos/follow.py). Without it, a bento serves its own
+version and nothing else, so `bentoml serve <tag>` stays what the tag says. Settings: bentos/settings.py.
 
-Endpoints: POST /predict and GET /openapi.json (bentos/endpoint.py, mounted); BentoML's GET /healthz
-and /livez (the process is up), /readyz (200 once a model passed its checksum and answered a warm-up
-inference, 503 before) and /metrics (Prometheus).
+Endpoints (bentos/endpoint.py, mounted): POST /predict; GET / (a page documenting /predict for the served
+spec, with an example) and GET /openapi.json. BentoML's: GET /healthz and /livez (the process is up),
+/readyz (200 once a model passed its checksum and answered its spec's example, 503 before) and /metrics.
 A model whose bytes differ from the registered sha256 is never served: at startup the service stays
 up but not ready and /predict answers 503 naming the problem (when following, it then tries the
 registry's copy); a version that fails while following is refused and the current model keeps
@@ -30,14 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import bentoml
-import numpy as np
 from pydantic import BaseModel
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from bentos import endpoint
-from bentos.contract import Prediction, PredictRequest
+from bentos.contract import Refusal
+from bentos.endpoint import refuse, unavailable
 from bentos.metrics import ServingMetrics
-from bentos.model import ModelRefused, ModelSlot, ServedModel, load_verified, onnx_file
+from bentos.model import ModelRefused, ModelSlot, ServedModel, load_verified
 from bentos.settings import ServingSettings
 
 if TYPE_CHECKING:
@@ -59,8 +60,8 @@ class PinnedModel(BaseModel):
     logging={"access": {"enabled": False}},
     tracing={"excluded_urls": ["/predict", "/healthz", "/livez", "/readyz", "/metrics"]},
 )
-class DigitsClassifier:
-    """Digits classifier backed by one registered MLflow model version, run with onnxruntime."""
+class GreenlightModel:
+    """One registered MLflow model version run with onnxruntime, answering the contract of its spec."""
 
     bento_model = bentoml.models.BentoModel(bentoml.use_arguments(PinnedModel).model_tag)
 
@@ -79,10 +80,10 @@ class DigitsClassifier:
         """The bento's own model if it passes its checksum and warm-up; else None and the slot says why."""
         labels = self.bento_model.info.labels
         name, version = labels["model_name"], labels["model_version"]
-        # bentoml.mlflow.import_model stores the MLflow model directory under "mlflow_model".
-        path = onnx_file(Path(self.bento_model.path_of("mlflow_model")))
+        # bentoml.mlflow.import_model stores the MLflow model directory (MLmodel, spec, .onnx) under "mlflow_model".
+        model_dir = Path(self.bento_model.path_of("mlflow_model"))
         try:
-            model = load_verified(path, labels.get("onnx_sha256"), name, version, self.settings.ort_threads)
+            model = load_verified(model_dir, labels.get("onnx_sha256"), name, version, self.settings.ort_threads)
         except ModelRefused as refused:
             self.slot.refuse(version, refused)
             return None
@@ -98,24 +99,20 @@ class DigitsClassifier:
         follower.start(self.settings.poll_s)
         return follower
 
-    def answer(self, request: PredictRequest) -> Response:
-        """Classify each row of 64 raw 0..16 pixel values (pixel_0_0..pixel_7_7): a Prediction as JSON.
+    def answer(self, body: bytes) -> Response:
+        """Parse a /predict body with the served version's contract and answer it with that version.
 
         Runs inline on the event loop (bentos/endpoint.py): a ~0.1 ms inference is cheaper than a hop
         to a worker thread, and one worker serves one core."""
-        model = self.slot.current  # read once: a switch mid-request cannot mix two models
+        model = self.slot.current  # read once: a switch mid-request cannot mix two models or two contracts
         if model is None:
-            return JSONResponse({"error": f"no model to answer with: {self.slot.problem}"}, status_code=503)
-        labels, probabilities = self.slot.timed_predict(model, np.asarray(request.rows, dtype=np.float32))
-        prediction = Prediction(
-            labels=labels.tolist(),
-            probabilities=probabilities.tolist(),
-            model_version=model.version,
-            model_name=model.name,
-        )
-        return Response(
-            prediction.model_dump_json(), media_type="application/json", headers={"X-Model-Version": model.version}
-        )
+            return unavailable(self.slot.problem)
+        batch = model.contract.parse(body)
+        if isinstance(batch, Refusal):
+            return refuse(batch)
+        outputs = self.slot.timed_predict(model, batch)
+        answer = model.contract.answer(outputs, model.name, model.version)
+        return Response(answer, media_type="application/json", headers={"X-Model-Version": model.version})
 
     async def __is_ready__(self) -> bool:
         return self.slot.current is not None

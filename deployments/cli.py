@@ -16,28 +16,44 @@ from pydantic import ValidationError
 from tasks.core.config import RunConfig
 from tasks.core.errors import ConfigRejected, GreenlightError
 from tasks.core.locations import Locations, export_locations, resolve_locations
+from tasks.core.spec import read_spec_file, validation_problems
 
 EXIT_PROMOTED, EXIT_ERROR, EXIT_DATA_REJECTED, EXIT_GATE_REFUSED = 0, 1, 2, 3
 
 
-def load_run_config(args: argparse.Namespace) -> RunConfig:
-    """Config file (JSON or YAML) first, then command-line overrides; errors name the field."""
-    raw: dict = {}
-    if args.config:
-        path = Path(args.config)
-        import yaml
+def read_settings_file(path: Path) -> dict:
+    """A --config file (JSON or YAML) as a mapping; errors name the file."""
+    import yaml
 
-        try:
-            text = path.read_text()
-            raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (OSError, ValueError, yaml.YAMLError) as error:
-            raise ConfigRejected(f"config file {path} could not be read: {error}") from error
-        if not isinstance(raw, dict):
-            raise ConfigRejected(f"config file {path} must hold a mapping of settings, got {type(raw).__name__}")
-    if args.data:
-        raw["data_path"] = args.data
-    if args.model_name:
-        raw["model_name"] = args.model_name
+    try:
+        text = path.read_text()
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        raise ConfigRejected(f"config file {path} could not be read: {error}") from error
+    if not isinstance(raw, dict):
+        raise ConfigRejected(f"config file {path} must hold a mapping of settings, got {type(raw).__name__}")
+    return raw
+
+
+def spec_file_settings(path: Path) -> dict:
+    """The run settings a spec file holds beside its spec (data, model_name, training, gate, ...)."""
+    _, settings = read_spec_file(path)
+    if "data" in settings:
+        data = Path(str(settings.pop("data"))).expanduser()
+        # A relative data path in a committed spec is relative to the spec file, not to where you stand.
+        settings["data_path"] = str(data if data.is_absolute() else (path.parent / data).resolve())
+    return {**settings, "spec_path": str(path)}
+
+
+def load_run_config(args: argparse.Namespace) -> RunConfig:
+    """Spec file settings, then a config file, then command-line flags; errors name the field."""
+    raw: dict = spec_file_settings(Path(args.spec)) if getattr(args, "spec", None) else {}
+    if args.config:
+        raw |= read_settings_file(Path(args.config))
+    flags = {"data_path": args.data, "model_name": args.model_name, "target": getattr(args, "target", None)}
+    raw |= {key: value for key, value in flags.items() if value}
+    if getattr(args, "task", None):
+        raw["task"] = args.task
     training = raw.setdefault("training", {}) if isinstance(raw.get("training", {}), dict) else raw["training"]
     if args.max_epochs is not None:
         training["max_epochs"] = args.max_epochs
@@ -46,8 +62,8 @@ def load_run_config(args: argparse.Namespace) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        raise ConfigRejected(f"invalid run configuration ({args.config or 'command line'}): {problems}") from error
+        where = args.config or getattr(args, "spec", None) or "command line"
+        raise ConfigRejected(f"invalid run configuration ({where}): {validation_problems(error)}") from error
 
 
 def print_summary(summary, locations: Locations) -> None:
@@ -56,6 +72,9 @@ def print_summary(summary, locations: Locations) -> None:
     print("\n" + "=" * 72)
     print(f"MLflow run        {summary.run_id}  ({summary.tracking_uri})")
     print(f"Registered        models:/{summary.model_name}/{summary.version}  ({summary.compression})")
+    metrics = decision.candidate.values
+    shown = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items() if "." not in name)
+    print(f"Test metrics      {shown}")
     print(f"Promoted          {'yes' if summary.promoted else 'NO'}: {decision.reason}")
     for check in decision.checks:
         print(f"  {check.line()}")
@@ -69,7 +88,7 @@ def print_summary(summary, locations: Locations) -> None:
     else:
         print(f"  registry UI     {locations.tracking_uri} (Models -> {summary.model_name})")
     print("  Prefect UI      make up   (Prefect server + worker + MLflow UI on 127.0.0.1)")
-    print("  serve           .venv/bin/greenlight serve   (production model on http://127.0.0.1:3000)")
+    print(f"  serve           .venv/bin/greenlight serve --model-name {summary.model_name}   (http://127.0.0.1:3000)")
     print("=" * 72)
 
 
@@ -114,7 +133,7 @@ def command_status(args: argparse.Namespace, locations: Locations) -> int:
         marker = "*" if production and v.version == production.version else " "
         tags = v.tags
         print(
-            f"{marker} v{v.version:<4} gate={tags.get('gate_verdict', '?'):<8} acc={tags.get('test_accuracy', '?'):<9}"
+            f"{marker} v{v.version:<4} gate={tags.get('gate_verdict', '?'):<8} {main_metric(tags):<20}"
             f" {tags.get('compression', '?'):<16} {tags.get('bento_tag', '')}"
         )
     return 0
@@ -151,17 +170,29 @@ def command_promote(args: argparse.Namespace, locations: Locations) -> int:
     return 0
 
 
-def command_profile(args: argparse.Namespace, locations: Locations) -> int:
-    """Write a starting expectation suite from a trusted file; a person edits and commits it."""
-    from tasks.data.profiling import write_profile
+def main_metric(tags: dict[str, str]) -> str:
+    """The version's main test metric as 'accuracy=0.9833' or 'r2=0.4512' ('?' before the gate scored it)."""
+    name = "test_r2" if tags.get("task") == "regression" else "test_accuracy"
+    return f"{name.removeprefix('test_')}={tags.get(name, '?')}"
+
+
+def command_init(args: argparse.Namespace, locations: Locations) -> int:
+    """Infer a spec from a table and write it for review: every column's type and why, then the YAML."""
+    from tasks.core.spec import safe_name
+    from tasks.data.files import load_dataset
+    from tasks.data.infer import infer_spec, render_column_table, write_spec_file
 
     data = Path(args.data).expanduser()
-    out = Path(args.out) if args.out else Path(f"{data.stem}.expectations.json")
-    profile = write_profile(data, out, overwrite=args.force, label=args.label or None)
-    print(f"wrote {profile.path}: {profile.expectations} expectations profiled from {profile.rows} rows of {data}")
-    print("Review it (each expectation's meta says what it observed and why it matters), widen the ranges to")
-    print("what the data may be, commit it, and run with a --config file holding:")
-    print(f"  validation: {{suite_path: {out}}}")
+    out = Path(args.out)
+    dataset = load_dataset.fn(str(data), locations.home / "datasets", None)
+    spec, columns = infer_spec(dataset.frame, args.target, args.task or "auto", name=safe_name(str(data)))
+    print(render_column_table(columns))
+    settings = {"data": str(data.resolve()), "model_name": args.model_name or safe_name(str(data))}
+    write_spec_file(spec, settings, out, force=args.force)
+    target = spec.dataset.target
+    print(f"\n{spec.dataset.task} of '{target.name}'" + (f", labels {target.labels}" if target.labels else ""))
+    print(f"wrote {out}: review each type (the 'why' says what it was inferred from), commit it, then run:")
+    print(f"  greenlight run --spec {out}")
     return 0
 
 
@@ -169,9 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="greenlight", description="Greenlight MLOps pipeline")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="validate, train, compress, export, register, build and maybe promote")
-    run.add_argument("--data", help="CSV or Parquet file (pixel_0_0..pixel_7_7, target); default: bundled digits")
+    run.add_argument("--data", help="CSV or Parquet file with any columns; default: the bundled digits")
+    run.add_argument("--target", help="the column to predict; its spec is inferred (see `greenlight init`)")
+    run.add_argument("--task", choices=["auto", "classification", "regression"], help="default: inferred")
+    run.add_argument("--spec", help="a reviewed spec YAML from `greenlight init` (with its data and run settings)")
     run.add_argument("--config", help="JSON or YAML file with RunConfig fields (see tasks/core/config.py)")
-    run.add_argument("--model-name", help="registered model name (default digits-classifier)")
+    run.add_argument("--model-name", help="registered model name (default: digits-classifier, or the data file's name)")
     run.add_argument("--max-epochs", type=int, help="override training.max_epochs")
     run.add_argument("--shuffle-labels", action="store_true", help="train on permuted labels (a gate drill)")
     serve = commands.add_parser("serve", help="serve the production model's bento over HTTP")
@@ -191,11 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("version", help="registered version number")
     promote.add_argument("--reason", required=True, help="why the gate is overridden (recorded, mandatory)")
     promote.add_argument("--model-name", default="digits-classifier")
-    profile = commands.add_parser("profile", help="write a starting expectation suite from a trusted data file")
-    profile.add_argument("--data", required=True, help="CSV or Parquet file you trust")
-    profile.add_argument("--out", help="suite JSON to write (default: <data name>.expectations.json here)")
-    profile.add_argument("--label", default="target", help="the label column ('' for none; default target)")
-    profile.add_argument("--force", action="store_true", help="replace --out if it exists")
+    init = commands.add_parser("init", help="infer a spec from a table and write it as YAML for review")
+    init.add_argument("--data", required=True, help="CSV or Parquet file")
+    init.add_argument("--target", required=True, help="the column to predict")
+    init.add_argument("--task", choices=["auto", "classification", "regression"], help="default: inferred")
+    init.add_argument("--out", default="greenlight.yaml", help="spec file to write (default greenlight.yaml)")
+    init.add_argument("--model-name", help="registered model name to record (default: the data file's name)")
+    init.add_argument("--force", action="store_true", help="replace --out if it exists")
     return parser
 
 
@@ -210,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "history": command_history,
         "rollback": command_rollback,
         "promote": command_promote,
-        "profile": command_profile,
+        "init": command_init,
     }[args.command]
     try:
         return handler(args, locations)

@@ -1,24 +1,34 @@
-"""The training pipeline: validate -> train -> evaluate -> export -> compress -> register -> build -> gate."""
+"""The training pipeline: data -> model -> ONNX -> registry -> bento -> gate.
+
+The flow reads as the pipeline; each stage below it only wires tasks (plain functions, not sub-flows:
+Prefect would serialise the splits' frames as sub-flow parameters on every call).
+"""
+
+from pathlib import Path
 
 from prefect import flow
 
 from tasks.core.config import RunConfig
 from tasks.core.locations import resolve_locations
 from tasks.data.drift import load_drift_reference, measure_drift
-from tasks.data.files import load_dataset, split_dataset
 from tasks.data.report import require_valid_dataset, write_data_report
+from tasks.data.resolve import ResolvedDataset, resolve_dataset
+from tasks.data.split import DataSplits, split_dataset
 from tasks.data.validation import validate_dataset
 from tasks.data.workspace import prepare_workspace
 from tasks.model.evaluation import evaluate_model
-from tasks.model.training import train_model
-from tasks.onnx.compress import compress_model
+from tasks.model.training import TrainedModel, train_model
+from tasks.onnx.compress import CompressionResult, compress_model
 from tasks.onnx.export import check_parity, export_model
+from tasks.onnx.runtime import ParityReport
+from tasks.registry.client import ModelVersionRef, TrackingRun
 from tasks.registry.tracking import (
     PipelineSummary,
     close_tracking_run,
     log_compression,
     log_data_checks,
     log_dataset,
+    log_spec,
     log_training,
     mark_version_errored,
     open_tracking_run,
@@ -27,7 +37,7 @@ from tasks.registry.tracking import (
     summarize_run,
 )
 from tasks.release.bento import build_bento
-from tasks.release.gate import score_candidate
+from tasks.release.gate import GateDecision, GateEvidence, score_candidate
 from tasks.release.promotion import promote_if_better, request_approval
 from tasks.release.serving_check import check_serving
 
@@ -35,89 +45,33 @@ from tasks.release.serving_check import check_serving
 # The default RunConfig() is what the Prefect UI pre-fills its form with; nothing mutates it.
 @flow(name="training_pipeline", log_prints=True)
 def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # noqa: B008
-    """Train a digits classifier and promote it to `production` only if it passes the gate."""
+    """Train a model for the given data and spec; promote it to `production` only if it passes the gate."""
     locations = resolve_locations()
     work_dir = prepare_workspace(runs_dir=locations.runs_dir)
     run = open_tracking_run(tracking_uri=locations.tracking_uri, config=config)
     version = None
     try:
-        dataset = load_dataset(data_path=config.data_path, default_dir=locations.home / "datasets")
-        validation = validate_dataset(
-            frame=dataset.frame, source=dataset.source, report_dir=work_dir / "validation", config=config.validation
+        data = resolve_dataset(config=config, default_dir=locations.home / "datasets")
+        log_spec(run=run, spec=data.spec, origin=data.origin, work_dir=work_dir)
+        splits, summary = check_data(run=run, data=data, config=config, work_dir=work_dir)
+        trained = train_and_evaluate(run=run, data=data, splits=splits, config=config, work_dir=work_dir)
+        compression, parity, parity_served = export_candidates(
+            run=run, splits=splits, trained=trained, config=config, work_dir=work_dir
         )
-        reference = load_drift_reference(
-            tracking_uri=locations.tracking_uri, model_name=config.model_name, dst_dir=work_dir / "reference"
-        )
-        drift = measure_drift(
-            frame=dataset.frame,
-            sha256=dataset.sha256,
-            validation=validation,
-            reference=reference,
-            config=config.drift,
-            out_dir=work_dir / "validation",
-        )
-        checks = write_data_report(validation=validation, drift=drift, out_dir=work_dir / "validation")
-        log_dataset(run=run, dataset=dataset, reports=[work_dir / "validation"])
-        log_data_checks(run=run, checks=checks)
-        require_valid_dataset(checks=checks)
-        splits = split_dataset(frame=dataset.frame, config=config.split)
-
-        trained = train_model(splits=splits, config=config.training, work_dir=work_dir)
-        evaluation = evaluate_model(trained=trained, splits=splits, out_dir=work_dir / "evaluation")
-        log_training(run=run, splits=splits, trained=trained, evaluation=evaluation)
-
-        fp32_path = export_model(checkpoint_path=trained.checkpoint_path, out_dir=work_dir / "onnx")
-        parity_fp32 = check_parity(onnx_path=fp32_path, checkpoint_path=trained.checkpoint_path, pixels=splits.x_test)
-        compression = compress_model(fp32_path=fp32_path, splits=splits, config=config.compression)
-        parity_served = check_parity(
-            onnx_path=compression.chosen.path, checkpoint_path=trained.checkpoint_path, pixels=splits.x_test
-        )
-        log_compression(run=run, compression=compression, parity_fp32=parity_fp32, parity_served=parity_served)
-
         version = register_model(
             run=run,
-            model_name=config.model_name,
+            model_name=data.model_name,
+            spec=data.spec,
             compression=compression,
-            parity_fp32=parity_fp32,
+            parity_fp32=parity,
             parity_served=parity_served,
-            dataset=dataset,
-            splits=splits,
-            data_summary=drift.summary_json,
+            dataset=data.dataset,
+            data_summary=summary,
         )
-        bento_tag = build_bento(version=version)
-        version = record_bento(version=version, bento_tag=bento_tag)
-
-        candidate = score_candidate(onnx_path=compression.chosen.path, pixels=splits.x_test, labels=splits.y_test)
-        serving = check_serving(
-            bento_tag=bento_tag,
-            onnx_path=compression.chosen.path,
-            pixels=splits.x_test,
-            config=config.gate.serving,
+        evidence = package_and_check(
+            version=version, compression=compression, parity=parity, splits=splits, config=config
         )
-        approval = request_approval(
-            version=version,
-            candidate=candidate,
-            compression=compression,
-            parity=parity_fp32,
-            serving=serving,
-            config=config.gate,
-            pixels=splits.x_test,
-            labels=splits.y_test,
-            work_dir=work_dir,
-        )
-        decision = promote_if_better(
-            run=run,
-            version=version,
-            candidate=candidate,
-            compression=compression,
-            parity=parity_fp32,
-            serving=serving,
-            approval=approval,
-            config=config.gate,
-            pixels=splits.x_test,
-            labels=splits.y_test,
-            work_dir=work_dir,
-        )
+        decision = release(run=run, version=version, evidence=evidence, splits=splits, config=config, work_dir=work_dir)
     except Exception as error:
         if version is not None:
             mark_version_errored(version=version, error=str(error))
@@ -125,3 +79,98 @@ def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # no
         raise
     close_tracking_run(run=run, succeeded=True)
     return summarize_run(run=run, version=version, decision=decision)
+
+
+def check_data(
+    run: TrackingRun, data: ResolvedDataset, config: RunConfig, work_dir: Path
+) -> tuple[DataSplits, Path | None]:
+    """Validate against the spec's expectations, measure drift from production's data, split."""
+    report_dir = work_dir / "validation"
+    validation = validate_dataset(
+        frame=data.dataset.frame,
+        source=data.dataset.source,
+        report_dir=report_dir,
+        config=config.validation,
+        spec=data.spec.dataset,
+    )
+    reference = load_drift_reference(
+        tracking_uri=run.tracking_uri, model_name=data.model_name, dst_dir=work_dir / "reference"
+    )
+    drift = measure_drift(
+        frame=data.dataset.frame,
+        sha256=data.dataset.sha256,
+        validation=validation,
+        reference=reference,
+        config=config.drift,
+        out_dir=report_dir,
+        spec=data.spec.dataset,
+    )
+    checks = write_data_report(validation=validation, drift=drift, out_dir=report_dir)
+    log_dataset(run=run, dataset=data.dataset, reports=[report_dir])
+    log_data_checks(run=run, checks=checks)
+    require_valid_dataset(checks=checks)
+    splits = split_dataset(frame=data.dataset.frame, spec=data.spec.dataset, config=config.split)
+    return splits, drift.summary_json
+
+
+def train_and_evaluate(
+    run: TrackingRun, data: ResolvedDataset, splits: DataSplits, config: RunConfig, work_dir: Path
+) -> TrainedModel:
+    """Train the spec's model family, score it on the test rows, log curves and plots."""
+    trained = train_model(splits=splits, spec=data.spec, config=config.training, work_dir=work_dir)
+    evaluation = evaluate_model(trained=trained, splits=splits, out_dir=work_dir / "evaluation")
+    log_training(run=run, splits=splits, trained=trained, evaluation=evaluation)
+    return trained
+
+
+def export_candidates(
+    run: TrackingRun, splits: DataSplits, trained: TrainedModel, config: RunConfig, work_dir: Path
+) -> tuple[CompressionResult, ParityReport, ParityReport]:
+    """ONNX with its parity check, INT8 candidates chosen on the validation rows, the served one's parity."""
+    fp32_path = export_model(checkpoint_path=trained.checkpoint_path, out_dir=work_dir / "onnx")
+    parity = check_parity(onnx_path=fp32_path, checkpoint_path=trained.checkpoint_path, splits=splits)
+    compression = compress_model(fp32_path=fp32_path, splits=splits, config=config.compression)
+    parity_served = check_parity(
+        onnx_path=compression.chosen.path, checkpoint_path=trained.checkpoint_path, splits=splits
+    )
+    log_compression(run=run, compression=compression, parity_fp32=parity, parity_served=parity_served)
+    return compression, parity, parity_served
+
+
+def package_and_check(
+    version: ModelVersionRef,
+    compression: CompressionResult,
+    parity: ParityReport,
+    splits: DataSplits,
+    config: RunConfig,
+) -> GateEvidence:
+    """The version's bento, started and probed, and the test-row scores: the evidence the gate judges."""
+    bento_tag = build_bento(version=version)
+    record_bento(version=version, bento_tag=bento_tag)
+    serving = check_serving(
+        bento_tag=bento_tag, onnx_path=compression.chosen.path, splits=splits, config=config.gate.serving
+    )
+    scores = score_candidate(compression=compression, splits=splits)
+    return GateEvidence(scores=scores, compression=compression, parity=parity, serving=serving)
+
+
+def release(
+    run: TrackingRun,
+    version: ModelVersionRef,
+    evidence: GateEvidence,
+    splits: DataSplits,
+    config: RunConfig,
+    work_dir: Path,
+) -> GateDecision:
+    """Ask a person when the configuration says so, then decide under the promotion lock."""
+    approval = request_approval(
+        version=version, evidence=evidence, config=config.gate, splits=splits, work_dir=work_dir
+    )
+    return promote_if_better(
+        run=run,
+        version=version,
+        evidence=evidence.with_approval(approval),
+        config=config.gate,
+        splits=splits,
+        work_dir=work_dir,
+    )

@@ -1,14 +1,31 @@
 """Drift stage: compare the input's distributions with the training data of the production version.
 
-The method is the Population Stability Index, PSI = sum_i (p_i - q_i) * ln(p_i / q_i), over one bin per
-pixel value 0..16 for each of the 64 pixels and one bin per digit for the labels, with counts smoothed by
-+0.5 so an empty bin costs a bounded amount. The reference is the summary stored with the production
-version when it was registered (registry: reference/data_summary.json).
+The method is the Population Stability Index, PSI = sum_i (p_i - q_i) * ln(p_i / q_i), per column, with
+counts smoothed by +0.5 so an empty bin costs a bounded amount. The bins follow the spec's types:
+  numeric      the reference's decile edges (10 bins), plus one bin for missing values
+  categorical  one bin per category of the reference, one for categories it never saw, one for missing;
+  / binary     the unseen-category rate is reported beside the PSI
+  image_grid   one bin per integer value min..max of each pixel column (the bundled digits: 0..16)
+  target       one bin per label (classification), or the reference's deciles (regression)
+The reference is the summary stored with the production version when it was registered (registry:
+reference/data_summary.json). A summary of another spec (other columns or types) is not compared.
+
+What chance alone scores (benchmarks/drift_chance.py: 200 resamples, with replacement, of a table scored
+against the whole table; largest feature PSI and target PSI, median / 95th percentile):
+  wine (13 numeric)                     100 rows: 0.16 / 0.24, target 0.02 / 0.06   300 rows: 0.06 / 0.08
+  penguins (4 numeric, 3 categorical)   100 rows: 0.13 / 0.22, target 0.02 / 0.08   300 rows: 0.05 / 0.08
+  digits (64 pixels x 17 values)        100 rows: 0.28 / 0.35, target 0.10 / 0.18   300 rows: 0.10 / 0.13
+Real changes score far above: wine's alcohol + 1 standard deviation 0.99; penguins with 10% of the rows on
+an island the reference never saw 0.43 (10% unseen); penguins without Gentoo 1.97 on the target; inverted
+digits 10+. DriftConfig's defaults (features: warn 0.4, block 1.0; target: warn 0.15, block 0.5) sit
+above what chance scores at 100 rows on the tables (digits' target at 100 rows brushes the warning).
 """
 
 import json
+import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -16,24 +33,39 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core.config import DriftConfig
-from tasks.core.schema import FEATURE_COLUMNS, PIXEL_MAX, PIXEL_MIN, TARGET_COLUMN
-from tasks.data.gx_expectations import value_key
+from tasks.core.spec import DatasetSpec, FeatureSpec, value_text
 from tasks.data.validation import ValidationReport
 from tasks.registry.client import RegistryError, download_data_summary, find_version
 
-SUMMARY_FORMAT = 1
+SUMMARY_FORMAT = 2
 # Jeffreys-style smoothing: half a row per bin keeps ln(p/q) finite without swamping real counts.
 SMOOTHING = 0.5
+# Interior cut points of ten equally populated bins: fine enough to see a shift of a fraction of a
+# standard deviation, coarse enough that 100 rows give each bin ~10.
+DECILES = np.linspace(0.1, 0.9, 9)
+SummaryKind = Literal["bins", "values", "integers"]
+
+
+@dataclass(frozen=True)
+class ColumnSummary:
+    """One column's distribution, in the bins later data is compared over."""
+
+    kind: SummaryKind
+    counts: list[int]  # per bin (bins), per value (values), per integer from `low` (integers)
+    missing: int = 0
+    edges: list[float] | None = None  # bins: interior cut points (this data's deciles)
+    values: list[str] | None = None  # values: each counted value as value_text
+    low: int | None = None  # integers: the value counts[0] stands for
 
 
 @dataclass(frozen=True)
 class DataSummary:
-    """A dataset's fingerprint and distributions: per pixel, rows holding each value 0..16; per label, rows."""
+    """A dataset's fingerprint and its distributions per model column and target, keyed by column."""
 
     sha256: str
     rows: int
-    feature_counts: dict[str, list[int]]
-    label_counts: dict[str, int]
+    target: str
+    columns: dict[str, ColumnSummary]
 
     def write(self, path: Path) -> Path:
         path.write_text(json.dumps({"format": SUMMARY_FORMAT, **asdict(self)}))
@@ -42,12 +74,21 @@ class DataSummary:
     @classmethod
     def read(cls, path: Path) -> "DataSummary":
         raw = json.loads(path.read_text())
-        if raw.pop("format", None) != SUMMARY_FORMAT:
-            raise ValueError(f"{path} is not a data summary of format {SUMMARY_FORMAT}")
-        summary = cls(**raw)
-        if set(summary.feature_counts) != set(FEATURE_COLUMNS):
-            raise ValueError(f"{path} summarises other columns than tasks/core/schema.py's pixels")
-        return summary
+        found = raw.pop("format", None)
+        if found == 1:
+            return from_digits_summary(raw)
+        if found != SUMMARY_FORMAT:
+            raise ValueError(f"{path} is not a data summary of format {SUMMARY_FORMAT} (found {found})")
+        columns = {name: ColumnSummary(**column) for name, column in raw.pop("columns").items()}
+        return cls(columns=columns, **raw)
+
+
+def from_digits_summary(raw: dict) -> DataSummary:
+    """A format-1 summary (digits only, before specs): 0..16 counts per pixel and counts per label."""
+    columns = {name: ColumnSummary("integers", counts, low=0) for name, counts in raw["feature_counts"].items()}
+    labels = sorted(raw["label_counts"], key=lambda text: (len(text), text))
+    columns["target"] = ColumnSummary("values", [raw["label_counts"][k] for k in labels], values=labels)
+    return DataSummary(sha256=raw["sha256"], rows=raw["rows"], target="target", columns=columns)
 
 
 @dataclass(frozen=True)
@@ -63,18 +104,20 @@ class DriftReference:
 class FeatureDrift:
     name: str
     psi: float
+    kind: str = ""  # the summary kind: bins, values or integers
+    unseen_share: float | None = None  # categorical: share of present values the reference never saw
 
 
 @dataclass(frozen=True)
 class DriftReport:
-    """PSI per pixel (most drifted first) and on the labels, the verdict, and this data's own summary."""
+    """PSI per feature column (most drifted first) and on the target, the verdict, and this data's summary."""
 
     status: str  # "skipped", "ok", "warning" or "blocking"
     note: str
     reference_version: str | None
     features: tuple[FeatureDrift, ...]
-    label_psi: float | None
-    label_shares: dict[str, tuple[float, float]]  # label -> (share here, share in the reference)
+    label_psi: float | None  # the target's PSI (classification labels or regression deciles)
+    label_shares: dict[str, tuple[float, float]]  # classification: label -> (share here, share in the reference)
     config: DriftConfig
     report_json: Path | None
     summary_json: Path | None  # stored with the version this run registers, as the next runs' reference
@@ -84,30 +127,105 @@ class DriftReport:
         return self.features[0].psi if self.features else None
 
     def top_text(self) -> str:
-        """'pixel_3_4 PSI 16.3, pixel_4_4 PSI 16.2, ...' for the configured number of features."""
-        return ", ".join(f"{f.name} PSI {f.psi:.3g}" for f in self.features[: self.config.top_features])
+        """ "income PSI 1.3, contract PSI 0.52 (12% unseen), ..." for the configured number of features."""
+        return ", ".join(
+            f"{f.name} PSI {f.psi:.3g}" + (f" ({f.unseen_share:.0%} unseen)" if f.unseen_share else "")
+            for f in self.features[: self.config.top_features]
+        )
 
 
-def summarize(frame: pd.DataFrame, sha256: str) -> DataSummary:
-    """Count each pixel value and each label; values outside 0..16 (a relaxed suite) go to the end bins."""
-    labels = frame[TARGET_COLUMN].dropna().value_counts()
-    return DataSummary(
-        sha256=sha256,
-        rows=len(frame),
-        feature_counts={name: value_counts(frame[name]) for name in FEATURE_COLUMNS},
-        label_counts={value_key(value): int(count) for value, count in labels.items()},
-    )
+def summary_kind(feature: FeatureSpec) -> SummaryKind:
+    return {"numeric": "bins", "image_grid": "integers"}.get(feature.type, "values")
 
 
-def value_counts(series: pd.Series) -> list[int]:
-    """Rows per pixel value PIXEL_MIN..PIXEL_MAX; an integer column costs two numpy passes."""
-    bins = PIXEL_MAX - PIXEL_MIN + 1
+def expected_kinds(spec: DatasetSpec) -> dict[str, SummaryKind]:
+    """Column -> summary kind for every column the model reads, and the target."""
+    kinds = {column: summary_kind(f) for f in spec.model_features for column in f.source_columns}
+    return kinds | {spec.target.name: "values" if spec.task == "classification" else "bins"}
+
+
+def as_numbers(series: pd.Series) -> np.ndarray:
+    """Float values with NaN for missing, text that is not a number, and infinities."""
+    numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return np.where(np.isfinite(numbers), numbers, np.nan)
+
+
+def bins_summary(series: pd.Series) -> ColumnSummary:
+    """Counts over this column's own decile edges, plus the missing count."""
+    numbers = as_numbers(series)
+    present = numbers[~np.isnan(numbers)]
+    edges = np.unique(np.quantile(present, DECILES)).tolist() if len(present) else []
+    counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
+    return ColumnSummary("bins", counts.tolist(), missing=int(len(numbers) - len(present)), edges=edges)
+
+
+def text_counts(series: pd.Series) -> tuple[dict[str, int], int]:
+    """Rows per value (as value_text, so 3 and 3.0 are one) and the missing count."""
+    counts: dict[str, int] = {}
+    for value, n in series.value_counts(dropna=True).items():
+        key = value_text(value)
+        counts[key] = counts.get(key, 0) + int(n)
+    blank = counts.pop("", 0)
+    return counts, int(series.isna().sum()) + blank
+
+
+def values_summary(series: pd.Series) -> ColumnSummary:
+    counts, absent = text_counts(series)
+    values = sorted(counts, key=lambda text: (len(text), text))
+    return ColumnSummary("values", [counts[v] for v in values], missing=absent, values=values)
+
+
+def integer_counts(series: pd.Series, low: int, bins: int) -> np.ndarray:
+    """Rows per integer low..low+bins-1; values outside (a relaxed suite) go to the end bins."""
     if pd.api.types.is_integer_dtype(series.dtype) and not series.hasnans:
         values = series.to_numpy()
     else:
-        numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-        values = np.rint(numbers[np.isfinite(numbers)]).astype(np.int64)
-    return np.bincount(np.clip(values - PIXEL_MIN, 0, bins - 1), minlength=bins).tolist()
+        numbers = as_numbers(series)
+        values = np.rint(numbers[~np.isnan(numbers)]).astype(np.int64)
+    return np.bincount(np.clip(values - low, 0, bins - 1), minlength=bins)
+
+
+def integers_summary(series: pd.Series, feature: FeatureSpec) -> ColumnSummary:
+    low, high = int(feature.min or 0), int(feature.max if feature.max is not None else 0)
+    return ColumnSummary("integers", integer_counts(series, low, high - low + 1).tolist(), low=low)
+
+
+def summarize(frame: pd.DataFrame, sha256: str, spec: DatasetSpec) -> DataSummary:
+    """Summarise every column the model reads, and the target, in the bins its type calls for."""
+    columns: dict[str, ColumnSummary] = {}
+    for feature in spec.model_features:
+        for column in feature.source_columns:
+            kind = summary_kind(feature)
+            series = frame[column]
+            columns[column] = (
+                bins_summary(series)
+                if kind == "bins"
+                else integers_summary(series, feature)
+                if kind == "integers"
+                else values_summary(series)
+            )
+    target = frame[spec.target.name]
+    columns[spec.target.name] = values_summary(target) if spec.task == "classification" else bins_summary(target)
+    return DataSummary(sha256=sha256, rows=len(frame), target=spec.target.name, columns=columns)
+
+
+def compared_counts(series: pd.Series, reference: ColumnSummary) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """(counts here, counts in the reference) over the reference's bins, and the unseen-category share."""
+    there = np.array(reference.counts, dtype=float)
+    if reference.kind == "integers":
+        return integer_counts(series, reference.low or 0, len(there)).astype(float), there, None
+    if reference.kind == "bins":
+        numbers = as_numbers(series)
+        present = numbers[~np.isnan(numbers)]
+        here = np.bincount(np.searchsorted(reference.edges or [], present, side="right"), minlength=len(there))
+        absent = len(numbers) - len(present)
+        return np.append(here, absent).astype(float), np.append(there, reference.missing), None
+    counts, absent = text_counts(series)
+    known = reference.values or []
+    unseen = sum(n for value, n in counts.items() if value not in set(known))
+    here = np.array([counts.get(value, 0) for value in known] + [unseen, absent], dtype=float)
+    present = sum(counts.values())
+    return here, np.append(there, [0, reference.missing]), unseen / present if present else 0.0
 
 
 def psi(current: np.ndarray, reference: np.ndarray) -> float:
@@ -117,16 +235,13 @@ def psi(current: np.ndarray, reference: np.ndarray) -> float:
     return float(np.sum((p - q) * np.log(p / q)))
 
 
-def label_drift(current: dict[str, int], reference: dict[str, int]) -> tuple[float, dict[str, tuple[float, float]]]:
-    """PSI over the union of labels, and each label's share here and in the reference."""
-    labels = sorted(set(current) | set(reference), key=lambda text: (len(text), text))
-    here = np.array([current.get(label, 0) for label in labels], dtype=float)
-    there = np.array([reference.get(label, 0) for label in labels], dtype=float)
-    shares = {
-        label: (float(a / max(here.sum(), 1)), float(b / max(there.sum(), 1)))
-        for label, a, b in zip(labels, here, there, strict=True)
-    }
-    return psi(here, there), shares
+def label_shares(series: pd.Series, reference: ColumnSummary) -> dict[str, tuple[float, float]]:
+    """Each label's share here and in the reference, over the union of labels."""
+    counts, _ = text_counts(series)
+    known = dict(zip(reference.values or [], reference.counts, strict=True))
+    labels = sorted(set(counts) | set(known), key=lambda text: (len(text), text))
+    here, there = max(sum(counts.values()), 1), max(sum(known.values()), 1)
+    return {label: (counts.get(label, 0) / here, known.get(label, 0) / there) for label in labels}
 
 
 def verdict(features: tuple[FeatureDrift, ...], label_psi: float, config: DriftConfig) -> str:
@@ -148,7 +263,7 @@ def load_drift_reference(tracking_uri: str, model_name: str, dst_dir: Path) -> D
     try:
         path = download_data_summary(production, dst_dir)
         summary = DataSummary.read(path) if path is not None else None
-    except (RegistryError, OSError, ValueError, TypeError) as error:
+    except (RegistryError, OSError, ValueError, TypeError, KeyError) as error:
         return DriftReference(production.version, None, f"production v{production.version}'s data summary: {error}")
     if summary is None:
         note = f"production v{production.version} has no stored data summary (registered before drift checks)"
@@ -165,12 +280,14 @@ def measure_drift(
     reference: DriftReference,
     config: DriftConfig,
     out_dir: Path,
+    spec: DatasetSpec,
 ) -> DriftReport:
     """Summarise this data (for the version it may become) and score its drift from the reference."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = summarize(frame, sha256) if validation.passed else None
+    valid = frame if validation.passed else None
+    summary = summarize(frame, sha256, spec) if valid is not None else None
     report = replace(
-        score_drift(summary, reference, config),
+        score_drift(valid, spec, reference, config),
         summary_json=summary.write(out_dir / "data_summary.json") if summary else None,
         report_json=out_dir / "drift.json",
     )
@@ -178,16 +295,24 @@ def measure_drift(
     return report
 
 
-def score_drift(summary: DataSummary | None, reference: DriftReference, config: DriftConfig) -> DriftReport:
+def score_drift(
+    frame: pd.DataFrame | None, spec: DatasetSpec, reference: DriftReference, config: DriftConfig
+) -> DriftReport:
     """The verdict and scores, or 'skipped' with the reason when there is nothing valid to compare."""
     base = {"reference_version": reference.version, "config": config, "report_json": None, "summary_json": None}
-    why = skip_reason(summary, reference, config)
+    why = skip_reason(frame, spec, reference, config)
     if why is not None:
         return DriftReport("skipped", f"not measured: {why}", features=(), label_psi=None, label_shares={}, **base)
-    known = reference.summary.feature_counts
-    scores = [FeatureDrift(name, psi(np.array(c), np.array(known[name]))) for name, c in summary.feature_counts.items()]
+    known = reference.summary.columns
+    scores = []
+    for column in expected_kinds(spec):
+        if column != spec.target.name:
+            here, there, unseen = compared_counts(frame[column], known[column])
+            scores.append(FeatureDrift(column, psi(here, there), known[column].kind, unseen))
     features = tuple(sorted(scores, key=lambda feature: -feature.psi))
-    label_psi, shares = label_drift(summary.label_counts, reference.summary.label_counts)
+    target = frame[spec.target.name]
+    label_psi = psi(*compared_counts(target, known[spec.target.name])[:2])
+    shares = label_shares(target, known[spec.target.name]) if spec.task == "classification" else {}
     return DriftReport(
         verdict(features, label_psi, config),
         f"against {reference.note}",
@@ -198,12 +323,40 @@ def score_drift(summary: DataSummary | None, reference: DriftReference, config: 
     )
 
 
-def skip_reason(summary: DataSummary | None, reference: DriftReference, config: DriftConfig) -> str | None:
-    if summary is None:
+def skip_reason(
+    frame: pd.DataFrame | None, spec: DatasetSpec, reference: DriftReference, config: DriftConfig
+) -> str | None:
+    if frame is None:
         return "the file failed critical checks"
     if not config.enabled:
         return "drift.enabled is false"
-    return reference.note if reference.summary is None else None
+    if reference.summary is None:
+        return reference.note
+    return spec_mismatch(spec, reference)
+
+
+def spec_mismatch(spec: DatasetSpec, reference: DriftReference) -> str | None:
+    """Why the reference cannot be compared with data of this spec (other columns or types), or None."""
+    wanted = expected_kinds(spec)
+    found = {name: column.kind for name, column in reference.summary.columns.items()}
+    if wanted == found and reference.summary.target == spec.target.name:
+        return None
+    missing = [name for name in wanted if name not in found]
+    extra = [name for name in found if name not in wanted]
+    retyped = [name for name in wanted if name in found and found[name] != wanted[name]]
+    parts = [
+        f"{label} {', '.join(repr(n) for n in names[:5])}{' ...' if len(names) > 5 else ''}"
+        for label, names in (("new here:", missing), ("gone:", extra), ("other type:", retyped))
+        if names
+    ]
+    target = f"target '{reference.summary.target}' -> '{spec.target.name}'"
+    detail = "; ".join(parts) or target
+    return f"{reference.note} was made for another spec ({detail}): nothing comparable"
+
+
+def metric_name(column: str) -> str:
+    """A column name MLflow accepts as part of a metric name (letters, digits, _ - . and spaces)."""
+    return re.sub(r"[^\w.\- ]", "_", column)
 
 
 def drift_json(report: DriftReport) -> dict:
@@ -211,10 +364,15 @@ def drift_json(report: DriftReport) -> dict:
     return {
         "status": report.status,
         "note": report.note,
-        "method": "PSI, one bin per pixel value 0..16 / per label, counts smoothed by +0.5",
+        "method": "PSI per column over the reference's bins (numeric: deciles + missing; categorical: each"
+        " category + unseen + missing; pixel grid: each integer value; target: labels or deciles), counts"
+        " smoothed by +0.5",
         "reference_version": report.reference_version,
         "thresholds": report.config.model_dump(),
         "label_psi": report.label_psi,
         "label_shares": {label: {"here": a, "reference": b} for label, (a, b) in report.label_shares.items()},
-        "features": {feature.name: feature.psi for feature in report.features},
+        "features": {
+            f.name: {"psi": f.psi, "kind": f.kind} | ({"unseen_share": f.unseen_share} if f.kind == "values" else {})
+            for f in report.features
+        },
     }

@@ -1,34 +1,32 @@
-"""Data stage: read the input file (or the bundled digits), fingerprint it, split it.
+"""Data stage: read the input file (any table, or the bundled digits) and fingerprint it.
 
 A file is judged before its rows are read: what it is (extension, magic bytes, encoding), then its
 header (a CSV's first line, a Parquet file's footer schema). Only a file whose columns are right is
-read whole, so a several-GB file with a wrong header is refused in milliseconds.
+read whole, so a several-GB file with a wrong header is refused in milliseconds. With a spec, only the
+columns it names are read; without one, any table with unique column names is.
 """
 
 import codecs
 import csv
+import difflib
 import hashlib
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sklearn.model_selection import train_test_split
 
-from tasks.core.config import SplitConfig
 from tasks.core.errors import DataRejected
-from tasks.core.schema import FEATURE_COLUMNS, TARGET_COLUMN
+from tasks.core.spec import DIGITS_COLUMNS, digits_spec
 
-SCHEMA_COLUMNS: tuple[str, ...] = (*FEATURE_COLUMNS, TARGET_COLUMN)
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
 PARQUET_MAGIC = b"PAR1"
-# A CSV header of 65 short names is ~700 bytes; a first line longer than this is not a header.
+# A CSV header of a few hundred columns is a few KB; a first line longer than this is not a header.
 MAX_HEADER_BYTES = 1 << 20
 # Delimiters people export by mistake (Excel in many locales writes ';').
 OTHER_DELIMITERS = (";", "\t", "|")
@@ -40,43 +38,32 @@ NOT_CSV_SIGNATURES = {
     b"\xff\xfe": "is UTF-16 text; save it as UTF-8 CSV",
     b"\xfe\xff": "is UTF-16 text; save it as UTF-8 CSV",
 }
+# difflib's similarity for a near-miss name ('bill_lenght_mm' for 'bill_length_mm' scores ~0.93;
+# unrelated short names such as 'sex' and 'year' score under 0.5).
+NEAR_MISS_CUTOFF = 0.75
 
 
 @dataclass(frozen=True)
 class LoadedDataset:
-    """The rows of one input file, with where they came from and their content fingerprint."""
+    """The rows of one input file, with where they came from, their content fingerprint, and what was left out."""
 
     frame: pd.DataFrame
     source: str
     sha256: str
+    note: str = ""  # e.g. columns in the file that the spec does not name, which were not read
 
     @property
     def rows(self) -> int:
         return len(self.frame)
 
 
-@dataclass(frozen=True)
-class DataSplits:
-    """Stratified train / validation / test arrays: float32 pixels and int64 labels."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-
-    def sizes(self) -> dict[str, int]:
-        return {"train": len(self.y_train), "validation": len(self.y_val), "test": len(self.y_test)}
-
-
 def digits_frame() -> pd.DataFrame:
-    """scikit-learn's bundled digits in the Greenlight schema (no download: it ships with sklearn)."""
+    """scikit-learn's bundled digits as the digits spec reads them (no download: it ships with sklearn)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    frame = pd.DataFrame(bunch.data.astype("int64"), columns=list(FEATURE_COLUMNS))
-    frame[TARGET_COLUMN] = bunch.target.astype("int64")
+    frame = pd.DataFrame(bunch.data.astype("int64"), columns=DIGITS_COLUMNS)
+    frame[digits_spec().dataset.target.name] = bunch.target.astype("int64")
     return frame
 
 
@@ -133,7 +120,7 @@ def csv_header(path: Path) -> list[str]:
     if len(first) >= MAX_HEADER_BYTES and not first.endswith(b"\n"):
         raise DataRejected(f"data file {path}: the first line is over {MAX_HEADER_BYTES} bytes, not a CSV header")
     try:
-        # utf-8-sig drops the byte-order mark Excel writes, which would otherwise glue itself to 'pixel_0_0'.
+        # utf-8-sig drops the byte-order mark Excel writes, which would otherwise glue itself to the first name.
         line = codecs.decode(first, "utf-8-sig").rstrip("\r\n")
     except UnicodeDecodeError as error:
         raise DataRejected(
@@ -141,13 +128,11 @@ def csv_header(path: Path) -> list[str]:
             " header); save it as UTF-8 CSV"
         ) from error
     if not line.strip():
-        raise DataRejected(
-            f"data file {path}: the first line is empty; it must be the header ({SCHEMA_COLUMNS[0]},...)"
-        )
+        raise DataRejected(f"data file {path}: the first line is empty; it must be the header naming the columns")
     return next(csv.reader([line]))
 
 
-def check_csv_layout(path: Path, names: list[str], expected: tuple[str, ...] | None) -> None:
+def check_csv_layout(path: Path, names: list[str], expected: list[str] | None) -> None:
     """Catch the wrong delimiter and a missing header by name, before the column comparison blurs them."""
     if len(names) == 1 and (expected is None or len(expected) > 1):
         counts = {delimiter: names[0].count(delimiter) for delimiter in OTHER_DELIMITERS}
@@ -159,9 +144,10 @@ def check_csv_layout(path: Path, names: list[str], expected: tuple[str, ...] | N
                 " Greenlight reads comma-separated CSV: re-export it with ',' as the delimiter"
             )
     if all(is_number(name) for name in names):
+        wanted = f": {','.join(expected[:3])},..." if expected else ""
         raise DataRejected(
             f"data file {path}: the first line holds numbers ({', '.join(names[:3])}, ...), not column names;"
-            f" add the header line {SCHEMA_COLUMNS[0]},{SCHEMA_COLUMNS[1]},...,{SCHEMA_COLUMNS[-1]}"
+            f" add a header line naming each column{wanted}"
         )
 
 
@@ -195,52 +181,56 @@ def parquet_schema(path: Path) -> pa.Schema:
         ) from error
 
 
-def parquet_columns(path: Path, schema: pa.Schema, expected: tuple[str, ...] | None) -> list[str]:
-    """Data column names of a Parquet schema; refuses nested or non-numeric types in the expected columns."""
+def parquet_columns(path: Path, schema: pa.Schema) -> list[str]:
+    """Data column names of a Parquet schema (its stored pandas index left out); refuses nested columns.
+
+    Any flat type pandas reads is accepted (numbers, text, booleans, dictionaries, nulls, dates): the spec
+    and validation then say what each column may hold and name each bad value with its row.
+    """
     index = {name for name in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(name, str)}
     fields = [field for field in schema if field.name not in index]
     nested = [f"'{f.name}' ({f.type})" for f in fields if pa.types.is_nested(f.type)]
     if nested:
         raise DataRejected(
-            f"data file {path} has nested column(s) {', '.join(nested[:3])}; Greenlight needs one flat numeric column"
-            " per pixel and one for 'target': flatten them (pyarrow Table.flatten, pandas json_normalize)"
-        )
-    wanted = set(expected or ())
-    wrong = [f"'{f.name}' is {f.type}" for f in fields if f.name in wanted and not readable_type(f.type)]
-    if wrong:
-        raise DataRejected(
-            f"data file {path}: column {'; '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''} in its Parquet"
-            " schema; expected numbers (integers): write these columns as integers"
+            f"data file {path} has nested column(s) {', '.join(nested[:3])}; Greenlight reads one flat value per"
+            " cell: flatten them into columns (pyarrow Table.flatten, pandas json_normalize)"
         )
     return [field.name for field in fields]
 
 
-def readable_type(kind: pa.DataType) -> bool:
-    """Numbers, text and all-null columns: validation then names each bad value and its row (text 'dark' included)."""
-    if pa.types.is_dictionary(kind):
-        kind = kind.value_type
-    checks = (pa.types.is_integer, pa.types.is_floating, pa.types.is_null, pa.types.is_string, pa.types.is_large_string)
-    return any(check(kind) for check in checks)
-
-
-def check_columns(path: Path, found: list[str], expected: tuple[str, ...]) -> None:
-    """Same names as the schema, each once; order is free because the reader selects columns by name."""
+def check_unique_names(path: Path, found: list[str]) -> None:
+    """A repeated name would be renamed silently ('a.1') by pandas, so it is refused by name."""
     repeated = sorted({name for name in found if found.count(name) > 1})
-    missing = [name for name in expected if name not in found]
-    extra = [name for name in found if name not in expected]
-    if not (repeated or missing or extra):
+    if repeated:
+        raise DataRejected(
+            f"data file {path}: duplicated {quoted(repeated)} in the header; give each column a unique name."
+            " No rows were read"
+        )
+
+
+def check_spec_columns(path: Path, found: list[str], wanted: list[str]) -> None:
+    """Every column the spec names must be in the file; order is free because the reader selects by name."""
+    missing = [name for name in wanted if name not in found]
+    if not missing:
         return
-    problems = [
-        f"{label} {quoted(names)}"
-        for label, names in (("duplicated", repeated), ("missing", missing), ("unexpected", extra))
-        if names
-    ]
-    lookalikes = [f"'{e}' for '{m}'" for e in extra for m in missing if e.strip().lower() == m.lower()]
-    hint = f" (names are case- and space-sensitive: {', '.join(lookalikes[:3])}?)" if lookalikes else ""
+    others = [name for name in found if name not in wanted]
     raise DataRejected(
-        f"data file {path}: columns do not match the schema ({expected[0]} .. {expected[-1]}, {len(expected)}"
-        f" columns, tasks/core/schema.py): {'; '.join(problems)}{hint}. Found {len(found)} columns; no rows were read"
+        f"data file {path}: missing {quoted(missing)}, named by the spec{near_miss_hint(missing, others)}."
+        f" Found {len(found)} columns ({quoted(found)}); no rows were read. Rename the columns, or fix the spec"
     )
+
+
+def near_miss_hint(missing: list[str], others: list[str]) -> str:
+    """' (names are case- and space-sensitive: 'Target' for 'target'?)' or ' (close: ...)' for likely typos."""
+    lookalikes = [f"'{o}' for '{m}'" for m in missing for o in others if o.strip().lower() == m.strip().lower()]
+    if lookalikes:
+        return f" (names are case- and space-sensitive: {', '.join(lookalikes[:3])}?)"
+    close = [
+        f"'{match}' for '{m}'"
+        for m in missing
+        for match in difflib.get_close_matches(m, others, n=1, cutoff=NEAR_MISS_CUTOFF)
+    ]
+    return f" (a typo? {', '.join(close[:3])})" if close else ""
 
 
 def quoted(names: list[str]) -> str:
@@ -249,18 +239,17 @@ def quoted(names: list[str]) -> str:
     return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
-def read_header(path: Path, expected: tuple[str, ...] | None) -> list[str]:
+def read_header(path: Path, expected: list[str] | None) -> list[str]:
     """Judge the file by its header alone and return its column names (refusing it with DataRejected)."""
     try:
-        names = csv_header(path) if is_csv(path) else parquet_columns(path, parquet_schema(path), expected)
+        names = csv_header(path) if is_csv(path) else parquet_columns(path, parquet_schema(path))
     except OSError as error:  # os.access said yes, but ACLs, root-squashed NFS or a vanished file say no
         raise DataRejected(f"data file {path} could not be opened ({error.strerror or error}); check it") from error
     if is_csv(path):
         check_csv_layout(path, names, expected)
+    check_unique_names(path, names)
     if expected is not None:
-        check_columns(path, names, expected)
-    elif len(set(names)) != len(names):
-        check_columns(path, names, tuple(dict.fromkeys(names)))
+        check_spec_columns(path, names, expected)
     return names
 
 
@@ -268,7 +257,8 @@ def read_rows(path: Path, columns: list[str]) -> pd.DataFrame:
     """Read every row of the columns named, in that order, turning parser errors into DataRejected."""
     try:
         if is_csv(path):
-            # low_memory=False: one dtype per column, not one per internal chunk.
+            # low_memory=False: one dtype per column, not one per internal chunk. Every column is parsed (no
+            # usecols) because pandas then stops checking field counts, and a ragged row would pass silently.
             frame = pd.read_csv(path, encoding="utf-8-sig", low_memory=False)[columns]
         else:
             frame = pd.read_parquet(path, columns=columns)
@@ -279,40 +269,37 @@ def read_rows(path: Path, columns: list[str]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def read_data_file(path: Path, expected: tuple[str, ...] | None = SCHEMA_COLUMNS) -> pd.DataFrame:
-    """Check, then read, a CSV or Parquet file; expected=None accepts any (unique) column names."""
+def read_data_file(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Check, then read, a CSV or Parquet file: the columns named (others are skipped), or all of them."""
     check_readable_file(path)
-    names = read_header(path, expected)
-    frame = read_rows(path, list(expected or names))
+    names = read_header(path, columns)
+    frame = read_rows(path, list(columns or names))
     if frame.empty:
         raise DataRejected(f"data file {path} has a header but no rows")
     return frame
 
 
+def unread_note(path: Path, columns: list[str] | None) -> str:
+    """Name the file's columns that the spec does not, so a reviewer sees what the run left out."""
+    if columns is None:
+        return ""
+    found = csv_header(path) if is_csv(path) else parquet_columns(path, parquet_schema(path))
+    extra = [name for name in found if name not in columns]
+    if not extra:
+        return ""
+    return f"{len(extra)} column(s) of the file are not in the spec and were not read: {quoted(extra)}"
+
+
 @task(name="load_dataset", cache_policy=NO_CACHE)
-def load_dataset(data_path: str | None, default_dir: Path) -> LoadedDataset:
-    """Read the user's file, or the bundled digits materialised as Parquet, and fingerprint it."""
+def load_dataset(data_path: str | None, default_dir: Path, columns: list[str] | None = None) -> LoadedDataset:
+    """Read the user's file, or the bundled digits materialised as Parquet, and fingerprint it.
+
+    Args:
+        columns: the spec's columns (DatasetSpec.file_columns): a file lacking one is refused by name before
+            any row is read, and only these are read. None reads every column (for inferring a spec).
+    """
     path = Path(data_path).expanduser() if data_path else materialise_default_dataset(default_dir)
-    frame = read_data_file(path)
-    return LoadedDataset(frame=frame, source=str(path.resolve()), sha256=file_sha256(path))
-
-
-@task(name="split_dataset", cache_policy=NO_CACHE)
-def split_dataset(frame: pd.DataFrame, config: SplitConfig) -> DataSplits:
-    """Stratified, seeded train / validation / test split of a frame that passed validation."""
-    pixels = frame[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32)
-    labels = frame[TARGET_COLUMN].to_numpy(dtype=np.int64)
-    counts = np.bincount(labels)
-    rare = [int(label) for label in np.flatnonzero((counts > 0) & (counts < 5))]
-    if rare:
-        # Stratification needs each class in train, validation and test, plus room to learn it.
-        raise DataRejected(f"labels {rare} have fewer than 5 rows each; a stratified split needs at least 5 per class")
-    x_rest, x_test, y_rest, y_test = train_test_split(
-        pixels, labels, test_size=config.test_fraction, stratify=labels, random_state=config.seed
+    frame = read_data_file(path, columns)
+    return LoadedDataset(
+        frame=frame, source=str(path.resolve()), sha256=file_sha256(path), note=unread_note(path, columns)
     )
-    # validation_fraction is of the whole dataset, so rescale it to the remainder.
-    val_share = config.validation_fraction / (1.0 - config.test_fraction)
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=val_share, stratify=y_rest, random_state=config.seed
-    )
-    return DataSplits(x_train, y_train, x_val, y_val, x_test, y_test)

@@ -4,6 +4,8 @@ GX 1.x spends ~6 ms of fixed work per expectation, so 64 pixel columns x (null, 
 ~1.2 s before a single row is read. These types check a whole list of columns in one numpy pass per column
 and still report each problem by column, value and row. Defining a class registers it with GX (a
 dictionary entry, nothing else); tasks.data.validation imports this module before it loads a suite.
+Categories are compared as the model's vocabulary keys them (tasks.core.spec.value_text): 3, 3.0 and '3'
+are one value, and blank text is missing.
 """
 
 from typing import Any, ClassVar
@@ -17,6 +19,8 @@ from great_expectations.execution_engine import PandasExecutionEngine
 from great_expectations.expectations.expectation import BatchExpectation
 from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
+
+from tasks.core.spec import value_text
 
 # Each problem keeps this many (row, value) examples: enough to find the pattern, small enough for JSON.
 EXAMPLES = 10
@@ -32,10 +36,18 @@ def plain(value: Any) -> Any:
     return None if value is pd.NA or value is pd.NaT else value
 
 
-def value_key(value: Any) -> str:
-    """A value as the text a suite names it by: 3, 3.0 and np.int64(3) are all '3'."""
-    value = plain(value)
-    return str(int(value) if isinstance(value, float) and value.is_integer() else value)
+def set_text(values: list) -> str:
+    """'0..9' for a run of integers, else '{a, b}' (text quoted, so '17' reads differently from 17)."""
+    ints = sorted(v for v in values if isinstance(v, int) and not isinstance(v, bool))
+    if len(ints) == len(values) > 1 and ints == list(range(ints[0], ints[-1] + 1)):
+        return f"{ints[0]}..{ints[-1]}"
+    shown = [repr(v) if isinstance(v, str) else str(v) for v in values[:12]]
+    return "{" + ", ".join(shown) + (f", ... {len(values) - 12} more" if len(values) > 12 else "") + "}"
+
+
+def number_text(value: float) -> str:
+    """16 for 16.0, 19,600 for 19600.0, 0.0507 for 0.050680118: a bound as a person reads it."""
+    return f"{value:,.4g}" if abs(value) < 1e15 else f"{value:.4g}"
 
 
 def problem(series: pd.Series, mask: np.ndarray) -> dict:
@@ -62,8 +74,22 @@ def as_numbers(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         return series.to_numpy(), np.zeros(len(series), dtype=bool)
     if pd.api.types.is_numeric_dtype(series.dtype):
         return series.to_numpy(dtype=float, na_value=np.nan), np.zeros(len(series), dtype=bool)
+    if series.dtype.kind in "mM":  # dates and durations: pandas would turn them into nanosecond counts
+        return np.full(len(series), np.nan), series.notna().to_numpy()
     numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    return numbers, (series.notna().to_numpy() & np.isnan(numbers))
+    return numbers, (~missing_cells(series) & np.isnan(numbers))
+
+
+def missing_cells(series: pd.Series) -> np.ndarray:
+    """Null, NaN, or blank text: what the model's feeds treat as missing (value_text gives '')."""
+    absent = series.isna().to_numpy()
+    if series.dtype != object and not pd.api.types.is_string_dtype(series.dtype):
+        return absent
+    try:  # vectorised where pandas allows .str (text, or text mixed with other objects)
+        blank = series.str.strip().eq("").fillna(False).to_numpy(dtype=bool)
+    except AttributeError:  # an object column of non-text values (numbers, booleans)
+        blank = series.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
+    return absent | blank
 
 
 def census(series: pd.Series) -> dict:
@@ -74,7 +100,7 @@ def census(series: pd.Series) -> dict:
         return {"null": clean, "not_a_number": clean, "infinite": clean, "fractional": clean}
     finite = np.isfinite(numbers)
     return {
-        "null": problem(series, series.isna().to_numpy()),
+        "null": problem(series, missing_cells(series)),
         "not_a_number": problem(series, not_numbers),
         "infinite": problem(series, np.isinf(numbers)),
         "fractional": problem(series, finite & (np.floor(numbers, where=finite, out=numbers.copy()) != numbers)),
@@ -111,6 +137,19 @@ class ColumnsValueCensus(TableMetricProvider):
         return {name: None if series is None else census(series) for name, series in found.items()}
 
 
+class ColumnsNullCells(TableMetricProvider):
+    """Per listed column: its missing cells (null, NaN, blank text), without parsing any text as numbers."""
+
+    metric_name = "greenlight.columns.null_cells"
+    value_keys = ("column_list",)
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics, runtime_configuration):
+        frame, _, _ = execution_engine.get_compute_domain(metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
+        found = {name: column_of(frame, name) for name in metric_value_kwargs["column_list"]}
+        return {name: None if s is None else {"null": problem(s, missing_cells(s))} for name, s in found.items()}
+
+
 class ColumnsOutOfRange(TableMetricProvider):
     """Per listed column: the numeric cells outside [min_value, max_value]."""
 
@@ -125,14 +164,58 @@ class ColumnsOutOfRange(TableMetricProvider):
         return {name: None if s is None else out_of_range(s, low, high) for name, s in found.items()}
 
 
-class TableDuplicateRows(TableMetricProvider):
-    """Rows identical to an earlier row in every column, found by a vectorised 64-bit row hash."""
+class ColumnsOutsideRanges(TableMetricProvider):
+    """Per column of `ranges`: the numeric cells outside that column's own [min, max]."""
 
-    metric_name = "greenlight.table.duplicate_rows"
+    metric_name = "greenlight.columns.outside_ranges"
+    value_keys = ("ranges",)
 
     @metric_value(engine=PandasExecutionEngine)
     def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics, runtime_configuration):
         frame, _, _ = execution_engine.get_compute_domain(metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
+        found = {name: column_of(frame, name) for name in metric_value_kwargs["ranges"]}
+        return {
+            name: None if s is None else out_of_range(s, bounds.get("min"), bounds.get("max"))
+            for (name, s), bounds in zip(found.items(), metric_value_kwargs["ranges"].values(), strict=True)
+        }
+
+
+class ColumnsUnseenValues(TableMetricProvider):
+    """Per column of `value_sets`: its present cells whose value_text is not in the set, and how many are present."""
+
+    metric_name = "greenlight.columns.unseen_values"
+    value_keys = ("value_sets",)
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics, runtime_configuration):
+        frame, _, _ = execution_engine.get_compute_domain(metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
+        sets = metric_value_kwargs["value_sets"]
+        found = {name: column_of(frame, name) for name in sets}
+        return {name: None if s is None else unseen(s, sets[name]) for name, s in found.items()}
+
+
+def unseen(series: pd.Series, known: list) -> dict:
+    """Cells holding a value outside `known` (compared as value_text); value_text runs once per distinct value."""
+    texts = {value_text(value) for value in known}
+    absent = missing_cells(series)
+    distinct = pd.unique(series[~absent])
+    new = [value for value in distinct if value_text(value) not in texts]
+    mask = series.isin(new).to_numpy() & ~absent if new else np.zeros(len(series), dtype=bool)
+    return problem(series, mask) | {"present": int((~absent).sum())}
+
+
+class TableDuplicateRows(TableMetricProvider):
+    """Rows identical to an earlier row in every column, found by a vectorised 64-bit row hash."""
+
+    metric_name = "greenlight.table.duplicate_rows"
+    value_keys = ("column_list",)
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics, runtime_configuration):
+        frame, _, _ = execution_engine.get_compute_domain(metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
+        wanted = metric_value_kwargs.get("column_list")
+        if wanted:  # the columns a model reads: rows differing only in an id column still leak
+            frame = frame[[name for name in dict.fromkeys(wanted) if name in frame.columns]]
         hashes = row_hashes(frame)
         repeated = pd.Series(hashes).duplicated().to_numpy()
         # The first few repeats, each with the earlier row it repeats, checked cell by cell.
@@ -170,8 +253,16 @@ class ColumnValueShares(TableMetricProvider):
         series = column_of(frame, metric_value_kwargs["column"])
         if series is None or series.empty:
             return None
-        shares = series.value_counts(normalize=True, dropna=False)
-        return {value_key(value): float(share) for value, share in shares.items()}
+        return value_shares(series)
+
+
+def value_shares(series: pd.Series) -> dict[str, float]:
+    """Share of the rows per value, keyed by value_text (so 3 and 3.0 add up; missing is '')."""
+    shares: dict[str, float] = {}
+    for value, share in series.value_counts(normalize=True, dropna=False).items():
+        key = value_text(value)
+        shares[key] = shares.get(key, 0.0) + float(share)
+    return shares
 
 
 class _ColumnListExpectation(BatchExpectation):
@@ -190,7 +281,8 @@ class _ColumnListExpectation(BatchExpectation):
             for kind in self.kinds
             if found[kind]["count"]
         ]
-        failed = missing or any(entry["count"] > self.allowed(rows) for entry in problems)
+        # An entry may carry its own allowance (a share of that column's present values).
+        failed = missing or any(entry["count"] > entry.get("allowed", self.allowed(rows)) for entry in problems)
         return {
             "success": not failed,
             "result": {
@@ -210,7 +302,7 @@ class ExpectColumnsValuesToNotBeNull(_ColumnListExpectation):
     """Expect no null (None/NaN/empty) cell in any listed column, or at most 1 - mostly of its rows."""
 
     mostly: float = pydantic.Field(1.0, ge=0.0, le=1.0)
-    metric_dependencies = ("greenlight.columns.value_census", "table.row_count")
+    metric_dependencies = ("greenlight.columns.null_cells", "table.row_count")
     success_keys = ("column_list", "mostly")
     args_keys = ("column_list",)
     kinds: ClassVar[tuple[str, ...]] = ("null",)
@@ -219,7 +311,7 @@ class ExpectColumnsValuesToNotBeNull(_ColumnListExpectation):
         return (1.0 - self.mostly) * rows
 
     def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine=None) -> dict:
-        return self._column_result(metrics["greenlight.columns.value_census"], metrics["table.row_count"])
+        return self._column_result(metrics["greenlight.columns.null_cells"], metrics["table.row_count"])
 
 
 class ExpectColumnsValuesToBeWholeNumbers(_ColumnListExpectation):
@@ -251,11 +343,15 @@ class ExpectColumnsValuesToBeBetween(_ColumnListExpectation):
 
 
 class ExpectTableDuplicateRowShareToBeAtMost(BatchExpectation):
-    """Expect at most max_share of the rows to repeat an earlier row exactly (a copy-paste or a join gone wrong)."""
+    """Expect at most max_share of the rows to repeat an earlier row exactly (a copy-paste or a join gone wrong).
+
+    column_list: compare rows on these columns only (empty = every column).
+    """
 
     max_share: float | SuiteParameterDict = 0.0
+    column_list: list[str] | None = None
     metric_dependencies = ("greenlight.table.duplicate_rows",)
-    success_keys = ("max_share",)
+    success_keys = ("max_share", "column_list")
     args_keys = ("max_share",)
 
     def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine=None) -> dict:
@@ -287,3 +383,80 @@ class ExpectColumnValueSharesToBeBetween(BatchExpectation):
             if not low <= observed.get(value, 0.0) <= high
         ]
         return {"success": not outside, "result": {"observed_value": observed, "details": {"outside": outside}}}
+
+
+class ExpectColumnsValuesToBeNumbers(_ColumnListExpectation):
+    """Expect every non-null cell of the listed columns to be a finite number (3.5 and '3.5'; not 'x' or inf)."""
+
+    metric_dependencies = ("greenlight.columns.value_census", "table.row_count")
+    success_keys = ("column_list",)
+    args_keys = ("column_list",)
+    kinds: ClassVar[tuple[str, ...]] = ("not_a_number", "infinite")
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine=None) -> dict:
+        return self._column_result(metrics["greenlight.columns.value_census"], metrics["table.row_count"])
+
+
+class ExpectColumnsValuesToBeWithinRanges(_ColumnListExpectation):
+    """Expect each column's numeric cells within its own [min, max]; `seen` is the range the spec observed.
+
+    ranges: {column: {"min": low, "max": high, "seen_min": ..., "seen_max": ...}} (the seen_* keys only
+    word the message). One expectation for every numeric column: one GX pass instead of one per column.
+    """
+
+    column_list: list[str] | None = None  # unused: the columns are the keys of `ranges`
+    ranges: dict[str, dict[str, float | None]]
+    metric_dependencies = ("greenlight.columns.outside_ranges", "table.row_count")
+    success_keys = ("ranges",)
+    args_keys = ("ranges",)
+    kinds: ClassVar[tuple[str, ...]] = ("out_of_range",)
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine=None) -> dict:
+        per_column = metrics["greenlight.columns.outside_ranges"]
+        wrapped = {
+            name: None if found is None else {"out_of_range": found | {"expected": range_text(self.ranges[name])}}
+            for name, found in per_column.items()
+        }
+        return self._column_result(wrapped, metrics["table.row_count"])
+
+
+def range_text(bounds: dict[str, float | None]) -> str:
+    """'outside the allowed -4.9..19.6 (seen when the spec was made: 0..9.8)'."""
+    low, high = bounds.get("min"), bounds.get("max")
+    allowed = f"{'' if low is None else number_text(low)}..{'' if high is None else number_text(high)}"
+    seen = ""
+    if bounds.get("seen_min") is not None and bounds.get("seen_max") is not None:
+        seen = f" (seen when the spec was made: {number_text(bounds['seen_min'])}..{number_text(bounds['seen_max'])})"
+    return f"outside the allowed {allowed}{seen}"
+
+
+class ExpectColumnsValuesToBeInSets(_ColumnListExpectation):
+    """Expect each column's present values within its own set, compared as value_text, allowing a share unseen.
+
+    value_sets: {column: [values]}; max_unseen_share: the share of a column's present values that may be
+    outside its set (0 = none: a label the model has no output for; 0.05 = a few new categories, which the
+    model answers through its out-of-vocabulary bucket).
+    """
+
+    column_list: list[str] | None = None  # unused: the columns are the keys of `value_sets`
+    value_sets: dict[str, list]
+    max_unseen_share: float = pydantic.Field(0.0, ge=0.0, le=1.0)
+    metric_dependencies = ("greenlight.columns.unseen_values", "table.row_count")
+    success_keys = ("value_sets", "max_unseen_share")
+    args_keys = ("value_sets",)
+    kinds: ClassVar[tuple[str, ...]] = ("not_in_set",)
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine=None) -> dict:
+        per_column = metrics["greenlight.columns.unseen_values"]
+        wrapped = {
+            name: None if found is None else {"not_in_set": found | self.allowance(name, found["present"])}
+            for name, found in per_column.items()
+        }
+        return self._column_result(wrapped, metrics["table.row_count"])
+
+    def allowance(self, name: str, present: int) -> dict:
+        allowed = self.max_unseen_share * present
+        share = ""
+        if self.max_unseen_share:
+            share = f" (up to {self.max_unseen_share:.0%} allowed: the model answers them as an unseen category)"
+        return {"allowed": allowed, "expected": f"not in {set_text(self.value_sets[name])}{share}"}

@@ -14,7 +14,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core.errors import DataRejected
-from tasks.data.drift import DriftReport
+from tasks.data.drift import DriftReport, metric_name
 from tasks.data.validation import SEVERITIES, ExpectationFailure, ValidationReport, report_name, show_value
 
 ROWS_NOTE = "Rows are counted from 0 after the header (CSV line = row + 2)."
@@ -86,26 +86,29 @@ class DataCheckReport:
             return [f"  drift: {drift.note}"]
         config = drift.config
         return [
-            f"  drift {drift.status} {drift.note}: labels PSI {drift.label_psi:.3g} (warn {config.label_warn_psi},"
-            f" block {config.label_block_psi}); most drifted pixels: {drift.top_text()} (warn"
+            f"  drift {drift.status} {drift.note}: target PSI {drift.label_psi:.3g} (warn {config.label_warn_psi},"
+            f" block {config.label_block_psi}); most drifted features: {drift.top_text()} (warn"
             f" {config.feature_warn_psi}, block {config.feature_block_psi})"
         ]
 
     def advice(self) -> str:
         if not self.validation.passed:
-            return "Fix these values or columns in the file (schema: tasks/core/schema.py) and run again."
+            return (
+                "Fix these values or columns in the file and run again; if the file is right and the spec is not,"
+                " edit the spec (types, nullable, labels) and run with --spec."
+            )
         return (
             "If the change is real and wanted, retrain on it knowingly: raise drift.feature_block_psi /"
             " drift.label_block_psi in a --config file, or set drift.enabled: false for this run."
         )
 
     def metrics(self) -> dict[str, float]:
-        """Counts and PSI scores for the MLflow run; per-pixel PSI under drift_psi.<pixel>."""
+        """Counts and PSI scores for the MLflow run; per-column PSI under drift_psi.<column>."""
         found = {f"validation_{s}_failures": float(self.validation.failed_expectations(s)) for s in SEVERITIES}
         found["validation_expectations"] = float(self.validation.evaluated_expectations)
         if self.drift.status != "skipped":
             found |= {"drift_max_feature_psi": self.drift.max_feature_psi, "drift_label_psi": self.drift.label_psi}
-            found |= {f"drift_psi.{f.name}": f.psi for f in self.drift.features}
+            found |= {f"drift_psi.{metric_name(f.name)}": f.psi for f in self.drift.features}
         return found
 
     def tags(self) -> dict[str, str]:
@@ -124,9 +127,12 @@ class DataCheckReport:
             lines.append("")
         lines += [f"**Drift: {self.drift.status}**, {_md(self.drift.note)}", ""]
         if self.drift.features:
-            lines += ["| pixel | PSI |", "|---|---|"]
-            lines += [f"| {f.name} | {f.psi:.3g} |" for f in self.drift.features[: self.drift.config.top_features]]
-            lines += ["", f"Labels PSI: {self.drift.label_psi:.3g}", ""]
+            lines += ["| feature | PSI | unseen |", "|---|---|---|"]
+            lines += [
+                f"| {_md(f.name)} | {f.psi:.3g} | {_unseen(f.unseen_share)} |"
+                for f in self.drift.features[: self.drift.config.top_features]
+            ]
+            lines += ["", f"Target PSI: {self.drift.label_psi:.3g}", ""]
         lines += [f"Full report: [{self.html.name}]({report_link})", "", f"Local copy: `{self.html}`"]
         return "\n".join(lines)
 
@@ -136,6 +142,11 @@ def _failure_lines(failures: tuple[ExpectationFailure, ...]) -> list[str]:
     if len(failures) > SHOWN_FAILURES:
         lines.append(f"  ... and {len(failures) - SHOWN_FAILURES} more, listed in the full report")
     return lines
+
+
+def _unseen(share: float | None) -> str:
+    """A categorical column's share of values the reference never saw; blank for other types."""
+    return "" if share is None else f"{share:.1%}"
 
 
 def _count(count: int, noun: str) -> str:
@@ -215,23 +226,28 @@ def _drift_html(drift: DriftReport) -> str:
         return head
     config = drift.config
     thresholds = (
-        f"<p>Labels: PSI {drift.label_psi:.4g} (warn at {config.label_warn_psi}, block at {config.label_block_psi})."
-        f" Pixels: largest PSI {drift.max_feature_psi:.4g} (warn at {config.feature_warn_psi}, block at"
-        f" {config.feature_block_psi}), all 64 below.</p>"
+        f"<p>Target: PSI {drift.label_psi:.4g} (warn at {config.label_warn_psi}, block at {config.label_block_psi})."
+        f" Features: largest PSI {drift.max_feature_psi:.4g} (warn at {config.feature_warn_psi}, block at"
+        f" {config.feature_block_psi}), all {len(drift.features)} below.</p>"
     )
     labels = _table(
         ["label", "share here", "share in reference"],
         [(label, f"{here:.2%}", f"{there:.2%}") for label, (here, there) in drift.label_shares.items()],
     )
-    pixels = _table(
-        ["pixel (most drifted first)", "PSI", "level"],
+    features = _table(
+        ["feature (most drifted first)", "PSI", "unseen categories", "level"],
         [
-            (f.name, f"{f.psi:.4g}", _level(f.psi, config.feature_warn_psi, config.feature_block_psi))
+            (
+                f.name,
+                f"{f.psi:.4g}",
+                _unseen(f.unseen_share),
+                _level(f.psi, config.feature_warn_psi, config.feature_block_psi),
+            )
             for f in drift.features
         ],
-        status_column=2,
+        status_column=3,
     )
-    return head + thresholds + labels + pixels
+    return head + thresholds + (labels if drift.label_shares else "") + features
 
 
 def _level(value: float, warn: float, block: float) -> str:

@@ -1,5 +1,6 @@
 """Validation stage: run an expectation suite on a frame through a Great Expectations checkpoint.
 
+The suite comes from the spec (tasks.data.suite), or from a file a person wrote (validation.suite_path).
 Each expectation carries a GX 1.x severity (critical / warning / info, critical by default). Only critical
 failures reject the file; the others are reported and the run goes on. The suite's multi-column types
 live in tasks.data.gx_expectations, imported here so GX knows them before a suite file is parsed.
@@ -26,11 +27,13 @@ from great_expectations.data_context.types.base import (
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-import tasks.data.gx_expectations  # noqa: F401  (registers Greenlight's expectation types with GX)
 from tasks.core.config import ValidationConfig
 from tasks.core.errors import ConfigRejected
+from tasks.core.spec import DatasetSpec
+from tasks.data.files import near_miss_hint
+from tasks.data.gx_expectations import set_text  # importing it registers Greenlight's expectation types
+from tasks.data.suite import readable_json, suite_for_spec
 
-DEFAULT_SUITE = Path(__file__).resolve().parent / "expectations" / "digits.json"
 SEVERITIES = ("critical", "warning", "info")
 # SUMMARY is the cheapest result format that still returns example values with their row index.
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 10}
@@ -50,7 +53,10 @@ CHECKS: dict[str, tuple[str, Callable[[dict], str]]] = {
         "range check",
         lambda kw: f"outside {_bound(kw.get('min_value'))}..{_bound(kw.get('max_value'))}",
     ),
-    "expect_column_values_to_be_in_set": ("label set check", lambda kw: f"not in {_set_text(kw['value_set'])}"),
+    "expect_column_values_to_be_in_set": ("label set check", lambda kw: f"not in {set_text(kw['value_set'])}"),
+    "expect_columns_values_to_be_numbers": ("number check", lambda kw: "not numbers"),
+    "expect_columns_values_to_be_within_ranges": ("range check", lambda kw: "outside the allowed range"),
+    "expect_columns_values_to_be_in_sets": ("value set check", lambda kw: "not in the spec's values"),
 }
 # Problem kinds of the multi-column types: (word before "value(s)", words after), e.g. "3 non-numeric values".
 PROBLEMS = {
@@ -118,12 +124,34 @@ def load_suite(path: Path) -> gx.ExpectationSuite:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise ConfigRejected(f"expectation suite {path} could not be read: {error}") from error
+    return build_suite(raw, str(path))
+
+
+def build_suite(raw: dict, where: str) -> gx.ExpectationSuite:
+    """A GX suite from its JSON dict, refusing it where GX would silently drop an invalid expectation."""
     suite = gx.ExpectationSuite(**raw)
     # GX logs and skips expectations it cannot build; a typo must not quietly weaken the gate.
     dropped = len(raw.get("expectations", [])) - len(suite.expectations)
     if dropped:
-        raise ConfigRejected(f"expectation suite {path}: {dropped} expectation(s) are invalid (GX logged why); fix it")
+        raise ConfigRejected(f"expectation suite {where}: {dropped} expectation(s) are invalid (GX logged why); fix it")
     return suite
+
+
+def suite_to_run(spec: DatasetSpec, config: ValidationConfig, report_dir: Path, name: str) -> tuple[Path, dict]:
+    """The suite file a person gave (validation.suite_path), or the spec's suite written under report_dir.
+
+    The generated suite is written so the report can point at what was checked and a person can copy it.
+    """
+    if config.suite_path:
+        path = Path(config.suite_path).expanduser()
+        try:
+            return path, json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise ConfigRejected(f"expectation suite {path} could not be read: {error}") from error
+    raw = suite_for_spec(spec)
+    path = report_dir / f"{name}.suite.json"
+    path.write_text(readable_json(raw) + "\n")
+    return path, raw
 
 
 def ephemeral_context() -> EphemeralDataContext:
@@ -157,16 +185,14 @@ def build_checkpoint(context: EphemeralDataContext, suite: gx.ExpectationSuite, 
 # Hashing a million-row frame for a cache key would cost more than validating it.
 @task(name="validate_dataset", cache_policy=NO_CACHE)
 def validate_dataset(
-    frame: pd.DataFrame,
-    source: str,
-    report_dir: Path,
-    config: ValidationConfig = ValidationConfig(),  # noqa: B008
+    frame: pd.DataFrame, source: str, report_dir: Path, config: ValidationConfig, spec: DatasetSpec
 ) -> ValidationReport:
-    """Run the suite via a GX Checkpoint and write its result JSON under report_dir; never raise on failures."""
-    suite_path = Path(config.suite_path).expanduser() if config.suite_path else DEFAULT_SUITE
+    """Run the spec's suite (or validation.suite_path) via a GX Checkpoint and write the suite and its result
+    JSON under report_dir; never raise on failures."""
     name = report_name(source)
     report_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = build_checkpoint(ephemeral_context(), load_suite(suite_path), asset_name=name)
+    suite_path, raw = suite_to_run(spec, config, report_dir, name)
+    checkpoint = build_checkpoint(ephemeral_context(), build_suite(raw, str(suite_path)), asset_name=name)
     # An explicit run_time: without one GX tries to parse the run name as a date.
     run_id = gx.RunIdentifier(run_name=name, run_time=datetime.now(UTC))
     outcome = checkpoint.run(
@@ -203,8 +229,10 @@ def expectation_outcome(item: ExpectationValidationResult) -> ExpectationOutcome
     """What the full list in the report shows for one expectation."""
     config, result = item.expectation_config, item.result or {}
     kwargs = config.kwargs
-    columns = kwargs.get("column_list")
-    target = kwargs.get("column") or (f"{len(columns)} columns" if columns else "table")
+    # Greenlight's per-column types key their columns in a mapping (value_sets, ranges).
+    columns = kwargs.get("column_list") or list(kwargs.get("value_sets") or kwargs.get("ranges") or [])
+    named = ", ".join(columns[:3]) + (f" and {len(columns) - 3} more" if len(columns) > 3 else "")
+    target = kwargs.get("column") or (named if columns else "table")
     observed = result.get("observed_value", result.get("unexpected_count", ""))
     return ExpectationOutcome(
         expectation=config.type,
@@ -232,9 +260,7 @@ def describe_failure(item: ExpectationValidationResult, frame: pd.DataFrame) -> 
         return [single_class_failure(kind, severity, column, kwargs, frame)]
     if kind == "expect_column_distinct_values_to_contain_set":
         absent = result.get("partial_missing_list") or []
-        detail = (
-            f"column '{column}' has no rows for {_set_text(absent)} of the expected {_set_text(kwargs['value_set'])}"
-        )
+        detail = f"column '{column}' has no rows for {set_text(absent)} of the expected {set_text(kwargs['value_set'])}"
         return [ExpectationFailure(kind, severity, column, len(absent), tuple((None, v) for v in absent), detail)]
     if kind == "expect_column_value_shares_to_be_between":
         return [shares_failure(kind, severity, column, result)]
@@ -273,7 +299,8 @@ def column_list_failures(kind: str, severity: str, kwargs: dict, details: dict) 
     failures = []
     for found in details["problems"]:
         examples = tuple((row, value) for row, value in found["examples"])
-        before, after = PROBLEMS.get(found["problem"]) or ("", f" {check[1](kwargs)}")
+        # Per-column expectations word their own expected values ("not in {'a', 'b'}", "outside 0..9").
+        before, after = PROBLEMS.get(found["problem"]) or ("", f" {found.get('expected') or check[1](kwargs)}")
         shown = _example_text(examples, with_values=found["problem"] != "null")
         detail = f"column '{found['column']}': {_count(found['count'], before + 'value')}{after}{shown}"
         failures.append(ExpectationFailure(kind, severity, found["column"], found["count"], examples, detail))
@@ -303,11 +330,24 @@ def columns_failure(kwargs: dict, result: dict, frame: pd.DataFrame) -> tuple:
             f"out of order from position {position}: found '{observed[position]}', expected '{expected[position]}'"
         )
     detail = (
-        f"columns do not match the schema ({expected[0]} .. {expected[-1]}, {len(expected)} in this order): "
+        f"columns do not match the suite's list ({expected[0]} .. {expected[-1]}, {len(expected)} in this order): "
         + "; ".join(problems)
     )
     named = tuple((None, name) for name in [*missing, *extra, *repeated])
     return len(named) or None, named, detail
+
+
+def column_set_failure(kwargs: dict, result: dict, frame: pd.DataFrame) -> tuple:
+    """Name the columns the spec needs that the file lacks, with a hint for near-miss names."""
+    mismatched = (result.get("details") or {}).get("mismatched") or {}
+    expected = list(kwargs["column_set"])
+    missing = [name for name in expected if name in set(mismatched.get("missing") or [])]
+    others = [str(name) for name in frame.columns if name not in expected]
+    detail = (
+        f"missing {_names(missing)}, which the spec names ({len(expected)} columns the model reads, target"
+        f" included){near_miss_hint(missing, others)}"
+    )
+    return len(missing), tuple((None, name) for name in missing), detail
 
 
 def row_count_failure(kwargs: dict, result: dict, frame: pd.DataFrame) -> tuple:
@@ -331,6 +371,7 @@ def duplicates_failure(kwargs: dict, result: dict, frame: pd.DataFrame) -> tuple
 
 TABLE_FAILURES: dict[str, Callable[[dict, dict, pd.DataFrame], tuple]] = {
     "expect_table_columns_to_match_ordered_list": columns_failure,
+    "expect_table_columns_to_match_set": column_set_failure,
     "expect_table_row_count_to_be_between": row_count_failure,
     "expect_table_duplicate_row_share_to_be_at_most": duplicates_failure,
 }
@@ -411,14 +452,6 @@ def _count(count: int | None, noun: str) -> str:
     if count is None:
         return f"some {noun}s"
     return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _set_text(values: list) -> str:
-    """'0..9' for a run of integers, else '{a, b}'."""
-    ints = sorted(v for v in values if isinstance(v, int))
-    if len(ints) == len(values) > 1 and ints == list(range(ints[0], ints[-1] + 1)):
-        return f"{ints[0]}..{ints[-1]}"
-    return "{" + ", ".join(show_value(v) for v in values) + "}"
 
 
 def _names(names: list) -> str:

@@ -1,4 +1,10 @@
-"""Training stage: a small CNN on 8x8 digits, one loop you can read top to bottom."""
+"""Training stage: any family on any spec, one loop you can read top to bottom.
+
+Preprocessing is learned from the training split first (tasks.model.preprocess), then the whole model
+(preprocessing + the family's network, tasks.model.network) trains on the raw training feeds: AdamW, the
+learning rate halved when validation loss stalls, early stopping on validation loss, best checkpoint kept.
+Loss: cross-entropy on labels, or mean squared error on the standardised regression target.
+"""
 
 import copy
 import random
@@ -11,34 +17,17 @@ import numpy as np
 import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from tasks.core.config import TrainingConfig
-from tasks.core.schema import IMAGE_SIDE, N_CLASSES, PIXEL_MAX
-from tasks.data.files import DataSplits
-
-
-class DigitsCNN(nn.Module):
-    """Two 3x3 conv layers and a small head; takes raw rows of 64 pixel values (0..16)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 32, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),  # 8x8 -> 4x4
-        )
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Dropout(0.25), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, N_CLASSES)
-        )
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        # Scaling lives in the graph so the ONNX model and the endpoint take the raw 0..16 values.
-        images = (pixels / PIXEL_MAX).reshape(-1, 1, IMAGE_SIDE, IMAGE_SIDE)
-        return self.head(self.features(images))
+from tasks.core.errors import GreenlightError
+from tasks.core.spec import Spec
+from tasks.data.split import DataSplits, Part
+from tasks.model.families import get_family
+from tasks.model.metrics import MAIN_METRIC, score_outputs
+from tasks.model.network import GreenlightModel, model_tensors, save_checkpoint
+from tasks.model.preprocess import fit_preprocessing
 
 
 @dataclass(frozen=True)
@@ -46,7 +35,7 @@ class EpochMetrics:
     epoch: int
     train_loss: float
     val_loss: float
-    val_accuracy: float
+    val_metric: float  # the task's main metric on the validation rows (accuracy, or R^2)
 
 
 @dataclass(frozen=True)
@@ -54,10 +43,24 @@ class TrainedModel:
     """A reference to the best checkpoint and how training went."""
 
     checkpoint_path: Path
+    family: str
     best_epoch: int
     history: tuple[EpochMetrics, ...]
     device: str
     seconds: float
+    metric_name: str  # what EpochMetrics.val_metric is: "accuracy" or "r2"
+
+
+@dataclass(frozen=True)
+class PartTensors:
+    """One split part as the model's input tensors and its training targets, on the training device."""
+
+    inputs: tuple[Tensor, ...]
+    targets: Tensor
+    raw_targets: np.ndarray  # label indices or values in the target's units, for the main metric
+
+    def batch(self, index: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
+        return tuple(t[index] for t in self.inputs), self.targets[index]
 
 
 def pick_device() -> torch.device:
@@ -71,87 +74,96 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_checkpoint(path: Path) -> DigitsCNN:
-    """Rebuild the CNN from a saved state dict, in eval mode on the CPU."""
-    model = DigitsCNN()
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model.eval()
+def training_targets(model: GreenlightModel, raw: np.ndarray) -> Tensor:
+    """Label indices as int64, or the regression target standardised with the training mean and std."""
+    if model.spec.dataset.task == "classification":
+        return torch.from_numpy(raw.astype(np.int64))
+    return torch.from_numpy(((raw - model.target_mean) / model.target_std).astype(np.float32))
 
 
-def predict_logits(model: nn.Module, pixels: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """fp32 logits for rows of pixels, computed on the CPU (the reference for ONNX parity)."""
-    model = model.to("cpu").eval()
-    with torch.inference_mode():
-        chunks = [model(torch.from_numpy(pixels[i : i + batch_size])) for i in range(0, len(pixels), batch_size)]
-    return torch.cat(chunks).numpy()
+def part_tensors(model: GreenlightModel, splits: DataSplits, part: Part, raw: np.ndarray, device) -> PartTensors:
+    """A part's feeds encoded by the model's own preprocessing values, moved to the device once."""
+    inputs = tuple(t.to(device) for t in model_tensors(model, splits.feeds(part)))
+    return PartTensors(inputs, training_targets(model, raw).to(device), raw)
 
 
-def run_epoch(model, loader, optimizer, device, autocast) -> float:
-    """One pass over the training loader; returns the mean loss."""
+def compute_loss(model: GreenlightModel, output: Tensor, targets: Tensor) -> Tensor:
+    if model.spec.dataset.task == "classification":
+        return nn.functional.cross_entropy(output.float(), targets)
+    return nn.functional.mse_loss(output.float().reshape(-1), targets)
+
+
+def run_epoch(model: GreenlightModel, train: PartTensors, optimizer, config: TrainingConfig, autocast) -> float:
+    """One seeded, shuffled pass over the training rows; returns the mean loss."""
     model.train()
-    total, count = 0.0, 0
-    for pixels, labels in loader:
-        pixels, labels = pixels.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+    total, rows = 0.0, len(train.targets)
+    for index in torch.randperm(rows, device=train.targets.device).split(config.batch_size):
+        inputs, targets = train.batch(index)
         with autocast():
-            loss = nn.functional.cross_entropy(model(pixels), labels)
+            loss = compute_loss(model, model.network_output(*inputs), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.item() * len(labels)
-        count += len(labels)
-    return total / count
+        total += loss.item() * len(index)
+    return total / rows
 
 
-def evaluate_loss(model, pixels: torch.Tensor, labels: torch.Tensor, autocast) -> tuple[float, float]:
-    """Validation loss and accuracy over tensors already on the device."""
+def evaluate_loss(model: GreenlightModel, part: PartTensors, splits: DataSplits, autocast) -> tuple[float, float]:
+    """Validation loss and the task's main metric (accuracy or R^2) on a part already on the device."""
     model.eval()
     with torch.inference_mode(), autocast():
-        logits = model(pixels).float()
-    loss = nn.functional.cross_entropy(logits, labels).item()
-    return loss, (logits.argmax(dim=1) == labels).float().mean().item()
+        output = model.network_output(*part.inputs).float()
+    loss = compute_loss(model, output, part.targets).item()
+    outputs = model.in_target_units(output).cpu().numpy()
+    metrics = score_outputs(splits.spec, outputs, part.raw_targets)
+    return loss, metrics.value(MAIN_METRIC[splits.spec.task])
 
 
-def training_loader(splits: DataSplits, config: TrainingConfig) -> torch.utils.data.DataLoader:
-    """Seeded, shuffled mini-batches; labels permuted when the config asks for a useless model."""
-    y_train = splits.y_train
-    if config.shuffle_labels:
-        y_train = np.random.default_rng(config.seed).permutation(y_train)
-    dataset = torch.utils.data.TensorDataset(torch.from_numpy(splits.x_train), torch.from_numpy(y_train))
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=config.batch_size, shuffle=True, generator=torch.Generator().manual_seed(config.seed)
-    )
+def train_targets(splits: DataSplits, config: TrainingConfig) -> np.ndarray:
+    """The training targets; permuted when the config asks for a deliberately useless model (gate drills)."""
+    targets = splits.targets("train")
+    return np.random.default_rng(config.seed).permutation(targets) if config.shuffle_labels else targets
 
 
 @task(name="train_model", cache_policy=NO_CACHE)
-def train_model(splits: DataSplits, config: TrainingConfig, work_dir: Path) -> TrainedModel:
-    """Train with AdamW and early stopping on validation loss; keep the best checkpoint."""
+def train_model(splits: DataSplits, spec: Spec, config: TrainingConfig, work_dir: Path) -> TrainedModel:
+    """Learn the preprocessing, train the spec's family with early stopping, keep the best checkpoint."""
     seed_everything(config.seed)
-    device = pick_device()
-    # bf16 autocast only on CUDA: on CPU it is slower than fp32 for a model this small.
+    device, family = pick_device(), get_family(spec.model.family)
+    max_epochs, patience = config.max_epochs or family.max_epochs, config.patience or family.patience
+    # bf16 autocast only on CUDA: on CPU it is slower than fp32 for models this small.
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
-    loader = training_loader(splits, config)
-    x_val = torch.from_numpy(splits.x_val).to(device)
-    y_val = torch.from_numpy(splits.y_val).to(device)
-    model = DigitsCNN().to(device)
+    targets = train_targets(splits, config)
+    model = GreenlightModel(spec, fit_preprocessing(splits.spec, splits.feeds("train"), targets)).to(device)
+    train = part_tensors(model, splits, "train", targets, device)
+    validation = part_tensors(model, splits, "validation", splits.targets("validation"), device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    # Halve the step when validation loss stalls for a third of the patience: small tables keep improving
+    # with a finer step long after a fixed one has started to bounce.
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, patience // 3))
 
     started, history = time.perf_counter(), []
     best_loss, best_epoch, best_state = float("inf"), 0, None
-    progress = tqdm(range(1, config.max_epochs + 1), desc="training", unit="epoch")
+    progress = tqdm(range(1, max_epochs + 1), desc=f"training {family.name}", unit="epoch")
     for epoch in progress:
-        train_loss = run_epoch(model, loader, optimizer, device, autocast)
-        val_loss, val_accuracy = evaluate_loss(model, x_val, y_val, autocast)
-        history.append(EpochMetrics(epoch, train_loss, val_loss, val_accuracy))
-        progress.set_postfix(train_loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val_acc=f"{val_accuracy:.4f}")
+        train_loss = run_epoch(model, train, optimizer, config, autocast)
+        val_loss, val_metric = evaluate_loss(model, validation, splits, autocast)
+        scheduler.step(val_loss)
+        history.append(EpochMetrics(epoch, train_loss, val_loss, val_metric))
+        progress.set_postfix(train_loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val=f"{val_metric:.4f}")
         if val_loss < best_loss:
             best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())
-        elif epoch - best_epoch >= config.patience:
+        elif epoch - best_epoch >= patience:
             progress.write(f"early stop at epoch {epoch}: no lower validation loss since epoch {best_epoch}")
             break
     progress.close()
+    if best_state is None:
+        raise GreenlightError(
+            f"training {family.name} produced no finite validation loss in {len(history)} epochs (it diverged); "
+            "lower training.learning_rate or check the target for extreme values"
+        )
 
-    work_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = work_dir / "best.pt"
-    torch.save({k: v.to("cpu") for k, v in best_state.items()}, checkpoint_path)
+    checkpoint_path = save_checkpoint(model, best_state, work_dir / "best.pt")
+    metric_name = MAIN_METRIC[splits.spec.task].removeprefix("test_")
     seconds = time.perf_counter() - started
-    return TrainedModel(checkpoint_path, best_epoch, tuple(history), device.type, seconds)
+    return TrainedModel(checkpoint_path, family.name, best_epoch, tuple(history), device.type, seconds, metric_name)

@@ -1,4 +1,10 @@
-"""Compression stage: INT8 candidates from ONNX Runtime, and the choice of what to serve."""
+"""Compression stage: INT8 candidates from ONNX Runtime, and the choice of what to serve.
+
+Every candidate (fp32 included) is scored on the validation rows with the task's main metric (accuracy or
+R^2), its file size and its median latency per batch; the smallest one within the metric and latency budgets
+of fp32 is served. The test rows stay untouched for the gate. A quantizer that fails on a graph (string
+LabelEncoders, an op it does not know) leaves its candidate skipped with the reason, never the run failed.
+"""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,20 +16,56 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core.config import CompressionConfig
-from tasks.core.schema import ONNX_INPUT_NAME
-from tasks.data.files import DataSplits
-from tasks.onnx.runtime import CandidateScore, score_candidate
+from tasks.core.spec import DatasetSpec
+from tasks.data.split import DataSplits
+from tasks.model.metrics import MAIN_METRIC, score_outputs
+from tasks.onnx.runtime import CandidateScore, batch_of, median_latency_ms, open_session, run_model
+
+CALIBRATION_BATCH_ROWS = 64
 
 
-class _RowsReader(CalibrationDataReader):
+class _FeedsReader(CalibrationDataReader):
     """Feeds calibration rows to the static quantizer in small batches."""
 
-    def __init__(self, pixels: np.ndarray, batch_size: int = 64) -> None:
-        self._batches = iter([pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size)])
+    def __init__(self, feeds: dict[str, np.ndarray], batch_size: int = CALIBRATION_BATCH_ROWS) -> None:
+        rows = len(next(iter(feeds.values())))
+        self._batches = iter(
+            [{name: values[i : i + batch_size] for name, values in feeds.items()} for i in range(0, rows, batch_size)]
+        )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._batches, None)
-        return None if batch is None else {ONNX_INPUT_NAME: batch.astype(np.float32)}
+        return next(self._batches, None)
+
+
+@dataclass(frozen=True)
+class SkippedCandidate:
+    """A candidate that could not be produced, and why (the quantizer's own message)."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CompressionResult:
+    """Every candidate measured on the validation rows, the skipped ones, and the one chosen for serving."""
+
+    candidates: tuple[CandidateScore, ...]
+    chosen: CandidateScore
+    reason: str
+    metric_name: str = "accuracy"  # what CandidateScore.metric is: "accuracy" or "r2"
+    skipped: tuple[SkippedCandidate, ...] = ()
+
+    def table_markdown(self) -> str:
+        rows = [
+            f"| {c.name}{' (chosen)' if c is self.chosen else ''} | {c.size_bytes / 1024:.1f} | "
+            f"{c.metric:.4f} | {c.latency_ms_per_batch:.3f} |"
+            for c in self.candidates
+        ]
+        rows += [f"| {s.name} (skipped) | | | {s.reason} |" for s in self.skipped]
+        header = (
+            f"| candidate | size (KiB) | validation {self.metric_name} | latency per batch (ms) |\n|---|---|---|---|"
+        )
+        return "\n".join([header, *rows, "", self.reason])
 
 
 def prepare_for_quantization(fp32_path: Path) -> Path:
@@ -33,13 +75,13 @@ def prepare_for_quantization(fp32_path: Path) -> Path:
     return prepared
 
 
-def quantize_int8_static(prepared: Path, calibration: np.ndarray, out_dir: Path) -> Path:
+def quantize_int8_static(prepared: Path, calibration: dict[str, np.ndarray], out_dir: Path) -> Path:
     """Static INT8 QDQ quantization, activations calibrated on training rows."""
     path = out_dir / "model.int8-static.onnx"
     quantize_static(
         str(prepared),
         str(path),
-        _RowsReader(calibration),
+        _FeedsReader(calibration),
         quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
@@ -48,41 +90,60 @@ def quantize_int8_static(prepared: Path, calibration: np.ndarray, out_dir: Path)
     return path
 
 
-def quantize_int8_dynamic(prepared: Path, out_dir: Path) -> Path:
+def quantize_int8_dynamic(prepared: Path, calibration: dict[str, np.ndarray], out_dir: Path) -> Path:
     """Dynamic INT8 quantization: weights stored as int8, activations quantized at run time."""
     path = out_dir / "model.int8-dynamic.onnx"
     quantize_dynamic(str(prepared), str(path), weight_type=QuantType.QInt8)
     return path
 
 
-@dataclass(frozen=True)
-class CompressionResult:
-    """Every candidate measured on the test rows, and the one chosen for serving."""
+QUANTIZERS = {"int8-static-qdq": quantize_int8_static, "int8-dynamic": quantize_int8_dynamic}
 
-    candidates: tuple[CandidateScore, ...]
-    chosen: CandidateScore
-    reason: str
 
-    def table_markdown(self) -> str:
-        rows = [
-            f"| {c.name}{' (chosen)' if c is self.chosen else ''} | {c.size_bytes / 1024:.1f} | "
-            f"{c.accuracy:.4f} | {c.latency_ms_per_batch:.3f} |"
-            for c in self.candidates
-        ]
-        header = "| candidate | size (KiB) | test accuracy | latency per batch (ms) |\n|---|---|---|---|"
-        return "\n".join([header, *rows, "", self.reason])
+def quantize_candidates(fp32_path: Path, calibration: dict[str, np.ndarray]) -> tuple[dict[str, Path], list]:
+    """The INT8 files that could be made, and a SkippedCandidate for each quantizer that failed."""
+    paths, skipped = {}, []
+    try:
+        prepared = prepare_for_quantization(fp32_path)
+    except Exception as error:  # the pre-processor fails on some graphs: every INT8 candidate is then skipped
+        reason = f"pre-processing for quantization failed: {type(error).__name__}: {error}"
+        return paths, [SkippedCandidate(name, reason) for name in QUANTIZERS]
+    for name, quantize in QUANTIZERS.items():
+        try:
+            paths[name] = quantize(prepared, calibration, fp32_path.parent)
+            open_session(paths[name])  # a file ONNX Runtime cannot load is no candidate either
+        except Exception as error:
+            paths.pop(name, None)
+            skipped.append(SkippedCandidate(name, f"{type(error).__name__}: {error}"))
+    prepared.unlink()
+    return paths, skipped
+
+
+def score_candidate(
+    name: str, path: Path, spec: DatasetSpec, feeds: dict[str, np.ndarray], targets: np.ndarray, batch_size: int
+) -> CandidateScore:
+    """The main metric on the given rows and the median latency of one batch, as the service would run it."""
+    session = open_session(path)
+    metrics = score_outputs(spec, run_model(session, feeds), targets)
+    return CandidateScore(
+        name=name,
+        path=path,
+        size_bytes=path.stat().st_size,
+        metric=metrics.value(MAIN_METRIC[spec.task]),
+        latency_ms_per_batch=median_latency_ms(session, batch_of(feeds, batch_size)),
+    )
 
 
 def select_serving_candidate(candidates: list[CandidateScore], config: CompressionConfig) -> tuple[CandidateScore, str]:
-    """The smallest candidate within the accuracy and latency budgets of fp32 (always first, always eligible)."""
+    """The smallest candidate within the metric and latency budgets of fp32 (always first, always eligible)."""
     fp32 = candidates[0]
-    floor = fp32.accuracy - config.accuracy_budget_points / 100.0
+    floor = fp32.metric - config.accuracy_budget_points / 100.0
     ceiling = fp32.latency_ms_per_batch * config.max_latency_ratio
-    eligible = [fp32] + [c for c in candidates[1:] if c.accuracy >= floor and c.latency_ms_per_batch <= ceiling]
+    eligible = [fp32] + [c for c in candidates[1:] if c.metric >= floor and c.latency_ms_per_batch <= ceiling]
     chosen = min(eligible, key=lambda c: (c.size_bytes, c.latency_ms_per_batch))
     reason = (
-        f"chose {chosen.name}: smallest of {[c.name for c in eligible]} with test accuracy >= {floor:.4f} "
-        f"(fp32 {fp32.accuracy:.4f} minus {config.accuracy_budget_points} points) and latency <= {ceiling:.3f} ms "
+        f"chose {chosen.name}: smallest of {[c.name for c in eligible]} with validation metric >= {floor:.4f} "
+        f"(fp32 {fp32.metric:.4f} minus {config.accuracy_budget_points} points) and latency <= {ceiling:.3f} ms "
         f"({config.max_latency_ratio}x fp32)"
     )
     return chosen, reason
@@ -90,19 +151,14 @@ def select_serving_candidate(candidates: list[CandidateScore], config: Compressi
 
 @task(name="compress_model", cache_policy=NO_CACHE)
 def compress_model(fp32_path: Path, splits: DataSplits, config: CompressionConfig) -> CompressionResult:
-    """Quantize the fp32 ONNX model to INT8 (static QDQ and dynamic), score all, choose one."""
-    out_dir = fp32_path.parent
-    calibration = splits.x_train[: config.calibration_rows]
-    prepared = prepare_for_quantization(fp32_path)
-    paths = {
-        "fp32": fp32_path,
-        "int8-static-qdq": quantize_int8_static(prepared, calibration, out_dir),
-        "int8-dynamic": quantize_int8_dynamic(prepared, out_dir),
-    }
-    prepared.unlink()
+    """Quantize the fp32 ONNX model to INT8 (static QDQ and dynamic), score all on validation, choose one."""
+    calibration = splits.feeds("train", rows=config.calibration_rows)
+    paths, skipped = quantize_candidates(fp32_path, calibration)
+    feeds, targets = splits.feeds("validation"), splits.targets("validation")
     scores = [
-        score_candidate(name, path, splits.x_test, splits.y_test, config.latency_batch_size)
-        for name, path in paths.items()
+        score_candidate(name, path, splits.spec, feeds, targets, config.latency_batch_size)
+        for name, path in {"fp32": fp32_path, **paths}.items()
     ]
     chosen, reason = select_serving_candidate(scores, config)
-    return CompressionResult(candidates=tuple(scores), chosen=chosen, reason=reason)
+    metric_name = MAIN_METRIC[splits.spec.task].removeprefix("test_")
+    return CompressionResult(tuple(scores), chosen, reason, metric_name, tuple(skipped))

@@ -1,42 +1,134 @@
-"""ONNX export stage: one .onnx file, checked against PyTorch with ONNX Runtime."""
+"""ONNX export stage: one .onnx file taking the spec's raw inputs, checked against PyTorch with ONNX Runtime.
+
+The torch model (tasks.model.network) is exported with its categorical input as int64 codes; the text -> code
+lookup is then prepended as ai.onnx.ml LabelEncoder nodes, one per column, built from the same Vocabulary
+values that encoded the training rows. The file therefore takes the hand-off of tasks.core.spec as is:
+"numeric" float32 (NaN = missing), "categorical" strings ("" = missing), "pixels" float32.
+"""
 
 import threading
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
+from onnx import TensorProto, helper
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.core.schema import N_FEATURES, ONNX_INPUT_NAME, ONNX_OUTPUT_NAME
-from tasks.model.training import load_checkpoint, predict_logits
-from tasks.onnx.runtime import ParityReport, compare_logits, onnx_logits
+from tasks.core.errors import GreenlightError
+from tasks.core.spec import CATEGORICAL_INPUT
+from tasks.data.split import DataSplits
+from tasks.model.network import GreenlightModel, load_checkpoint, predict_outputs
+from tasks.model.preprocess import MISSING_CODE, OOV_CODE, Vocabulary
+from tasks.onnx.runtime import ParityReport, compare_outputs, run_model
 
 # torch.onnx.export keeps exporter state in module globals: two flows exporting at once in one
 # process (threads of a worker, concurrent test runs) fail with "GLOBALS.in_onnx_export must be False".
 _EXPORT_LOCK = threading.Lock()
-# Opset 17 is read by every ONNX Runtime release of the last three years and has all ops the CNN needs.
+# Opset 17 is read by every ONNX Runtime release of the last three years and has all ops the families need.
 OPSET = 17
+# LabelEncoder with string keys and int64 values is in ai.onnx.ml since version 2.
+ML_DOMAIN, ML_OPSET = "ai.onnx.ml", 2
+CODES_INPUT = "categorical_codes"  # the torch graph's input, fed by the prepended LabelEncoders
+BATCH = "batch"
 
 
-def export_onnx(model: torch.nn.Module, path: Path) -> Path:
-    """Export to a single .onnx file (weights inline) with a dynamic batch axis."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(2, N_FEATURES, dtype=torch.float32)
-    # The TorchScript exporter: the dynamo one needs onnxscript and gains nothing for a static CNN.
-    with _EXPORT_LOCK:
-        torch.onnx.export(
-            model.to("cpu").eval(),
-            (example,),
-            str(path),
-            input_names=[ONNX_INPUT_NAME],
-            output_names=[ONNX_OUTPUT_NAME],
-            dynamic_axes={ONNX_INPUT_NAME: {0: "batch"}, ONNX_OUTPUT_NAME: {0: "batch"}},
-            opset_version=OPSET,
-            dynamo=False,
+def torch_input_name(name: str) -> str:
+    return CODES_INPUT if name == CATEGORICAL_INPUT else name
+
+
+def example_inputs(model: GreenlightModel) -> tuple[torch.Tensor, ...]:
+    """Two rows of each input: zeros, and the missing code for categoricals (valid in every vocabulary)."""
+    widths = model.spec.dataset.onnx_inputs()
+    return tuple(
+        torch.full((2, len(widths[name])), MISSING_CODE, dtype=torch.int64)
+        if name == CATEGORICAL_INPUT
+        else torch.zeros(2, len(widths[name]), dtype=torch.float32)
+        for name in model.input_names
+    )
+
+
+def export_torch_graph(model: GreenlightModel, path: Path) -> onnx.ModelProto:
+    """The torch model as ONNX with a dynamic batch axis; an exporter failure names the family."""
+    names = [torch_input_name(name) for name in model.input_names]
+    output = model.spec.dataset.onnx_output
+    axes = {name: {0: BATCH} for name in [*names, output]}
+    try:
+        # The TorchScript exporter: the dynamo one needs onnxscript and gains nothing for these static graphs.
+        with _EXPORT_LOCK:
+            torch.onnx.export(
+                model.to("cpu").eval(),
+                example_inputs(model),
+                str(path),
+                input_names=names,
+                output_names=[output],
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+    except Exception as error:  # custom networks can hold anything; the exporter's reason is the answer
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise GreenlightError(
+            f"model family '{model.spec.model.family}'{describe_custom(model)} could not be exported to ONNX: "
+            f"{type(error).__name__}: {reason}. Use operations the TorchScript ONNX exporter supports "
+            f"(opset {OPSET}), or another family"
+        ) from error
+    return onnx.load(str(path))
+
+
+def describe_custom(model: GreenlightModel) -> str:
+    return f" ({model.spec.model.custom})" if model.spec.model.custom else ""
+
+
+def category_encoder_nodes(vocabularies: tuple[Vocabulary, ...]) -> tuple[list, list]:
+    """Per column: Gather the column's texts, LabelEncoder them to codes; then Concat into CODES_INPUT."""
+    nodes, initializers, codes = [], [], []
+    for i, vocabulary in enumerate(vocabularies):
+        mapping = vocabulary.mapping()
+        index, texts, code = f"categorical_index_{i}", f"categorical_text_{i}", f"categorical_code_{i}"
+        initializers.append(helper.make_tensor(index, TensorProto.INT64, [1], [i]))
+        nodes.append(helper.make_node("Gather", [CATEGORICAL_INPUT, index], [texts], axis=1))
+        nodes.append(
+            helper.make_node(
+                "LabelEncoder",
+                [texts],
+                [code],
+                domain=ML_DOMAIN,
+                name=f"encode_{vocabulary.column}",
+                keys_strings=list(mapping),
+                values_int64s=list(mapping.values()),
+                default_int64=OOV_CODE,
+            )
         )
-    onnx.checker.check_model(str(path), full_check=True)
+        codes.append(code)
+    nodes.append(helper.make_node("Concat", codes, [CODES_INPUT], axis=1))
+    return nodes, initializers
+
+
+def prepend_category_encoders(graph_model: onnx.ModelProto, vocabularies: tuple[Vocabulary, ...]) -> None:
+    """Replace the graph's int64 codes input by a string [batch, m] input and the lookups that encode it."""
+    graph = graph_model.graph
+    nodes, initializers = category_encoder_nodes(vocabularies)
+    texts = helper.make_tensor_value_info(CATEGORICAL_INPUT, TensorProto.STRING, [BATCH, len(vocabularies)])
+    inputs = [texts if i.name == CODES_INPUT else i for i in graph.input]
+    if CODES_INPUT not in {i.name for i in graph.input}:
+        inputs.append(texts)  # a network that ignores its codes still takes the spec's input
+    del graph.input[:]
+    graph.input.extend(inputs)
+    graph.initializer.extend(initializers)
+    for node in reversed(nodes):
+        graph.node.insert(0, node)
+    graph_model.opset_import.append(helper.make_opsetid(ML_DOMAIN, ML_OPSET))
+
+
+def export_onnx(model: GreenlightModel, path: Path) -> Path:
+    """One self-contained .onnx file (weights inline) taking the spec's raw inputs, checked by onnx."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    graph_model = export_torch_graph(model, path)
+    if model.preprocessing.vocabularies:
+        prepend_category_encoders(graph_model, model.preprocessing.vocabularies)
+    onnx.checker.check_model(graph_model, full_check=True)
+    onnx.save(graph_model, str(path))
     return path
 
 
@@ -47,7 +139,9 @@ def export_model(checkpoint_path: Path, out_dir: Path) -> Path:
 
 
 @task(name="check_parity", cache_policy=NO_CACHE)
-def check_parity(onnx_path: Path, checkpoint_path: Path, pixels: np.ndarray) -> ParityReport:
-    """Compare ONNX Runtime's logits with PyTorch's on the given rows (the test set)."""
-    reference = predict_logits(load_checkpoint(checkpoint_path), pixels)
-    return compare_logits(reference, onnx_logits(onnx_path, pixels))
+def check_parity(onnx_path: Path, checkpoint_path: Path, splits: DataSplits) -> ParityReport:
+    """ONNX Runtime on the test rows' raw feeds against PyTorch on the same rows (codes from the vocabulary)."""
+    model = load_checkpoint(checkpoint_path)
+    feeds = splits.feeds("test")
+    reference = predict_outputs(model, feeds)
+    return compare_outputs(splits.spec.task, reference, run_model(onnx_path, feeds), model.target_std)

@@ -1,4 +1,8 @@
-"""ONNX Runtime, torch-free: sessions, logits, parity figures and candidate scoring (bentos import it)."""
+"""ONNX Runtime, torch-free: sessions, model outputs, parity figures and latency (bentos import it).
+
+Every model takes the spec's ONNX hand-off (tasks.core.spec: "numeric" / "categorical" / "pixels" feeds
+from DatasetSpec.feeds) and answers one output: "logits" [n, labels] or "prediction" [n].
+"""
 
 import time
 from dataclasses import dataclass
@@ -7,26 +11,35 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from tasks.core.schema import ONNX_INPUT_NAME, ONNX_OUTPUT_NAME
+# Regression parity: a prediction agrees when it is within this share of the target's std of PyTorch's.
+# float32 round-off is ~1e-6 of the scale; an INT8 model typically lands within 1e-2.
+REGRESSION_AGREEMENT_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
 class ParityReport:
-    """How closely an ONNX model's logits follow PyTorch's on the same rows."""
+    """How closely an ONNX model's outputs follow PyTorch's on the same rows.
+
+    Classification: max_abs_diff is the largest absolute logit difference, agreement the share of rows with
+    the same argmax. Regression: max_abs_diff is the largest absolute prediction difference divided by the
+    training target's std (so it reads the same for any unit), agreement the share of rows within
+    REGRESSION_AGREEMENT_TOLERANCE of that std.
+    """
 
     rows: int
-    max_abs_logit_diff: float
-    argmax_agreement: float
+    max_abs_diff: float
+    agreement: float
+    measure: str = ""  # what the two figures are, for reports: "logits: ...", "predictions / target std 77.1: ..."
 
 
 @dataclass(frozen=True)
 class CandidateScore:
-    """One model file as it would be served: size, accuracy and latency on the test rows."""
+    """One model file as it would be served: size, the task's main metric on validation rows, and latency."""
 
     name: str
     path: Path
     size_bytes: int
-    accuracy: float
+    metric: float  # accuracy or R^2 on the validation rows
     latency_ms_per_batch: float
 
 
@@ -44,35 +57,44 @@ def open_session(model: Path | bytes, threads: int = 2) -> ort.InferenceSession:
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def onnx_logits(path: Path, pixels: np.ndarray) -> np.ndarray:
-    """Logits of an ONNX model for rows of pixels (float32, shape [n, 64])."""
-    session = open_session(path)
-    return session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: pixels.astype(np.float32)})[0]
+def run_model(model: Path | ort.InferenceSession, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """The model's one output (logits or prediction) for ONNX feeds built by DatasetSpec.feeds."""
+    session = model if isinstance(model, ort.InferenceSession) else open_session(model)
+    return session.run(None, feeds)[0]
 
 
-def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> ParityReport:
-    """Max absolute logit difference and argmax agreement of two logit matrices."""
+def compare_outputs(task: str, reference: np.ndarray, candidate: np.ndarray, target_std: float = 1.0) -> ParityReport:
+    """Parity of two models' outputs on the same rows (see ParityReport for what each figure means)."""
+    if task == "classification":
+        return ParityReport(
+            rows=len(reference),
+            max_abs_diff=float(np.max(np.abs(reference - candidate), initial=0.0)),
+            agreement=float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1))),
+            measure="logits: max |difference|, argmax agreement",
+        )
+    relative = np.abs(reference.reshape(-1) - candidate.reshape(-1)) / target_std
     return ParityReport(
         rows=len(reference),
-        max_abs_logit_diff=float(np.max(np.abs(reference - candidate))),
-        argmax_agreement=float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1))),
+        max_abs_diff=float(np.max(relative, initial=0.0)),
+        agreement=float(np.mean(relative <= REGRESSION_AGREEMENT_TOLERANCE)),
+        measure=f"predictions / target std {target_std:.4g}: max |difference|, share within "
+        f"{REGRESSION_AGREEMENT_TOLERANCE:g}",
     )
 
 
-def score_candidate(name: str, path: Path, pixels: np.ndarray, labels: np.ndarray, batch_size: int) -> CandidateScore:
-    """Accuracy on the test rows and median latency of one batch, as the service would run it."""
-    session = open_session(path)
-    logits = session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: pixels})[0]
-    batch = np.ascontiguousarray(pixels[:batch_size])
+def batch_of(feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """A batch of exactly `rows` rows, cycling through the feeds' rows when there are fewer."""
+    available = len(next(iter(feeds.values())))
+    index = np.arange(rows) % max(available, 1)
+    return {name: np.ascontiguousarray(values[index]) for name, values in feeds.items()}
+
+
+def median_latency_ms(session: ort.InferenceSession, batch: dict[str, np.ndarray], repeats: int = 50) -> float:
+    """Median wall time of one session.run on the batch, after one warm-up run."""
+    session.run(None, batch)
     timings = []
-    for _ in range(50):
+    for _ in range(repeats):
         started = time.perf_counter()
-        session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: batch})
+        session.run(None, batch)
         timings.append(time.perf_counter() - started)
-    return CandidateScore(
-        name=name,
-        path=path,
-        size_bytes=path.stat().st_size,
-        accuracy=float(np.mean(logits.argmax(axis=1) == labels)),
-        latency_ms_per_batch=float(np.median(timings) * 1000.0),
-    )
+    return float(np.median(timings) * 1000.0)

@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from tasks.core.locations import PROJECT_ROOT
-from tasks.core.schema import N_CLASSES, N_FEATURES, ONNX_INPUT_NAME, ONNX_OUTPUT_NAME
+from tasks.core.spec import SPEC_METADATA_KEY, FeatureSpec, Spec
 
 PRODUCTION_ALIAS = "production"
 # What callers outside this module catch when the registry refuses a request.
@@ -142,20 +142,45 @@ def finish_tracking_run(run: TrackingRun, succeeded: bool) -> None:
     run.client().set_terminated(run.run_id, status=status)
 
 
-def onnx_signature():
-    """Explicit tensor signature: float32 [batch, 64] raw pixels in, float32 [batch, 10] logits out."""
+
+
+def column_type(feature: FeatureSpec) -> str:
+    """MLflow's column type for a feature's raw values: what a client sends, not what the graph computes."""
+    if feature.type in ("numeric", "image_grid"):
+        return "double"
+    values = feature.values or []
+    if values and all(isinstance(v, bool) for v in values):
+        return "boolean"
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "long"
+    return "string"
+
+
+def spec_signature(spec: Spec):
+    """A column signature naming every input column with its type (optional where the spec allows missing),
+    and the answer: the predicted label (in the labels' own type) or the predicted number."""
     from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    from mlflow.types import ColSpec, Schema
 
-    return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, N_FEATURES), ONNX_INPUT_NAME)]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, N_CLASSES), ONNX_OUTPUT_NAME)]),
-    )
+    dataset = spec.dataset
+    inputs = [
+        ColSpec(column_type(f), column, required=not f.nullable)
+        for f in dataset.features
+        for column in f.source_columns
+    ]
+    if dataset.task == "regression":
+        output = ColSpec("double", "prediction")
+    else:
+        labels = FeatureSpec(name=dataset.target.name, type="categorical", values=dataset.target.labels)
+        output = ColSpec(column_type(labels), "prediction")
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema([output]))
 
 
-def ensure_registered_model(client: MlflowClient, name: str) -> None:
+def ensure_registered_model(client: MlflowClient, name: str, spec: Spec) -> None:
+    dataset = spec.dataset
+    what = f"{dataset.task} of '{dataset.target.name}' from {len(dataset.model_features)} feature(s) of {dataset.name}"
     try:
-        client.create_registered_model(name, description="Greenlight digits classifier (ONNX).")
+        client.create_registered_model(name, description=f"Greenlight {what} (ONNX, {spec.model.family}).")
     except MlflowException as error:
         if _error_code(error) != RESOURCE_ALREADY_EXISTS:
             raise
@@ -183,9 +208,9 @@ def fluent_tracking_uri(uri: str) -> Iterator[None]:
 
 
 def register_onnx_model(
-    run: TrackingRun, onnx_path: Path, model_name: str, example: np.ndarray, tags: dict[str, str], description: str
+    run: TrackingRun, onnx_path: Path, model_name: str, spec: Spec, tags: dict[str, str], description: str
 ) -> ModelVersionRef:
-    """Log the ONNX file as the run's model (signature + input example) and register a new version."""
+    """Log the ONNX file as the run's model (column signature, the spec as metadata) and register a new version."""
     import mlflow
     import onnx
 
@@ -195,15 +220,15 @@ def register_onnx_model(
             info = mlflow.onnx.log_model(
                 onnx.load(str(onnx_path)),
                 name="model",
-                signature=onnx_signature(),
-                input_example={ONNX_INPUT_NAME: example.astype(np.float32)},
+                signature=spec_signature(spec),
+                metadata={SPEC_METADATA_KEY: spec.model_dump(mode="json")},
                 pip_requirements=[f"onnx=={package_version('onnx')}", f"onnxruntime=={package_version('onnxruntime')}"],
                 save_as_external_data=False,
                 # MLflow's default lists CUDA first and warns on every CPU load; the service picks its own.
                 onnx_execution_providers=["CPUExecutionProvider"],
             )
         client = run.client()
-        ensure_registered_model(client, model_name)
+        ensure_registered_model(client, model_name, spec)
         created = client.create_model_version(
             model_name,
             source=info.model_uri,
@@ -213,6 +238,16 @@ def register_onnx_model(
             model_id=info.model_id,
         )
     return ModelVersionRef(run.tracking_uri, model_name, str(created.version), run.run_id, dict(tags))
+
+
+def read_version_spec(ref: ModelVersionRef) -> Spec | None:
+    """The spec a version was registered with (None for versions registered before specs existed)."""
+    import mlflow.models
+
+    with fluent_tracking_uri(ref.tracking_uri):
+        metadata = mlflow.models.get_model_info(ref.uri).metadata or {}
+    raw = metadata.get(SPEC_METADATA_KEY)
+    return None if raw is None else Spec.model_validate(raw)
 
 
 def tag_model_version(ref: ModelVersionRef, tags: dict[str, str], description: str | None = None) -> ModelVersionRef:

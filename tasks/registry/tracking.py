@@ -1,6 +1,6 @@
 """Tracking and registry stage: the run's record in MLflow, the new version, and its promotion."""
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,8 +10,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from tasks.core.config import RunConfig
-from tasks.data.files import DataSplits, LoadedDataset, file_sha256
+from tasks.core.spec import Spec
+from tasks.data.files import LoadedDataset, file_sha256
 from tasks.data.report import DataCheckReport
+from tasks.data.split import DataSplits
 from tasks.model.evaluation import EvaluationReport
 from tasks.model.training import TrainedModel
 from tasks.onnx.compress import CompressionResult
@@ -89,13 +91,32 @@ def log_data_checks(run: TrackingRun, checks: DataCheckReport) -> str:
     return link
 
 
+@task(name="log_spec", cache_policy=NO_CACHE)
+def log_spec(run: TrackingRun, spec: Spec, origin: str, work_dir: Path) -> Path:
+    """The spec this run trained with, as the YAML a person reviews, on the run (and later the version)."""
+    path = work_dir / "spec.yaml"
+    path.write_text(spec.to_yaml(header=f"# Greenlight spec used by this run ({origin})\n"))
+    dataset = spec.dataset
+    tags = {
+        "spec_origin": origin,
+        "task": dataset.task,
+        "target": dataset.target.name,
+        "model_family": spec.model.family,
+        "features": ", ".join(f"{f.name}:{f.type}" for f in dataset.features)[:5000],
+    }
+    set_run_tags(run, tags)
+    log_files(run, [path], "spec")
+    return path
+
+
 @task(name="log_training", cache_policy=NO_CACHE)
 def log_training(run: TrackingRun, splits: DataSplits, trained: TrainedModel, evaluation: EvaluationReport) -> None:
     """Per-epoch curves, test metrics and plots, each in as few calls as possible."""
     curves = [
-        (name, value, m.epoch)
+        (name, float(value), m.epoch)
         for m in trained.history
-        for name, value in (("train_loss", m.train_loss), ("val_loss", m.val_loss), ("val_accuracy", m.val_accuracy))
+        for name, value in asdict(m).items()
+        if name != "epoch" and isinstance(value, int | float)
     ]
     log_metric_series(run, curves)
     sizes = {f"rows_{k}": float(v) for k, v in splits.sizes().items()}
@@ -103,25 +124,26 @@ def log_training(run: TrackingRun, splits: DataSplits, trained: TrainedModel, ev
         run, {**evaluation.metrics(), **sizes, "best_epoch": trained.best_epoch, "train_seconds": trained.seconds}
     )
     set_run_tags(run, {"device": trained.device})
-    log_files(run, [evaluation.confusion_png, evaluation.loss_curve_png, trained.checkpoint_path], "evaluation")
+    plots = [getattr(evaluation, f.name) for f in fields(evaluation) if isinstance(getattr(evaluation, f.name), Path)]
+    log_files(run, [*plots, trained.checkpoint_path], "evaluation")
 
 
 @task(name="log_compression", cache_policy=NO_CACHE)
 def log_compression(
     run: TrackingRun, compression: CompressionResult, parity_fp32: ParityReport, parity_served: ParityReport
 ) -> None:
-    """Each candidate's size, accuracy and latency, the choice, and the parity figures."""
+    """Each candidate's size, validation metric and latency, the choice, and the parity figures."""
     metrics = {
-        "parity_fp32_max_abs_logit_diff": parity_fp32.max_abs_logit_diff,
-        "parity_fp32_argmax_agreement": parity_fp32.argmax_agreement,
-        "parity_served_argmax_agreement": parity_served.argmax_agreement,
-        "parity_served_max_abs_logit_diff": parity_served.max_abs_logit_diff,
+        "parity_fp32_max_abs_diff": parity_fp32.max_abs_diff,
+        "parity_fp32_agreement": parity_fp32.agreement,
+        "parity_served_max_abs_diff": parity_served.max_abs_diff,
+        "parity_served_agreement": parity_served.agreement,
     }
     for c in compression.candidates:
         key = c.name.replace("-", "_")
         metrics |= {
             f"{key}_size_bytes": c.size_bytes,
-            f"{key}_accuracy": c.accuracy,
+            f"{key}_validation_metric": c.metric,
             f"{key}_latency_ms": c.latency_ms_per_batch,
         }
     log_metrics(run, metrics)
@@ -134,34 +156,38 @@ def log_compression(
 def register_model(
     run: TrackingRun,
     model_name: str,
+    spec: Spec,
     compression: CompressionResult,
     parity_fp32: ParityReport,
     parity_served: ParityReport,
     dataset: LoadedDataset,
-    splits: DataSplits,
     data_summary: Path | None = None,
 ) -> ModelVersionRef:
-    """Register the serving candidate as a new version; the gate verdict is 'pending' until decided.
+    """Register the serving candidate, with its spec, as a new version; the gate verdict is 'pending' until decided.
 
     data_summary (tasks.data.drift) is stored with the version: the reference later runs measure drift against.
     """
     chosen = compression.chosen
     tags = {
         "gate_verdict": "pending",
-        "test_accuracy": f"{chosen.accuracy:.6f}",
+        "task": spec.dataset.task,
+        "target": spec.dataset.target.name,
+        "model_family": spec.model.family,
+        "validation_metric": f"{chosen.metric:.6f}",
         "compression": chosen.name,
         "model_size_bytes": str(chosen.size_bytes),
-        "parity_fp32_max_abs_logit_diff": f"{parity_fp32.max_abs_logit_diff:.3e}",
-        "parity_fp32_argmax_agreement": f"{parity_fp32.argmax_agreement:.6f}",
-        "parity_served_argmax_agreement": f"{parity_served.argmax_agreement:.6f}",
+        "parity_fp32_max_abs_diff": f"{parity_fp32.max_abs_diff:.3e}",
+        "parity_fp32_agreement": f"{parity_fp32.agreement:.6f}",
+        "parity_served_agreement": f"{parity_served.agreement:.6f}",
         "data_sha256": dataset.sha256,
+        "spec": f"runs:/{run.run_id}/spec/spec.yaml",
         # Verified by the service before it serves the file: what was gated is what answers.
         "onnx_sha256": file_sha256(chosen.path),
     }
     if data_summary is not None:
         tags[DATA_SUMMARY_TAG] = log_data_summary(run, data_summary)
-    description = f"{chosen.name} ONNX, test accuracy {chosen.accuracy:.4f}. {compression.reason}"
-    return register_onnx_model(run, chosen.path, model_name, splits.x_test[:2], tags, description)
+    description = f"{chosen.name} ONNX, validation metric {chosen.metric:.4f}. {compression.reason}"
+    return register_onnx_model(run, chosen.path, model_name, spec, tags, description)
 
 
 @task(name="record_bento", cache_policy=NO_CACHE)

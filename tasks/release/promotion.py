@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import numpy as np
 from prefect import get_client, pause_flow_run, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -27,8 +26,8 @@ from prefect.runtime import flow_run
 
 from tasks.core.config import GateConfig
 from tasks.core.errors import GreenlightError
-from tasks.onnx.compress import CompressionResult
-from tasks.onnx.runtime import ParityReport
+from tasks.core.spec import DatasetSpec
+from tasks.data.split import DataSplits
 from tasks.registry.client import (
     ModelVersionRef,
     TrackingRun,
@@ -38,12 +37,12 @@ from tasks.registry.client import (
     get_version,
     log_files,
     move_production_alias,
+    read_version_spec,
     record_alias_move,
     set_run_tags,
     tag_model_version,
 )
-from tasks.release.gate import Approval, Baseline, GateDecision, ModelMetrics, decide_promotion, score_onnx_model
-from tasks.release.serving_check import ServingCheck
+from tasks.release.gate import Approval, Baseline, GateDecision, GateEvidence, decide_promotion, score_model
 
 LOCK_TIMEOUT_S = 900
 
@@ -116,12 +115,28 @@ def move_production(target: ModelVersionRef, kind: str, reason: str) -> AliasMov
     return move
 
 
-def score_baseline(production: ModelVersionRef | None, pixels: np.ndarray, labels: np.ndarray, work_dir: Path):
-    """Production's metrics on the candidate's test rows, or None on the first run."""
+def score_production(production: ModelVersionRef | None, splits: DataSplits, work_dir: Path) -> Baseline | None:
+    """Production's metrics on the candidate's test rows; None on the first run, or when production answers
+    another spec (other columns, labels or task), which these rows cannot score: the report says so."""
     if production is None:
         return None
+    spec = read_version_spec(production)
+    if spec is None or not comparable(spec.dataset, splits.spec):
+        print(f"production v{production.version} answers another spec: not compared on these rows")
+        return None
     onnx_path = download_version_onnx(production, work_dir / f"production-v{production.version}")
-    return Baseline(production.version, score_onnx_model(onnx_path, pixels, labels))
+    scored = DataSplits(spec.dataset, splits.train, splits.validation, splits.test)
+    return Baseline(f"production v{production.version}", score_model(onnx_path, scored))
+
+
+def comparable(production: DatasetSpec, candidate: DatasetSpec) -> bool:
+    """Production can be scored on the candidate's test rows: same task and labels, its columns present."""
+    same_target = (production.target.name, production.task, production.label_texts()) == (
+        candidate.target.name,
+        candidate.task,
+        candidate.label_texts(),
+    )
+    return same_target and set(production.input_columns) <= set(candidate.input_columns)
 
 
 def record_decision(run: TrackingRun, version: ModelVersionRef, decision: GateDecision, work_dir: Path):
@@ -132,30 +147,24 @@ def record_decision(run: TrackingRun, version: ModelVersionRef, decision: GateDe
     log_files(run, [report_json, report_md], "gate")
     tags = {"gate_verdict": decision.verdict, "gate_reason": decision.reason[:4000], "gate_policy": decision.policy}
     tags |= {
-        f"gate.{c.name}": f"{c.value:.6g} {c.comparison} {c.threshold:.6g}: {'pass' if c.passed else 'FAIL'}"
+        f"gate.{c.name}": f"{c.value:.6g} {c.comparison} {c.threshold:.6g}: {'pass' if c.passed else 'FAIL'}"[:5000]
         for c in decision.checks
     }
+    # The test metrics the gate judged, as tags: `greenlight status` and the registry UI list them.
+    tags |= {name: f"{value:.6f}" for name, value in decision.candidate.values.items() if "." not in name}
     set_run_tags(run, {"gate_verdict": decision.verdict, "model_version": version.version})
     return tag_model_version(version, tags, description=decision.report_markdown())
 
 
 @task(name="request_approval", cache_policy=NO_CACHE)
 def request_approval(
-    version: ModelVersionRef,
-    candidate: ModelMetrics,
-    compression: CompressionResult,
-    parity: ParityReport,
-    serving: ServingCheck | None,
-    config: GateConfig,
-    pixels: np.ndarray,
-    labels: np.ndarray,
-    work_dir: Path,
+    version: ModelVersionRef, evidence: GateEvidence, config: GateConfig, splits: DataSplits, work_dir: Path
 ) -> Approval | None:
     """When asked for, show the gate's preview and pause until a person approves or rejects."""
     if not config.require_approval:
         return None
-    baseline = score_baseline(find_version(version.tracking_uri, version.name), pixels, labels, work_dir)
-    preview = decide_promotion(candidate, compression, parity, serving, baseline, config)
+    production = score_production(find_version(version.tracking_uri, version.name), splits, work_dir)
+    preview = decide_promotion(evidence, production, config)
     if not preview.promote:
         return None  # the gate refuses anyway: nobody needs to be asked
     create_markdown_artifact(
@@ -172,21 +181,15 @@ def request_approval(
 def promote_if_better(
     run: TrackingRun,
     version: ModelVersionRef,
-    candidate: ModelMetrics,
-    compression: CompressionResult,
-    parity: ParityReport,
-    serving: ServingCheck | None,
-    approval: Approval | None,
+    evidence: GateEvidence,
     config: GateConfig,
-    pixels: np.ndarray,
-    labels: np.ndarray,
+    splits: DataSplits,
     work_dir: Path,
 ) -> GateDecision:
     """Under the lock: re-read production, score it on the same rows, decide, record, maybe move the alias."""
     with promotion_lock(version.name):
-        production = find_version(version.tracking_uri, version.name)
-        baseline = score_baseline(production, pixels, labels, work_dir)
-        decision = decide_promotion(candidate, compression, parity, serving, baseline, config, approval)
+        production = score_production(find_version(version.tracking_uri, version.name), splits, work_dir)
+        decision = decide_promotion(evidence, production, config)
         record_decision(run, version, decision, work_dir)
         if decision.promote:
             move_production(version, "gate", decision.reason)

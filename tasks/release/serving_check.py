@@ -17,11 +17,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core.config import ServingCheckConfig
-from tasks.onnx.runtime import onnx_logits
+from tasks.core.spec import DatasetSpec, value_text
+from tasks.data.split import DataSplits
+from tasks.onnx.runtime import run_model
 
 
 @dataclass(frozen=True)
@@ -65,37 +68,62 @@ def wait_until_ready(client: httpx.Client, server: subprocess.Popen, timeout_s: 
     raise RuntimeError(f"/readyz did not answer 200 within {timeout_s:.0f} s")
 
 
-def timed_predict(client: httpx.Client, row: list[float]) -> tuple[float, bool]:
+def records_of(frame: pd.DataFrame, spec: DatasetSpec) -> list[dict]:
+    """Test rows as the request records a client sends: the spec's input columns, missing values as null."""
+    inputs = frame[spec.input_columns].astype(object)
+    return inputs.where(inputs.notna(), None).to_dict("records")
+
+
+def expected_answers(spec: DatasetSpec, onnx_path: Path, splits: DataSplits, rows: int) -> list:
+    """What the served model must answer for the first test rows: label texts, or numbers."""
+    outputs = run_model(onnx_path, splits.feeds("test", rows))
+    if spec.task == "regression":
+        return np.asarray(outputs, dtype=float).reshape(-1).tolist()
+    return [spec.label_texts()[i] for i in np.asarray(outputs).argmax(axis=1)]
+
+
+def agreement(spec: DatasetSpec, answered: list, expected: list) -> float:
+    """Share of answers equal to the offline ones (regression: within float32 round-off of the value)."""
+    if spec.task == "regression":
+        got, want = np.asarray(answered, dtype=float), np.asarray(expected, dtype=float)
+        return float(np.mean(np.isclose(got, want, rtol=1e-4, atol=1e-6)))
+    return float(np.mean([value_text(a) == e for a, e in zip(answered, expected, strict=True)]))
+
+
+def timed_predict(client: httpx.Client, record: dict) -> tuple[float, bool]:
     started = time.perf_counter()
     try:
-        ok = client.post("/predict", json={"rows": [row]}, headers=client_headers(), timeout=10).status_code == 200
+        response = client.post("/predict", json={"records": [record]}, headers=client_headers(), timeout=10)
+        ok = response.status_code == 200
     except httpx.HTTPError:
         ok = False
     return (time.perf_counter() - started) * 1000.0, ok
 
 
-def probe(client: httpx.Client, pixels: np.ndarray, expected: np.ndarray, config: ServingCheckConfig) -> tuple:
-    """Known-batch agreement, then a bounded load of single-row requests; returns the figures."""
-    batch = pixels[: config.known_batch_rows]
-    answer = client.post("/predict", json={"rows": batch.tolist()}, headers=client_headers(), timeout=30)
+def probe(client: httpx.Client, records: list[dict], expected: list, spec: DatasetSpec, config: ServingCheckConfig):
+    """Known-batch agreement, then a bounded load of single-record requests; returns the figures."""
+    batch = records[: config.known_batch_rows]
+    answer = client.post("/predict", json={"records": batch}, headers=client_headers(), timeout=30)
     answer.raise_for_status()
-    agreement = float(np.mean(np.asarray(answer.json()["labels"]) == expected[: len(batch)]))
-    rows = [pixels[i % len(pixels)].tolist() for i in range(config.load_requests)]
+    matched = agreement(spec, answer.json()["predictions"], expected[: len(batch)])
+    load = [records[i % len(records)] for i in range(config.load_requests)]
     with ThreadPoolExecutor(config.load_concurrency) as pool:
-        results = list(pool.map(lambda row: timed_predict(client, row), rows))
+        results = list(pool.map(lambda record: timed_predict(client, record), load))
     latencies = np.array([ms for ms, _ in results])
     errors = sum(1 for _, ok in results if not ok)
-    return agreement, errors, float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99))
+    return matched, errors, float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99))
 
 
 @task(name="check_serving", cache_policy=NO_CACHE)
 def check_serving(
-    bento_tag: str, onnx_path: Path, pixels: np.ndarray, config: ServingCheckConfig
+    bento_tag: str, onnx_path: Path, splits: DataSplits, config: ServingCheckConfig
 ) -> ServingCheck | None:
-    """Start the bento, require /readyz, compare a known batch with offline predictions, time a load."""
+    """Start the bento, require /readyz, compare a known batch of test records with offline answers, time a load."""
     if not config.enabled:
         return None
-    expected_labels = onnx_logits(onnx_path, pixels[: config.known_batch_rows]).argmax(axis=1)
+    spec = splits.spec
+    records = records_of(splits.test, spec)
+    expected = expected_answers(spec, onnx_path, splits, config.known_batch_rows)
     port = free_port()
     log = tempfile.TemporaryFile()
     # The candidate is checked as built: no following of the registry alias during the check.
@@ -106,9 +134,9 @@ def check_serving(
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", limits=limits) as client:
             ready_s = wait_until_ready(client, server, config.startup_timeout_s)
-            agreement, errors, p50, p99 = probe(client, pixels, expected_labels, config)
+            matched, errors, p50, p99 = probe(client, records, expected, spec, config)
         detail = f"{config.load_requests} requests at concurrency {config.load_concurrency}"
-        return ServingCheck(True, ready_s, agreement, config.load_requests, errors, p50, p99, detail)
+        return ServingCheck(True, ready_s, matched, config.load_requests, errors, p50, p99, detail)
     except (RuntimeError, httpx.HTTPError, KeyError, ValueError) as error:
         log.seek(0)
         tail = log.read().decode(errors="replace")[-1500:]

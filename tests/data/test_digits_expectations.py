@@ -1,20 +1,32 @@
 """The real dataset: scikit-learn's bundled digits, as the pipeline loads it by default, passes the whole suite."""
 
+from tasks.core.config import ValidationConfig
+from tasks.core.spec import digits_spec
 from tasks.data.files import digits_frame, load_dataset
 from tasks.data.validation import validate_dataset
+
+DIGITS = digits_spec().dataset
 
 
 def test_bundled_digits_pass_every_expectation(tmp_path):
     frame = digits_frame()
-    report = validate_dataset.fn(frame=frame, source="sklearn:digits", report_dir=tmp_path)
+    report = validate_dataset.fn(
+        frame=frame, source="sklearn:digits", report_dir=tmp_path, config=ValidationConfig(), spec=DIGITS
+    )
 
     assert len(frame) == 1797
     assert report.passed and report.failures == (), [f.detail for f in report.failures]
 
 
 def test_bundled_digits_pass_after_the_loaders_parquet_round_trip(tmp_path):
-    loaded = load_dataset.fn(None, tmp_path / "datasets")
-    report = validate_dataset.fn(frame=loaded.frame, source=loaded.source, report_dir=tmp_path / "reports")
+    loaded = load_dataset.fn(None, tmp_path / "datasets", DIGITS.file_columns)
+    report = validate_dataset.fn(
+        frame=loaded.frame,
+        source=loaded.source,
+        report_dir=tmp_path / "reports",
+        config=ValidationConfig(),
+        spec=DIGITS,
+    )
 
     assert report.failures == (), [f.detail for f in report.failures]
 
@@ -22,7 +34,13 @@ def test_bundled_digits_pass_after_the_loaders_parquet_round_trip(tmp_path):
 def test_bundled_digits_pass_after_a_csv_round_trip(tmp_path):
     path = tmp_path / "digits.csv"
     digits_frame().to_csv(path, index=False)
-    loaded = load_dataset.fn(str(path), tmp_path)
-    report = validate_dataset.fn(frame=loaded.frame, source=loaded.source, report_dir=tmp_path / "reports")
+    loaded = load_dataset.fn(str(path), tmp_path, DIGITS.file_columns)
+    report = validate_dataset.fn(
+        frame=loaded.frame,
+        source=loaded.source,
+        report_dir=tmp_path / "reports",
+        config=ValidationConfig(),
+        spec=DIGITS,
+    )
 
     assert report.failures == (), [f.detail for f in report.failures]

@@ -1,8 +1,20 @@
-"""What the pipeline tests share: the registry and bento-store state a rejected run must not change.
+"""What the pipeline tests share: the registry and bento-store state a rejected run must not change, and the
+production model served by `greenlight serve` answering JSON over real HTTP.
 
-Not a test module: test_pipeline.py and test_bad_data.py import it.
+Not a test module: test_pipeline.py, test_own_data.py and test_bad_data.py import it.
 """
 
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from endpoint_support import free_port
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -24,3 +36,34 @@ def bentos() -> list[str]:
     import bentoml
 
     return sorted(str(b.tag) for b in bentoml.list())
+
+
+def post_json(url: str, payload: object) -> tuple[int, dict]:
+    """POST a JSON body; the status and the decoded answer, refusals included."""
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@contextmanager
+def served(model_name: str, log: Path) -> Iterator[str]:
+    """`greenlight serve --model-name NAME` on a free port until the block ends; yields its base URL."""
+    from bentos.serve import wait_until_ready
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "deployments.cli", "serve", "--model-name", model_name, "--port", str(port)],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_until_ready(server, f"http://127.0.0.1:{port}", timeout_s=90)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)

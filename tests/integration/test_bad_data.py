@@ -14,10 +14,11 @@ from mlflow import MlflowClient
 from registry_support import MODEL, bentos, registry_state
 
 from deployments.cli import main
-from tasks.core.schema import FEATURE_COLUMNS, TARGET_COLUMN
+from tasks.core.spec import DIGITS_COLUMNS as FEATURE_COLUMNS
 from tasks.data.files import digits_frame
 
 pytestmark = pytest.mark.slow
+TARGET_COLUMN = "target"
 
 
 @pytest.fixture(scope="module")

@@ -137,9 +137,11 @@ def test_the_deployment_parameters_are_the_typed_run_config_form(deployment):
     schema = deployment["parameter_openapi_schema"]
     assert schema["properties"]["config"]["$ref"] == "#/definitions/RunConfig"
     run_config = schema["definitions"]["RunConfig"]["properties"]
-    assert {"data_path", "model_name", "split", "training", "compression", "gate"} <= set(run_config)
-    max_epochs = schema["definitions"]["TrainingConfig"]["properties"]["max_epochs"]
-    assert (max_epochs["type"], max_epochs["minimum"], max_epochs["default"]) == ("integer", 1, 40)
+    # The form takes a data path, a target and a spec path: a user's own table from the UI.
+    assert {"data_path", "target", "task", "spec_path", "model_name", "training", "gate"} <= set(run_config)
+    assert run_config["task"]["enum"] == ["auto", "classification", "regression"]
+    learning_rate = schema["definitions"]["TrainingConfig"]["properties"]["learning_rate"]
+    assert (learning_rate["type"], learning_rate["default"]) == ("number", 0.002)
     assert deployment["enforce_parameter_schema"]
 
 

@@ -1,4 +1,5 @@
-"""The served model follows the registry's production alias, under load, without a failed request."""
+"""The served model follows the registry's production alias, under load, without a failed request; when the
+alias moves to a version trained on another spec, the request contract moves with it."""
 
 import threading
 import time
@@ -8,21 +9,27 @@ from itertools import groupby
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from endpoint_support import (
     MODEL_NAME,
     Built,
     RunningServer,
     build,
+    diabetes_spec,
     isolated_store,
     linear_onnx,
+    outputs,
     reference,
     register_onnx,
     registered_onnx_file,
     sample_rows,
     serving,
     set_alias,
+    table_onnx,
 )
+
+from tasks.core.spec import digits_spec
 
 pytestmark = pytest.mark.slow  # builds a bento and serves it while moving the alias
 
@@ -79,9 +86,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def versions(store: Path) -> dict[str, bytes]:
     """Version 1 with a bento; version 2 only registered, so following it means a download."""
-    first: Built = build(store, linear_onnx(seed=0))
+    first: Built = build(store, linear_onnx(seed=0), digits_spec())
     second = linear_onnx(seed=1)
-    assert register_onnx(store, second) == "2"
+    assert register_onnx(store, second, digits_spec()) == "2"
     set_alias("1")
     return {"1": first.onnx_model, "2": second, "bento_tag": first.bento_tag.encode()}
 
@@ -115,7 +122,7 @@ def test_promotion_and_rollback_switch_the_model_without_a_failed_request(
     for answer in traffic.answers:
         # Each answer names the version whose model actually computed it.
         assert answer.body["model_version"] == answer.header_version
-        assert answer.body["labels"] == expected[answer.header_version]
+        assert answer.body["predictions"] == expected[answer.header_version]
     assert [version for version, _ in groupby(answer.header_version for answer in traffic.answers)] == ["1", "2", "1"]
     log = server.log()
     assert "switched digits-classifier from version 1 to 2" in log
@@ -126,7 +133,7 @@ def test_a_promoted_version_failing_its_checksum_is_not_served(
     versions: dict[str, bytes], server: RunningServer, store: Path
 ) -> None:
     """Version 3's stored file is replaced after registration: the alias moves to it, version 1 keeps answering."""
-    tampered = register_onnx(store, linear_onnx(seed=2))
+    tampered = register_onnx(store, linear_onnx(seed=2), digits_spec())
     registered_onnx_file(tampered).write_bytes(versions["2"])
     traffic = Traffic(server.url)
     traffic.start()
@@ -148,4 +155,52 @@ def test_a_promoted_version_failing_its_checksum_is_not_served(
     log = server.log()
     assert f"still serving version 1: {MODEL_NAME} version {tampered}" in log
     assert "fails its checksum" in log
+    assert "Traceback" not in log
+
+
+DIABETIC = [{"age": 50, "bmi": 31.2, "sex": 2}, {"age": 23, "bmi": None, "sex": 1}, {"age": 71, "sex": 1}]
+
+
+def wait_for_version(url: str, body: dict, version: str, timeout_s: float = 30) -> httpx.Response:
+    """Until `body` is answered 200 by `version`: the alias move has reached the endpoint."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = httpx.post(f"{url}/predict", json=body, timeout=10)
+        if response.status_code == 200 and response.headers["X-Model-Version"] == version:
+            return response
+        time.sleep(0.1)
+    raise AssertionError(f"{body} was not answered by version {version} within {timeout_s:.0f} s")
+
+
+def test_the_contract_moves_with_the_alias_to_a_version_of_another_spec(server: RunningServer, store: Path) -> None:
+    """Digits (rows of pixels, labels 0..9) -> a regression on a table (records, numbers) -> digits again."""
+    table = table_onnx(diabetes_spec(), seed=4)
+    version = register_onnx(store, table, diabetes_spec())
+    rows = {"rows": ROWS.tolist()}
+    try:
+        set_alias(version)
+        answer = wait_for_version(server.url, {"records": DIABETIC}, version).json()
+        expected = outputs(
+            table,
+            {
+                "numeric": np.array([[50, 31.2], [23, np.nan], [71, np.nan]], np.float32),
+                "categorical": np.array([["2"], ["1"], ["1"]], dtype=object),
+            },
+        )
+        np.testing.assert_allclose(answer["predictions"], expected, rtol=1e-5)
+        assert "probabilities" not in answer  # a regression answers numbers, in the target's units
+        refused = httpx.post(f"{server.url}/predict", json=rows, timeout=10)
+        assert refused.status_code == 422
+        assert "'rows' is only for models whose inputs are all numbers" in refused.json()["error"]
+        page = httpx.get(f"{server.url}/", timeout=10).text
+        assert "<code>bmi</code>" in page and "pixel_0_0" not in page
+        document = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
+        assert set(document["components"]["schemas"]["Record"]["properties"]) == {"age", "bmi", "sex"}
+    finally:
+        set_alias("1")
+    answer = wait_for_version(server.url, rows, "1").json()
+    assert answer["predictions"] == reference(linear_onnx(seed=0), ROWS)[0]
+    assert "pixel_0_0" in httpx.get(f"{server.url}/", timeout=10).text
+    log = server.log()
+    assert f"switched {MODEL_NAME} from version 1 to {version}" in log
     assert "Traceback" not in log

@@ -1,4 +1,5 @@
-"""The endpoint's guards on real servers: the API key, and the checksum that keeps a changed model out."""
+"""The endpoint's guards on real servers: the API key, the checksum that keeps a changed model out, and the
+spec without which a version's request contract is unknown."""
 
 import shutil
 from collections.abc import Iterator
@@ -12,15 +13,18 @@ from endpoint_support import (
     build,
     isolated_store,
     linear_onnx,
+    penguins_spec,
     register_onnx,
     registered_onnx_file,
     run_build,
     sample_rows,
     serving,
     stored_model_dir,
+    table_onnx,
 )
 
 from bentos.model import onnx_file
+from tasks.core.spec import digits_spec
 
 pytestmark = pytest.mark.slow  # builds bentos and starts BentoML servers
 
@@ -37,7 +41,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def built(store: Path) -> list[Built]:
-    return [build(store, linear_onnx(seed)) for seed in (0, 1)]
+    return [build(store, linear_onnx(seed), digits_spec()) for seed in (0, 1)]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +80,7 @@ def test_the_key_never_reaches_the_log(keyed: RunningServer) -> None:
         httpx.post(f"{keyed.url}/predict", json=ROWS, headers=headers, timeout=10)
         httpx.post(f"{keyed.url}/predict", json={"rows": []}, headers=headers, timeout=10)
     log = keyed.log()
-    assert "Service DigitsClassifier initialized" in log  # the log is the server's, and it was written
+    assert "Service GreenlightModel initialized" in log  # the log is the server's, and it was written
     assert API_KEY not in log
 
 
@@ -103,9 +107,25 @@ def test_a_bento_whose_model_changed_refuses_to_serve(built: list[Built], store:
 
 
 def test_build_refuses_an_artifact_changed_after_registration(built: list[Built], store: Path) -> None:
-    version = register_onnx(store, linear_onnx(seed=5))
+    version = register_onnx(store, linear_onnx(seed=5), digits_spec())
     registered_onnx_file(version).write_bytes(built[0].onnx_model)
     completed = run_build(version, cwd=store)
     assert completed.returncode == 1
     assert completed.stdout == ""
     assert "the artifact changed after registration" in completed.stderr.splitlines()[-1]
+
+
+def test_a_version_registered_without_a_spec_is_not_served(store: Path) -> None:
+    """A table model whose MLmodel records no spec: nobody can say what its requests hold, so it never serves."""
+    unspecified = build(store, table_onnx(penguins_spec(), seed=3), spec=None)
+    with serving(unspecified.bento_tag, store / "no-spec.log", ready=False) as server:
+        assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 503
+        response = httpx.post(f"{server.url}/predict", json={"records": [{"island": "Dream"}]}, timeout=10)
+        assert response.status_code == 503
+        assert f"version {unspecified.version}" in response.json()["error"]
+        assert "records no spec" in response.json()["error"]
+        assert httpx.get(f"{server.url}/", timeout=10).status_code == 503
+        metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+        assert 'reason="spec_missing"} 1.0' in metrics
+        log = server.log()
+    assert "Traceback" not in log

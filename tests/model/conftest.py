@@ -5,16 +5,23 @@ from pathlib import Path
 import pytest
 
 from tasks.core.config import RunConfig
-from tasks.data.files import DataSplits, digits_frame, split_dataset
+from tasks.core.spec import Spec, digits_spec
+from tasks.data.files import digits_frame
+from tasks.data.split import DataSplits, split_dataset
 from tasks.model.training import TrainedModel, train_model
 
 
 @pytest.fixture(scope="session")
-def digits_splits() -> DataSplits:
-    return split_dataset.fn(digits_frame(), RunConfig().split)
+def digits() -> Spec:
+    return digits_spec()
 
 
 @pytest.fixture(scope="session")
-def trained(digits_splits, tmp_path_factory) -> TrainedModel:
+def digits_splits(digits) -> DataSplits:
+    return split_dataset.fn(digits_frame(), digits.dataset, RunConfig().split)
+
+
+@pytest.fixture(scope="session")
+def trained(digits, digits_splits, tmp_path_factory) -> TrainedModel:
     work_dir: Path = tmp_path_factory.mktemp("trained")
-    return train_model.fn(digits_splits, RunConfig().training, work_dir)
+    return train_model.fn(digits_splits, digits, RunConfig().training, work_dir)

@@ -1,14 +1,20 @@
-"""select_serving_candidate: smallest model within the accuracy and latency budgets of fp32."""
+"""Compression: the smallest candidate within the metric and latency budgets of fp32, and a quantizer that
+fails leaves its candidate skipped with the reason instead of failing the run."""
 
 from pathlib import Path
 
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
 from tasks.core.config import CompressionConfig
-from tasks.onnx.compress import select_serving_candidate
+from tasks.onnx import compress
+from tasks.onnx.compress import quantize_candidates, select_serving_candidate
 from tasks.onnx.runtime import CandidateScore
 
 
-def candidate(name: str, size: int, accuracy: float, latency: float) -> CandidateScore:
-    return CandidateScore(name, Path(f"{name}.onnx"), size, accuracy, latency)
+def candidate(name: str, size: int, metric: float, latency: float) -> CandidateScore:
+    return CandidateScore(name, Path(f"{name}.onnx"), size, metric, latency)
 
 
 FP32 = candidate("fp32", 600_000, 0.985, 1.5)
@@ -27,6 +33,13 @@ def test_candidate_losing_more_than_the_budget_is_skipped():
     assert chosen is FP32
 
 
+def test_the_budget_is_in_points_of_r2_for_regression():
+    fp32 = candidate("fp32", 600_000, 0.452, 1.5)
+    within = candidate("int8-dynamic", 160_000, 0.449, 1.0)  # 0.3 points of R^2 lost
+    chosen, reason = select_serving_candidate([fp32, within], CompressionConfig(accuracy_budget_points=0.5))
+    assert chosen is within and ">= 0.4470" in reason
+
+
 def test_candidate_slower_than_fp32_is_skipped_even_if_smaller():
     slow = candidate("int8-dynamic", 150_000, 0.985, 15.0)
     static = candidate("int8-static-qdq", 160_000, 0.985, 0.6)
@@ -38,3 +51,38 @@ def test_latency_budget_is_configurable():
     slow = candidate("int8-dynamic", 150_000, 0.985, 15.0)
     chosen, _ = select_serving_candidate([FP32, slow], CompressionConfig(max_latency_ratio=20.0))
     assert chosen is slow
+
+
+def linear_model(path: Path) -> Path:
+    """numeric [n, 4] @ W [4, 3] -> logits: the smallest graph both quantizers accept."""
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [4, 3], np.linspace(-1, 1, 12).tolist())
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["numeric", "w"], ["logits"])],
+        "linear",
+        [helper.make_tensor_value_info("numeric", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+        [weights],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+CALIBRATION = {"numeric": np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)}
+
+
+def test_a_failing_quantizer_is_recorded_as_skipped_with_its_reason(tmp_path, monkeypatch):
+    def refuses(prepared, calibration, out_dir):
+        raise RuntimeError("LabelEncoder is not supported")
+
+    monkeypatch.setitem(compress.QUANTIZERS, "int8-static-qdq", refuses)
+    paths, skipped = quantize_candidates(linear_model(tmp_path / "model.onnx"), CALIBRATION)
+    assert list(paths) == ["int8-dynamic"] and paths["int8-dynamic"].exists()
+    assert [(s.name, s.reason) for s in skipped] == [("int8-static-qdq", "RuntimeError: LabelEncoder is not supported")]
+
+
+def test_a_graph_the_pre_processor_cannot_read_skips_every_int8_candidate(tmp_path):
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(b"not an onnx file")
+    paths, skipped = quantize_candidates(broken, CALIBRATION)
+    assert paths == {} and {s.name for s in skipped} == {"int8-static-qdq", "int8-dynamic"}
+    assert all("pre-processing for quantization failed" in s.reason for s in skipped)

@@ -13,16 +13,60 @@ def parse(*argv: str) -> argparse.Namespace:
     return build_parser().parse_args(["run", *argv])
 
 
-def test_defaults_match_the_documented_gate():
+def test_defaults_judge_against_baselines_not_absolute_numbers():
     config = RunConfig()
-    assert config.gate.min_test_accuracy == 0.95
+    assert config.gate.min_test_accuracy is None and config.gate.min_gain_over_baseline == 0.1
     assert config.compression.accuracy_budget_points == 0.5
-    assert config.model_name == "digits-classifier"
+    assert config.model_name is None and config.data_path is None  # the bundled digits, named digits-classifier
 
 
 def test_command_line_overrides_reach_the_config():
     config = load_run_config(parse("--data", "x.csv", "--max-epochs", "3", "--shuffle-labels"))
     assert (config.data_path, config.training.max_epochs, config.training.shuffle_labels) == ("x.csv", 3, True)
+    config = load_run_config(parse("--data", "x.csv", "--target", "churn", "--task", "regression"))
+    assert (config.target, config.task) == ("churn", "regression")
+
+
+SPEC = """\
+data: churn.csv
+model_name: churn
+gate: {min_test_accuracy: 0.8}
+dataset:
+  name: churn
+  target: {name: churn, task: classification, labels: ["no", "yes"]}
+  features:
+    - {name: tenure, type: numeric}
+    - {name: contract, type: categorical, nullable: true, values: [monthly, yearly]}
+model: {family: tabular_mlp}
+"""
+
+
+def test_a_spec_file_brings_its_data_name_and_settings_with_the_data_path_relative_to_it(tmp_path):
+    (tmp_path / "specs").mkdir()
+    path = tmp_path / "specs" / "greenlight.yaml"
+    path.write_text(SPEC)
+    config = load_run_config(parse("--spec", str(path)))
+    assert config.spec_path == str(path) and config.model_name == "churn"
+    assert config.data_path == str(tmp_path / "specs" / "churn.csv")
+    assert config.gate.min_test_accuracy == 0.8
+    assert load_run_config(parse("--spec", str(path), "--model-name", "other")).model_name == "other"
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (("type: numeric", "type: numerc"), "dataset.features.0.type"),
+        (("nullable: true", "nulable: true"), "nulable"),
+        (('labels: ["no", "yes"]', "labels: [yes]"), "at least 2 labels"),
+        (("family: tabular_mlp", "family: custom"), "custom"),
+    ],
+)
+def test_a_bad_spec_file_is_refused_naming_the_field_and_the_file(tmp_path, edit, field):
+    path = tmp_path / "greenlight.yaml"
+    path.write_text(SPEC.replace(*edit))
+    with pytest.raises(ConfigRejected) as rejected:
+        load_run_config(parse("--spec", str(path)))
+    assert field in str(rejected.value) and str(path) in str(rejected.value)
 
 
 def test_yaml_config_file_is_read(tmp_path):

@@ -1,4 +1,4 @@
-"""load_dataset and split_dataset on tiny files made in each test: every bad file is refused with a message."""
+"""load_dataset on tiny files made in each test: every bad file is refused with a message, any table is read."""
 
 import gzip
 import os
@@ -10,26 +10,31 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.core.config import SplitConfig
 from tasks.core.errors import DataRejected
-from tasks.core.schema import FEATURE_COLUMNS, TARGET_COLUMN
-from tasks.data.files import SCHEMA_COLUMNS, load_dataset, read_data_file, split_dataset
+from tasks.core.spec import DIGITS_COLUMNS, digits_spec
+from tasks.data.files import load_dataset, read_data_file
 
-HEADER = ",".join(SCHEMA_COLUMNS)
+SPEC_COLUMNS = digits_spec().dataset.file_columns  # 64 pixels, then 'target'
+HEADER = ",".join(SPEC_COLUMNS)
 
 
 def tiny_frame(rows_per_class: int = 10) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(10), rows_per_class)
-    frame = pd.DataFrame(rng.integers(0, 17, size=(len(labels), 64)), columns=list(FEATURE_COLUMNS))
-    frame[TARGET_COLUMN] = labels
+    frame = pd.DataFrame(rng.integers(0, 17, size=(len(labels), 64)), columns=DIGITS_COLUMNS)
+    frame["target"] = labels
     return frame
 
 
-def rejected(path, tmp_path) -> str:
+def load(path, tmp_path, columns: list[str] | None = SPEC_COLUMNS):
+    """load_dataset as a run with the digits spec calls it (columns=None: as inference reads a table)."""
+    return load_dataset.fn(str(path), tmp_path, columns)
+
+
+def rejected(path, tmp_path, columns: list[str] | None = SPEC_COLUMNS) -> str:
     """The DataRejected message load_dataset raises for this file; it must name the file."""
     with pytest.raises(DataRejected) as raised:
-        load_dataset.fn(str(path), tmp_path)
+        load(path, tmp_path, columns)
     assert raised.value.exit_code == 2
     assert str(path) in str(raised.value)
     return str(raised.value)
@@ -39,18 +44,18 @@ def test_reads_csv_and_parquet_with_the_same_fingerprint_for_the_same_bytes(tmp_
     frame = tiny_frame()
     frame.to_csv(tmp_path / "a.csv", index=False)
     frame.to_parquet(tmp_path / "a.parquet", index=False)
-    from_csv = load_dataset.fn(str(tmp_path / "a.csv"), tmp_path)
-    from_parquet = load_dataset.fn(str(tmp_path / "a.parquet"), tmp_path)
+    from_csv = load(tmp_path / "a.csv", tmp_path)
+    from_parquet = load(tmp_path / "a.parquet", tmp_path)
     pd.testing.assert_frame_equal(from_csv.frame, from_parquet.frame, check_dtype=False)
-    assert from_csv.sha256 == load_dataset.fn(str(tmp_path / "a.csv"), tmp_path).sha256
+    assert from_csv.sha256 == load(tmp_path / "a.csv", tmp_path).sha256
     assert from_csv.sha256 != from_parquet.sha256
 
 
 def test_default_is_bundled_digits_materialised_as_parquet(tmp_path):
-    loaded = load_dataset.fn(None, tmp_path / "datasets")
+    loaded = load_dataset.fn(None, tmp_path / "datasets", SPEC_COLUMNS)
     assert loaded.rows == 1797
     assert loaded.source.endswith("digits.parquet")
-    assert list(loaded.frame.columns) == [*FEATURE_COLUMNS, TARGET_COLUMN]
+    assert list(loaded.frame.columns) == SPEC_COLUMNS and loaded.note == ""
 
 
 def test_nonexistent_path(tmp_path):
@@ -140,11 +145,20 @@ def test_missing_columns_are_named_before_any_row_is_read(tmp_path):
     assert "missing 'pixel_3_4', 'target'" in message and "no rows were read" in message
 
 
-def test_unexpected_extra_column_is_named(tmp_path):
+def test_columns_the_spec_does_not_name_are_left_unread_and_noted(tmp_path):
     frame = tiny_frame()
     frame["brightness"] = 1
     frame.to_parquet(tmp_path / "extra.parquet", index=False)
-    assert "unexpected 'brightness'" in rejected(tmp_path / "extra.parquet", tmp_path)
+    loaded = load(tmp_path / "extra.parquet", tmp_path)
+
+    assert list(loaded.frame.columns) == SPEC_COLUMNS
+    assert loaded.note == "1 column(s) of the file are not in the spec and were not read: 'brightness'"
+
+
+def test_a_near_miss_name_is_suggested(tmp_path):
+    tiny_frame().rename(columns={"pixel_3_4": "pixle_3_4"}).to_csv(tmp_path / "typo.csv", index=False)
+    message = rejected(tmp_path / "typo.csv", tmp_path)
+    assert "missing 'pixel_3_4', named by the spec (a typo? 'pixle_3_4' for 'pixel_3_4')" in message
 
 
 def test_duplicated_column_name_is_named(tmp_path):
@@ -166,8 +180,8 @@ def test_byte_order_mark_in_the_header_is_accepted(tmp_path):
     path = tmp_path / "excel_utf8.csv"
     tiny_frame().to_csv(path, index=False, encoding="utf-8-sig")
     assert path.read_bytes().startswith(b"\xef\xbb\xbf")
-    loaded = load_dataset.fn(str(path), tmp_path)
-    assert list(loaded.frame.columns) == list(SCHEMA_COLUMNS)
+    loaded = load(path, tmp_path)
+    assert list(loaded.frame.columns) == SPEC_COLUMNS
 
 
 def test_gzip_renamed_to_csv(tmp_path):
@@ -204,35 +218,45 @@ def test_nested_parquet_column_is_named(tmp_path):
     assert "nested column(s) 'pixels' (struct<a: int64, b: int64>)" in rejected(tmp_path / "nested.parquet", tmp_path)
 
 
-def test_timestamp_typed_parquet_pixel_column_is_named(tmp_path):
-    frame = tiny_frame()
-    frame["pixel_3_4"] = pd.Timestamp("2024-01-01")
-    frame.to_parquet(tmp_path / "dates.parquet", index=False)
-    assert "column 'pixel_3_4' is timestamp" in rejected(tmp_path / "dates.parquet", tmp_path)
+def test_any_flat_parquet_type_is_read_for_the_spec_and_validation_to_judge(tmp_path):
+    table = pa.table(
+        {
+            "text": ["a", None, "c"],
+            "flag": [True, False, None],
+            "count": pa.array([1, 2, 3], pa.int16()),
+            "amount": [0.5, None, 2.0],
+            "city": pa.array(["Oslo", "Rome", "Oslo"]).dictionary_encode(),
+            "nothing": pa.nulls(3),
+            "when": pa.array([0, 1, 2], pa.timestamp("s")),
+        }
+    )
+    pq.write_table(table, tmp_path / "mixed.parquet")
+    loaded = load(tmp_path / "mixed.parquet", tmp_path, columns=None)
+
+    assert list(loaded.frame.columns) == table.column_names
+    assert loaded.frame["city"].tolist() == ["Oslo", "Rome", "Oslo"] and loaded.frame["nothing"].isna().all()
 
 
 def test_text_typed_parquet_pixel_column_is_read_for_validation_to_name_its_values(tmp_path):
     frame = tiny_frame()
     frame["pixel_3_4"] = frame["pixel_3_4"].astype(str)
     frame.to_parquet(tmp_path / "text.parquet", index=False)
-    assert not pd.api.types.is_numeric_dtype(
-        load_dataset.fn(str(tmp_path / "text.parquet"), tmp_path).frame["pixel_3_4"]
-    )
+    assert not pd.api.types.is_numeric_dtype(load(tmp_path / "text.parquet", tmp_path).frame["pixel_3_4"])
 
 
 def test_columns_are_matched_by_name_and_put_in_schema_order(tmp_path):
     frame = tiny_frame()
     frame[list(reversed(frame.columns))].to_csv(tmp_path / "reversed.csv", index=False)
-    loaded = load_dataset.fn(str(tmp_path / "reversed.csv"), tmp_path)
-    assert list(loaded.frame.columns) == list(SCHEMA_COLUMNS)
+    loaded = load(tmp_path / "reversed.csv", tmp_path)
+    assert list(loaded.frame.columns) == SPEC_COLUMNS
     pd.testing.assert_frame_equal(loaded.frame, frame)
 
 
 def test_stored_parquet_index_is_neither_a_column_nor_the_row_numbers(tmp_path):
     frame = tiny_frame().set_index(pd.Index(np.arange(100) * 7, name="sample_id"))
     frame.to_parquet(tmp_path / "indexed.parquet")
-    loaded = load_dataset.fn(str(tmp_path / "indexed.parquet"), tmp_path)
-    assert list(loaded.frame.columns) == list(SCHEMA_COLUMNS)
+    loaded = load(tmp_path / "indexed.parquet", tmp_path)
+    assert list(loaded.frame.columns) == SPEC_COLUMNS
     assert list(loaded.frame.index) == list(range(100))
 
 
@@ -259,7 +283,7 @@ def test_bad_csv_header_is_refused_without_reading_the_rows(tmp_path, full_reade
     big_file_with_bad_header(path)
     assert path.stat().st_size > 10_000_000
     message = rejected(path, tmp_path)
-    assert "missing 'pixel_3_4'" in message and "unexpected 'pixel_34'" in message
+    assert "missing 'pixel_3_4'" in message and "'pixel_34' for 'pixel_3_4'" in message
 
 
 def test_bad_parquet_schema_is_refused_from_the_footer_alone(tmp_path, full_readers_forbidden):
@@ -269,25 +293,20 @@ def test_bad_parquet_schema_is_refused_from_the_footer_alone(tmp_path, full_read
     assert "missing 'target'" in rejected(path, tmp_path)
 
 
-def test_read_data_file_without_a_schema_still_refuses_repeated_names(tmp_path):
+def test_without_a_spec_any_table_with_unique_names_is_read_in_file_order(tmp_path):
+    (tmp_path / "churn.csv").write_text("tenure,contract,churn\n3,Month-to-month,yes\n40,Two year,no\n")
+    loaded = load(tmp_path / "churn.csv", tmp_path, columns=None)
+
+    assert list(loaded.frame.columns) == ["tenure", "contract", "churn"] and loaded.rows == 2
+    assert loaded.frame["contract"].tolist() == ["Month-to-month", "Two year"]
+
+
+def test_without_a_spec_repeated_names_are_still_refused(tmp_path):
     (tmp_path / "dup.csv").write_text("a,b,a\n1,2,3\n")
     with pytest.raises(DataRejected, match="duplicated 'a'"):
-        read_data_file(tmp_path / "dup.csv", expected=None)
+        read_data_file(tmp_path / "dup.csv", columns=None)
 
 
-def test_split_is_stratified_seeded_and_disjoint():
-    frame = tiny_frame(rows_per_class=20)
-    config = SplitConfig(validation_fraction=0.2, test_fraction=0.2, seed=7)
-    first, second = split_dataset.fn(frame, config), split_dataset.fn(frame, config)
-    assert first.sizes() == {"train": 120, "validation": 40, "test": 40}
-    assert np.array_equal(first.x_test, second.x_test)
-    assert np.bincount(first.y_test).tolist() == [4] * 10
-    assert first.x_train.dtype == np.float32 and first.y_train.dtype == np.int64
-
-
-def test_split_refuses_classes_too_small_to_stratify():
-    frame = tiny_frame()
-    frame.loc[frame[TARGET_COLUMN] == 3, TARGET_COLUMN] = 4
-    frame.loc[0, TARGET_COLUMN] = 3
-    with pytest.raises(DataRejected, match=r"labels \[3\] have fewer than 5 rows"):
-        split_dataset.fn(frame, SplitConfig())
+def test_without_a_spec_a_semicolon_file_is_still_named_as_such(tmp_path):
+    (tmp_path / "excel.csv").write_text("a;b;c\n1;2;3\n")
+    assert "looks like ';'-delimited" in rejected(tmp_path / "excel.csv", tmp_path, columns=None)

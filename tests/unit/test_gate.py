@@ -1,33 +1,51 @@
-"""decide_promotion: value thresholds, artifact checks, serving, change vs production, policies."""
+"""decide_promotion: the trivial-baseline bar, absolute thresholds, artifacts, serving, change vs production."""
 
 from pathlib import Path
 
 import pytest
 
 from tasks.core.config import ChangeThreshold, GateConfig
+from tasks.model.metrics import ModelMetrics
 from tasks.onnx.compress import CompressionResult
 from tasks.onnx.runtime import CandidateScore, ParityReport
-from tasks.release.gate import Approval, Baseline, ModelMetrics, decide_promotion
+from tasks.release.gate import Approval, Baseline, GateEvidence, HeldOutScores, decide_promotion
 from tasks.release.serving_check import ServingCheck
 
-GOOD_PARITY = ParityReport(rows=360, max_abs_logit_diff=5e-6, argmax_agreement=1.0)
+GOOD_PARITY = ParityReport(rows=360, max_abs_diff=5e-6, agreement=1.0)
 GOOD_SERVING = ServingCheck(True, 2.0, 1.0, 200, 0, 3.0, 9.0, "200 requests at concurrency 4")
 
 
-def metrics(accuracy: float = 0.98, f1: float = 0.98, worst_recall: float = 0.95) -> ModelMetrics:
-    return ModelMetrics(accuracy, f1, (worst_recall,) + (0.99,) * 9)
+def classification(accuracy: float = 0.98, f1: float = 0.98, worst_recall: float = 0.95) -> ModelMetrics:
+    values = {"test_accuracy": accuracy, "test_macro_f1": f1, "test_min_class_recall": worst_recall}
+    return ModelMetrics("classification", values)
 
 
-def compression(fp32_accuracy: float = 0.98, served_accuracy: float = 0.98, size: int = 160_000) -> CompressionResult:
-    fp32 = CandidateScore("fp32", Path("fp32.onnx"), 600_000, fp32_accuracy, 1.5)
-    served = CandidateScore("int8-static-qdq", Path("q.onnx"), size, served_accuracy, 0.6)
+def regression(rmse: float = 40.0, r2: float = 0.5) -> ModelMetrics:
+    return ModelMetrics("regression", {"test_rmse": rmse, "test_mae": rmse * 0.8, "test_r2": r2})
+
+
+def compression(size: int = 160_000) -> CompressionResult:
+    fp32 = CandidateScore(
+        name="fp32", path=Path("fp32.onnx"), size_bytes=600_000, metric=0.98, latency_ms_per_batch=1.5
+    )
+    served = CandidateScore(
+        name="int8-static-qdq", path=Path("q.onnx"), size_bytes=size, metric=0.98, latency_ms_per_batch=0.6
+    )
     return CompressionResult(candidates=(fp32, served), chosen=served, reason="test")
 
 
-def decide(candidate=None, comp=None, parity=GOOD_PARITY, serving=GOOD_SERVING, baseline=None, config=None, **kw):
-    return decide_promotion(
-        candidate or metrics(), comp or compression(), parity, serving, baseline, config or GateConfig(), **kw
-    )
+def evidence(
+    candidate=None, fp32=None, trivial=None, parity=GOOD_PARITY, serving=GOOD_SERVING, size=160_000, approval=None
+):
+    candidate = candidate or classification()
+    if trivial is None:
+        trivial = classification(0.40, 0.19, 0.0) if candidate.task == "classification" else regression(80.0, -0.01)
+    scores = HeldOutScores(candidate, fp32 or candidate, Baseline("majority class 'a'", trivial))
+    return GateEvidence(scores, compression(size), parity, serving, approval)
+
+
+def decide(production=None, config=None, **kw):
+    return decide_promotion(evidence(**kw), production, config or GateConfig())
 
 
 def failed(decision) -> list[str]:
@@ -41,6 +59,26 @@ def test_first_run_is_promoted_when_every_check_passes_and_says_which_policy_app
     assert not any("vs_production" in c.name for c in decision.checks)
 
 
+def test_no_absolute_threshold_applies_unless_configured():
+    names = {c.name for c in decide(candidate=classification(accuracy=0.60)).checks}
+    assert "test_accuracy" not in names and "test_accuracy_vs_trivial" in names
+
+
+def test_a_model_no_better_than_the_majority_class_is_refused_and_the_threshold_says_why():
+    # Majority class scores 0.40: the candidate must remove 10% of its errors, i.e. reach 0.46.
+    decision = decide(candidate=classification(accuracy=0.45))
+    assert failed(decision) == ["test_accuracy_vs_trivial"]
+    check = next(c for c in decision.checks if c.name == "test_accuracy_vs_trivial")
+    assert check.threshold == pytest.approx(0.46)
+    assert "majority class 'a'" in check.source and "gate.min_gain_over_baseline" in check.source
+    assert decide(candidate=classification(accuracy=0.46)).promote  # inclusive
+
+
+def test_regression_must_beat_the_mean_prediction_on_rmse():
+    assert decide(candidate=regression(rmse=72.0)).promote  # 80 * 0.9 = 72, inclusive
+    assert failed(decide(candidate=regression(rmse=75.0))) == ["test_rmse_vs_trivial"]
+
+
 def test_first_run_policy_never_promote_keeps_the_alias_even_when_checks_pass():
     decision = decide(config=GateConfig(first_run_policy="never_promote"))
     assert not decision.promote and failed(decision) == []
@@ -48,43 +86,43 @@ def test_first_run_policy_never_promote_keeps_the_alias_even_when_checks_pass():
 
 
 @pytest.mark.parametrize(
-    "candidate, failing",
+    "candidate, config, failing",
     [
-        (metrics(accuracy=0.94), "test_accuracy"),
-        (metrics(f1=0.94), "test_macro_f1"),
-        (metrics(worst_recall=0.89), "test_min_class_recall"),
+        (classification(accuracy=0.94), GateConfig(min_test_accuracy=0.95), "test_accuracy"),
+        (classification(f1=0.94), GateConfig(min_test_macro_f1=0.95), "test_macro_f1"),
+        (classification(worst_recall=0.89), GateConfig(min_class_recall=0.9), "test_min_class_recall"),
+        (regression(r2=0.4), GateConfig(min_test_r2=0.45), "test_r2"),
+        (regression(rmse=50.0), GateConfig(max_test_rmse=45.0), "test_rmse"),
     ],
 )
-def test_value_thresholds_refuse_and_name_the_metric(candidate, failing):
-    decision = decide(candidate=candidate)
-    assert not decision.promote
+def test_configured_absolute_thresholds_refuse_and_name_the_metric_and_the_setting(candidate, config, failing):
+    decision = decide(candidate=candidate, config=config, trivial=None)
     assert failed(decision) == [failing]
-    assert failing in decision.reason
+    assert next(c for c in decision.checks if c.name == failing).source.startswith("gate.")
 
 
-def test_thresholds_are_inclusive():
-    decision = decide(candidate=metrics(accuracy=0.95, f1=0.95, worst_recall=0.90))
-    assert decision.promote
+def test_absolute_thresholds_of_the_other_task_are_ignored():
+    assert decide(candidate=regression(), config=GateConfig(min_test_accuracy=0.99)).promote
 
 
 @pytest.mark.parametrize(
     "parity, failing",
     [
-        (ParityReport(360, 3e-4, 1.0), "parity_max_abs_logit_diff"),
-        (ParityReport(360, 5e-6, 359 / 360), "parity_argmax_agreement"),
+        (ParityReport(rows=360, max_abs_diff=3e-4, agreement=1.0), "parity_max_abs_diff"),
+        (ParityReport(rows=360, max_abs_diff=5e-6, agreement=359 / 360), "parity_agreement"),
     ],
 )
 def test_failed_parity_blocks_promotion(parity, failing):
     assert failed(decide(parity=parity)) == [failing]
 
 
-def test_compression_that_costs_more_than_its_budget_is_refused():
-    decision = decide(comp=compression(fp32_accuracy=0.99, served_accuracy=0.98))
+def test_compression_is_judged_on_the_test_rows_and_can_fail():
+    decision = decide(candidate=classification(accuracy=0.97), fp32=classification(accuracy=0.99))
     assert failed(decision) == ["compression_accuracy_loss_points"]
 
 
 def test_oversized_model_is_refused():
-    assert failed(decide(comp=compression(size=20_000_000))) == ["model_size_bytes"]
+    assert failed(decide(size=20_000_000)) == ["model_size_bytes"]
 
 
 @pytest.mark.parametrize(
@@ -100,16 +138,23 @@ def test_serving_check_failures_block_promotion(serving, failing):
     assert failed(decide(serving=serving)) == failing
 
 
-def test_regression_beyond_tolerance_against_production_is_refused():
-    baseline = Baseline("4", metrics(accuracy=0.990))
-    decision = decide(candidate=metrics(accuracy=0.980), baseline=baseline)
+def test_falling_behind_production_beyond_tolerance_is_refused():
+    decision = decide(
+        candidate=classification(accuracy=0.980), production=Baseline("production v4", classification(0.990))
+    )
     assert failed(decision) == ["test_accuracy_vs_production_v4"]
     assert decision.policy == "compared with production v4"
 
 
-def test_regression_within_tolerance_is_promoted_and_the_boundary_is_inclusive():
-    baseline = Baseline("4", metrics(accuracy=0.990))
-    assert decide(candidate=metrics(accuracy=0.985), baseline=baseline).promote
+def test_within_tolerance_is_promoted_and_the_boundary_is_inclusive():
+    assert decide(
+        candidate=classification(accuracy=0.985), production=Baseline("production v4", classification(0.990))
+    ).promote
+
+
+def test_regression_defaults_to_an_r2_change_threshold():
+    decision = decide(candidate=regression(r2=0.45), production=Baseline("production v2", regression(r2=0.5)))
+    assert failed(decision) == ["test_r2_vs_production_v2"]
 
 
 def test_relative_and_lower_is_better_change_thresholds():
@@ -118,14 +163,24 @@ def test_relative_and_lower_is_better_change_thresholds():
         ChangeThreshold(metric="test_accuracy", greater_is_better=False, min_absolute_change=0.0),
     ]
     decision = decide(
-        candidate=metrics(accuracy=0.97, f1=0.97),
-        baseline=Baseline("2", metrics(accuracy=0.98, f1=0.98)),
+        candidate=classification(accuracy=0.97, f1=0.97),
+        production=Baseline("production v2", classification(accuracy=0.98, f1=0.98)),
         config=GateConfig(change_thresholds=rules),
     )
     by_name = {c.name: c for c in decision.checks}
     assert not by_name["test_macro_f1_relative_change"].passed
     assert by_name["test_accuracy_vs_production_v2"].comparison == "<="
     assert by_name["test_accuracy_vs_production_v2"].passed  # lower accuracy "wins" under lower-is-better
+
+
+def test_rmse_change_threshold_is_lower_is_better_by_itself():
+    rules = [ChangeThreshold(metric="test_rmse", min_absolute_change=0.0)]
+    decision = decide(
+        candidate=regression(rmse=41.0),
+        production=Baseline("production v2", regression(rmse=40.0)),
+        config=GateConfig(change_thresholds=rules),
+    )
+    assert failed(decision) == ["test_rmse_vs_production_v2"]
 
 
 def test_rejection_by_a_person_is_recorded_like_a_failed_gate():
@@ -135,11 +190,11 @@ def test_rejection_by_a_person_is_recorded_like_a_failed_gate():
     assert "Human review: rejected by ana" in decision.report_markdown()
 
 
-def test_report_lists_every_check_with_value_threshold_and_verdict(tmp_path):
-    decision = decide(candidate=metrics(accuracy=0.93), baseline=Baseline("2", metrics()))
+def test_report_lists_every_check_with_value_threshold_verdict_and_origin(tmp_path):
+    decision = decide(candidate=classification(accuracy=0.43), production=Baseline("production v2", classification()))
     markdown = decision.report_markdown()
     assert markdown.startswith("**Gate failed**")
     assert markdown.count("\n| ") == len(decision.checks) + 1
-    assert "| test_accuracy | 0.93 | >= 0.95 | **FAIL** |" in markdown
+    assert "| test_accuracy_vs_trivial | 0.43 | >= 0.46 | **FAIL** | trivial baseline" in markdown
     text = decision.write_json(tmp_path / "gate.json").read_text()
     assert '"verdict": "failed"' in text and '"promote": false' in text

@@ -1,1 +1,30 @@
-"""Model families: a registry of name -> builder; adding a family is adding one file here."""
+"""Model families: a registry of name -> Family; adding a family is adding one file here and one line below.
+
+Every family builds only the network (see contract.py for what it receives and returns); the learned
+preprocessing and the output layer around it are the same for all (tasks.model.network).
+"""
+
+from torch import nn
+
+from tasks.core.errors import ConfigRejected
+from tasks.core.spec import ModelSpec
+from tasks.model.families import custom, image_grid_cnn, tabular_mlp
+from tasks.model.families.contract import Family, InputDescription
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (tabular_mlp.FAMILY, image_grid_cnn.FAMILY, custom.FAMILY)}
+
+
+def get_family(name: str) -> Family:
+    """The registered family of that name; an unknown name is refused with the known ones."""
+    if name not in FAMILIES:
+        known = "; ".join(f"{f.name} ({f.summary})" for f in FAMILIES.values())
+        raise ConfigRejected(f"unknown model family '{name}' in model.family; choose one of: {known}")
+    return FAMILIES[name]
+
+
+def build_network(model: ModelSpec, inputs: InputDescription) -> nn.Module:
+    """The spec's family's network for these inputs (options checked by the family)."""
+    return get_family(model.family).build(model, inputs)
+
+
+__all__ = ["FAMILIES", "Family", "InputDescription", "build_network", "get_family"]

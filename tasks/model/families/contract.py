@@ -1,0 +1,71 @@
+"""What every model family receives and returns: the contract a custom `module:function` is written against.
+
+A family builds the network only; tasks.model.network wraps it in the learned preprocessing and the output
+layer, so every family ends in the same ONNX hand-off. The network is called as
+
+    network(numeric, codes)
+      numeric  float32 [n, numeric_width]: standardised numeric features, then one 0/1 missing indicator per
+               nullable numeric feature (tables); or an image grid's values scaled to 0..1, row-major
+               (height, width, channels), numeric_width = h * w * c (image_grid specs)
+      codes    int64 [n, len(categorical_cardinalities)]: one code per categorical / binary feature, in spec
+               order; 0 = a value unseen in training, 1 = missing, 2.. = categories; column j < cardinality j.
+               Zero columns when the spec has no categorical feature.
+
+and returns float [n, n_outputs] (classification: logits, one per label in target.labels order;
+regression: n_outputs = 1, the standardised target; [n] is accepted too).
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+
+from tasks.core.errors import ConfigRejected
+from tasks.core.spec import ModelSpec, validation_problems
+
+
+@dataclass(frozen=True)
+class InputDescription:
+    """What a family needs to size its network; built from the spec and the learned preprocessing."""
+
+    task: Literal["classification", "regression"]
+    n_outputs: int
+    numeric_width: int
+    categorical_cardinalities: tuple[int, ...]
+    image_shape: tuple[int, int, int] | None  # (channels, height, width) for image_grid specs
+    # The spec's model.options as written: built-in families validate them (parse_options); a custom
+    # builder reads its own.
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class FamilyOptions(BaseModel):
+    """Base of a family's options: unknown keys are refused (a typo must not silently train the default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+OptionsT = TypeVar("OptionsT", bound=FamilyOptions)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A registered model family: how it builds its network and how long it trains by default."""
+
+    name: str
+    build: Callable[[ModelSpec, InputDescription], nn.Module]
+    max_epochs: int
+    patience: int
+    summary: str
+
+
+def parse_options(kind: type[OptionsT], family: str, options: Mapping[str, Any]) -> OptionsT:
+    """A family's options validated; a wrong or unknown option is refused, naming it and the known ones."""
+    try:
+        return kind.model_validate(dict(options))
+    except ValidationError as error:
+        known = ", ".join(kind.model_fields)
+        raise ConfigRejected(
+            f"model.options for family '{family}': {validation_problems(error)} (known options: {known})"
+        ) from error

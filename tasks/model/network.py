@@ -1,0 +1,161 @@
+"""The whole model as one torch module: learned preprocessing, the family's network, the output in the
+target's units. What is trained is what is exported, so the ONNX graph carries the preprocessing too.
+
+Its inputs are the ONNX hand-off (tasks.core.spec) in spec.onnx_inputs() order, except that the categorical
+texts arrive as int64 codes (Preprocessing.codes); the exporter prepends the text -> code lookup.
+The checkpoint holds the spec (dataset and model family with its options), the learned preprocessing and the
+weights, so load_checkpoint rebuilds the model from the file alone.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tasks.core.errors import GreenlightError
+from tasks.core.spec import CATEGORICAL_INPUT, NUMERIC_INPUT, PIXELS_INPUT, Spec
+from tasks.model.families import InputDescription, build_network
+from tasks.model.preprocess import OOV_CODE, ImageScale, NumericStats, Preprocessing
+
+CHECKPOINT_FORMAT = "greenlight-checkpoint/1"
+# Share of training codes replaced by the out-of-vocabulary code, so that code's embedding learns "a value
+# not seen in training" instead of keeping its random initialisation; 2% barely dents the known categories.
+OOV_TRAINING_RATE = 0.02
+
+
+class NumericInput(nn.Module):
+    """Median imputation, standardisation, then a 0/1 missing indicator per nullable column."""
+
+    def __init__(self, stats: NumericStats) -> None:
+        super().__init__()
+        self.register_buffer("median", torch.tensor(stats.median, dtype=torch.float32))
+        self.register_buffer("mean", torch.tensor(stats.mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(stats.std, dtype=torch.float32))
+        nullable = [i for i, flag in enumerate(stats.nullable) if flag]
+        self.register_buffer("nullable", torch.tensor(nullable, dtype=torch.int64))
+        self.has_indicators = bool(nullable)  # a Python flag: the exported graph has no branch
+
+    def forward(self, values: Tensor) -> Tensor:
+        missing = torch.isnan(values)
+        scaled = (torch.where(missing, self.median, values) - self.mean) / self.std
+        if not self.has_indicators:
+            return scaled
+        return torch.cat([scaled, missing[:, self.nullable].to(scaled.dtype)], dim=1)
+
+
+class ImageInput(nn.Module):
+    """An image grid's raw values to 0..1 with the spec's domain."""
+
+    def __init__(self, scale: ImageScale) -> None:
+        super().__init__()
+        self.low, self.span = scale.low, scale.high - scale.low
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        return (pixels - self.low) / self.span
+
+
+def describe_inputs(spec: Spec, preprocessing: Preprocessing) -> InputDescription:
+    """What the family's network receives, from the spec and what was learned from the training split."""
+    dataset, image = spec.dataset, preprocessing.image
+    numeric_width = preprocessing.numeric.width if preprocessing.numeric else 0
+    return InputDescription(
+        task=dataset.task,
+        n_outputs=len(dataset.label_texts()) if dataset.task == "classification" else 1,
+        numeric_width=image.channels * image.height * image.width if image else numeric_width,
+        categorical_cardinalities=tuple(v.cardinality for v in preprocessing.vocabularies),
+        image_shape=(image.channels, image.height, image.width) if image else None,
+        options=dict(spec.model.options),
+    )
+
+
+class GreenlightModel(nn.Module):
+    """Preprocessing + network + output layer; forward(*inputs) in input_names order -> ONNX's output."""
+
+    def __init__(self, spec: Spec, preprocessing: Preprocessing) -> None:
+        super().__init__()
+        self.spec, self.preprocessing = spec, preprocessing
+        self.input_names = list(spec.dataset.onnx_inputs())
+        self.numeric = NumericInput(preprocessing.numeric) if preprocessing.numeric else None
+        self.image = ImageInput(preprocessing.image) if preprocessing.image else None
+        self.network = build_network(spec.model, describe_inputs(spec, preprocessing))
+        target = preprocessing.target
+        self.target_mean, self.target_std = (target.mean, target.std) if target else (0.0, 1.0)
+
+    def network_output(self, *inputs: Tensor) -> Tensor:
+        """The network's own output: logits, or the standardised target (what the loss is computed on)."""
+        named = dict(zip(self.input_names, inputs, strict=True))
+        rows = inputs[0].shape[0]
+        if self.numeric is not None:
+            numeric = self.numeric(named[NUMERIC_INPUT])
+        elif self.image is not None:
+            numeric = self.image(named[PIXELS_INPUT])
+        else:
+            numeric = inputs[0].new_zeros((rows, 0), dtype=torch.float32)
+        codes = named.get(CATEGORICAL_INPUT)
+        if codes is None:
+            codes = torch.zeros((rows, 0), dtype=torch.int64, device=inputs[0].device)
+        elif self.training and OOV_TRAINING_RATE > 0:
+            codes = torch.where(torch.rand(codes.shape, device=codes.device) < OOV_TRAINING_RATE, OOV_CODE, codes)
+        return self.network(numeric, codes)
+
+    def in_target_units(self, output: Tensor) -> Tensor:
+        """Logits as they are; a regression output as [n] in the target's own units (de-standardised)."""
+        if self.spec.dataset.task == "classification":
+            return output
+        return output.reshape(-1) * self.target_std + self.target_mean
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.in_target_units(self.network_output(*inputs))
+
+
+def model_tensors(model: GreenlightModel, feeds: dict[str, np.ndarray]) -> list[Tensor]:
+    """The torch inputs for ONNX feeds (categorical texts encoded by the model's own vocabularies)."""
+    inputs = model.preprocessing.model_inputs(feeds)
+    return [torch.from_numpy(np.ascontiguousarray(inputs[name])) for name in model.input_names]
+
+
+def predict_outputs(model: GreenlightModel, feeds: dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
+    """fp32 outputs on the CPU (logits [n, labels] or predictions [n]): the reference for ONNX parity."""
+    model = model.to("cpu").eval()
+    tensors = model_tensors(model, feeds)
+    rows = len(tensors[0])
+    with torch.inference_mode():
+        chunks = [model(*(t[i : i + batch_size] for t in tensors)) for i in range(0, max(rows, 1), batch_size)]
+    return torch.cat(chunks).numpy()
+
+
+def save_checkpoint(model: GreenlightModel, state: dict[str, Tensor], path: Path) -> Path:
+    """Spec, family, preprocessing and weights in one file that load_checkpoint rebuilds alone."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "family": model.spec.model.family,
+        "options": dict(model.spec.model.options),
+        "spec": model.spec.model_dump(mode="json"),
+        "preprocessing": model.preprocessing.to_dict(),
+        "state_dict": {k: v.detach().to("cpu") for k, v in state.items()},
+    }
+    torch.save(checkpoint, path)
+    return path
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint's contents; a file that is not a Greenlight checkpoint is refused by name."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise GreenlightError(f"checkpoint {path} could not be read: {error}") from error
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise GreenlightError(f"{path} is not a {CHECKPOINT_FORMAT} file; train it again with this version")
+    return checkpoint
+
+
+def load_checkpoint(path: Path) -> GreenlightModel:
+    """Rebuild the full model (preprocessing + network) from a checkpoint, in eval mode on the CPU."""
+    checkpoint = read_checkpoint(path)
+    spec = Spec.model_validate(checkpoint["spec"])
+    model = GreenlightModel(spec, Preprocessing.from_dict(checkpoint["preprocessing"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()

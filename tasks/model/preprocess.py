@@ -1,0 +1,176 @@
+"""Preprocessing learned from the training split only, as plain values that travel inside the checkpoint.
+
+One value per input kind, fitted on the training rows' ONNX feeds (tasks.core.spec.DatasetSpec.feeds), so
+what the model learns from is exactly what serving sends:
+  numeric      median imputation, a missing-indicator column for each nullable feature, standardisation
+  categorical  one vocabulary per column: code 0 = out-of-vocabulary (a value never seen in training),
+               1 = missing (""), 2.. = the training split's categories in sorted order
+  image_grid   (x - min) / (max - min) with the spec's domain (digits: / 16)
+  target       regression only: the training targets' mean and std (the network learns standardised values)
+The torch layers (tasks.model.network) read these as buffers, and the ONNX exporter (tasks.onnx.export)
+builds its LabelEncoder nodes from the same Vocabulary, so training and serving cannot disagree.
+Torch-free: numpy only.
+"""
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from tasks.core.spec import CATEGORICAL_INPUT, NUMERIC_INPUT, PIXELS_INPUT, DatasetSpec
+
+OOV_CODE, MISSING_CODE, FIRST_CATEGORY_CODE = 0, 1, 2
+MISSING_TEXT = ""
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """One categorical column's training categories (as value_text); category i has code i + 2."""
+
+    column: str
+    categories: tuple[str, ...]
+
+    @property
+    def cardinality(self) -> int:
+        """How many codes an embedding for this column needs (out-of-vocabulary and missing included)."""
+        return len(self.categories) + FIRST_CATEGORY_CODE
+
+    def mapping(self) -> dict[str, int]:
+        """Text -> code for every known text, the missing one included; anything else is OOV_CODE."""
+        known = {text: code for code, text in enumerate(self.categories, start=FIRST_CATEGORY_CODE)}
+        return {MISSING_TEXT: MISSING_CODE, **known}
+
+    def codes(self, texts: np.ndarray) -> np.ndarray:
+        """int64 codes of a column of texts."""
+        mapping = self.mapping()
+        return np.fromiter((mapping.get(text, OOV_CODE) for text in texts), dtype=np.int64, count=len(texts))
+
+
+@dataclass(frozen=True)
+class NumericStats:
+    """Per numeric column: the training median (imputation), mean and std after imputation (scaling)."""
+
+    columns: tuple[str, ...]
+    median: tuple[float, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    # Only nullable features get an indicator: a column that is never missing would add a constant input.
+    nullable: tuple[bool, ...]
+
+    @property
+    def width(self) -> int:
+        """Columns the network sees: the scaled values, then one indicator per nullable feature."""
+        return len(self.columns) + sum(self.nullable)
+
+
+@dataclass(frozen=True)
+class ImageScale:
+    """An image grid's value domain and shape; its columns are row-major (height, width, channels)."""
+
+    low: float
+    high: float
+    channels: int
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class TargetScale:
+    """A regression target's training mean and std: the network predicts (y - mean) / std."""
+
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Everything learned from the training split that the model applies before its network."""
+
+    numeric: NumericStats | None = None
+    vocabularies: tuple[Vocabulary, ...] = ()
+    image: ImageScale | None = None
+    target: TargetScale | None = None
+
+    def codes(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """int64 codes [n, m] of a categorical feed, as the ONNX graph's LabelEncoders compute them."""
+        texts = feeds[CATEGORICAL_INPUT]
+        columns = [vocabulary.codes(texts[:, i]) for i, vocabulary in enumerate(self.vocabularies)]
+        return np.stack(columns, axis=1)
+
+    def model_inputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The torch model's inputs: the ONNX feeds with categorical texts replaced by their codes."""
+        inputs = dict(feeds)
+        if self.vocabularies:
+            inputs[CATEGORICAL_INPUT] = self.codes(feeds)
+        return inputs
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for the checkpoint (torch.load(weights_only=True) reads them back)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Preprocessing":
+        def tupled(value: dict[str, Any]) -> dict[str, Any]:
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+
+        return cls(
+            numeric=NumericStats(**tupled(raw["numeric"])) if raw.get("numeric") else None,
+            vocabularies=tuple(Vocabulary(v["column"], tuple(v["categories"])) for v in raw.get("vocabularies", ())),
+            image=ImageScale(**raw["image"]) if raw.get("image") else None,
+            target=TargetScale(**raw["target"]) if raw.get("target") else None,
+        )
+
+
+def fit_numeric(spec: DatasetSpec, values: np.ndarray) -> NumericStats:
+    """Medians, then mean and std of the imputed training values; a constant column gets std 1 (not 0)."""
+    values = values.astype(np.float64)
+    missing = np.isnan(values)
+    # A column missing in every training row has no median: 0 keeps it a constant the network ignores.
+    median = np.array([np.median(c[~np.isnan(c)]) if (~np.isnan(c)).any() else 0.0 for c in values.T])
+    filled = np.where(missing, median, values)
+    std = filled.std(axis=0)
+    features = spec.of_type("numeric")
+    return NumericStats(
+        columns=tuple(f.name for f in features),
+        median=tuple(float(v) for v in median),
+        mean=tuple(float(v) for v in filled.mean(axis=0)),
+        std=tuple(float(v) if v > 0 else 1.0 for v in std),
+        nullable=tuple(bool(f.nullable) for f in features),
+    )
+
+
+def fit_vocabularies(spec: DatasetSpec, texts: np.ndarray) -> tuple[Vocabulary, ...]:
+    """Each categorical column's sorted training categories (missing "" is its own code, not a category)."""
+    features = spec.of_type("categorical", "binary")
+    return tuple(
+        Vocabulary(f.name, tuple(sorted({str(t) for t in texts[:, i]} - {MISSING_TEXT})))
+        for i, f in enumerate(features)
+    )
+
+
+def fit_image(spec: DatasetSpec, pixels: np.ndarray) -> ImageScale:
+    """The spec's declared domain; the training split's range where the spec leaves it open."""
+    grid = spec.of_type("image_grid")[0]
+    low = float(grid.min) if grid.min is not None else float(np.nanmin(pixels))
+    high = float(grid.max) if grid.max is not None else float(np.nanmax(pixels))
+    if high <= low:
+        high = low + 1.0  # a blank grid: keep the division defined
+    return ImageScale(low, high, grid.channels or 1, grid.height or 1, grid.width or 1)
+
+
+def fit_target(spec: DatasetSpec, targets: np.ndarray) -> TargetScale | None:
+    """Regression: the training targets' mean and std (std 0 -> 1); classification needs none."""
+    if spec.task != "regression":
+        return None
+    std = float(np.std(targets))
+    return TargetScale(mean=float(np.mean(targets)), std=std if std > 0 else 1.0)
+
+
+def fit_preprocessing(spec: DatasetSpec, feeds: dict[str, np.ndarray], targets: np.ndarray) -> Preprocessing:
+    """Learn every input's preprocessing from the training split's feeds and targets."""
+    return Preprocessing(
+        numeric=fit_numeric(spec, feeds[NUMERIC_INPUT]) if NUMERIC_INPUT in feeds else None,
+        vocabularies=fit_vocabularies(spec, feeds[CATEGORICAL_INPUT]) if CATEGORICAL_INPUT in feeds else (),
+        image=fit_image(spec, feeds[PIXELS_INPUT]) if PIXELS_INPUT in feeds else None,
+        target=fit_target(spec, targets),
+    )

@@ -1,0 +1,89 @@
+"""The spec: validation of a reviewed file's contents, the ONNX feeds it builds, category texts."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from tasks.core.spec import DatasetSpec, FeatureSpec, Spec, digits_spec, value_text
+
+
+def table_spec(**changes) -> DatasetSpec:
+    raw = {
+        "name": "penguins",
+        "target": {"name": "species", "task": "classification", "labels": ["Adelie", "Gentoo"]},
+        "features": [
+            {"name": "bill_length_mm", "type": "numeric", "nullable": True},
+            {"name": "island", "type": "categorical", "nullable": True},
+            {"name": "sex", "type": "binary", "nullable": True},
+            {"name": "row_id", "type": "id"},
+        ],
+    } | changes
+    return DatasetSpec.model_validate(raw)
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (3, "3"),
+        (3.0, "3"),
+        (np.int64(3), "3"),
+        ("3", "3"),
+        (2.5, "2.5"),
+        (True, "true"),
+        (np.bool_(False), "false"),
+        (None, ""),
+        (math.nan, ""),
+        (pd.NA, ""),
+        (" Biscoe ", "Biscoe"),
+    ],
+)
+def test_a_category_has_one_text_whatever_type_it_arrives_in(value, text):
+    assert value_text(value) == text
+
+
+def test_feeds_group_numeric_and_categorical_inputs_in_spec_order_with_missing_values_marked():
+    spec = table_spec()
+    feeds = spec.feeds(
+        {"bill_length_mm": [39.1, None], "island": ["Biscoe", None], "sex": ["male", math.nan], "row_id": [1, 2]}
+    )
+    assert set(feeds) == {"numeric", "categorical"}
+    assert feeds["numeric"].dtype == np.float32 and feeds["numeric"].shape == (2, 1)
+    assert np.isnan(feeds["numeric"][1, 0])
+    assert feeds["categorical"].tolist() == [["Biscoe", "male"], ["", ""]]
+    assert spec.input_columns == ["bill_length_mm", "island", "sex"]  # the id column is named, never read
+
+
+def test_the_bundled_digits_are_one_image_grid_read_as_pixels():
+    spec = digits_spec().dataset
+    assert spec.onnx_inputs() == {"pixels": spec.input_columns} and len(spec.input_columns) == 64
+    assert spec.file_columns[-1] == "target" and spec.label_texts() == [str(i) for i in range(10)]
+
+
+@pytest.mark.parametrize(
+    "changes, problem",
+    [
+        ({"features": [{"name": "species", "type": "numeric"}]}, "also listed as a feature"),
+        ({"features": [{"name": "a", "type": "numeric"}, {"name": "a", "type": "categorical"}]}, "more than one"),
+        ({"features": [{"name": "row_id", "type": "id"}]}, "no feature the model can read"),
+        ({"target": {"name": "species", "task": "classification", "labels": [1, "1"]}}, "label twice"),
+        ({"target": {"name": "mass", "task": "regression", "labels": [1, 2]}}, "regression target"),
+    ],
+)
+def test_an_inconsistent_spec_is_refused_saying_what(changes, problem):
+    with pytest.raises(ValidationError, match=problem):
+        table_spec(**changes)
+
+
+def test_an_image_grid_must_name_exactly_its_pixels():
+    with pytest.raises(ValidationError, match="needs height x width x channels = 4 columns"):
+        FeatureSpec(name="g", type="image_grid", columns=["a", "b", "c"], height=2, width=2, channels=1)
+
+
+def test_a_spec_survives_its_yaml_round_trip():
+    import yaml
+
+    spec = Spec(dataset=table_spec())
+    assert Spec.model_validate(yaml.safe_load(spec.to_yaml())) == spec
