@@ -1,4 +1,4 @@
-"""POST /predict, GET / and GET /openapi.json: a Starlette app mounted on the BentoML service.
+"""POST /predict, GET /, GET /openapi.json and GET /metrics: a Starlette app mounted on the BentoML service.
 
 Mounted rather than declared with @bentoml.api, for two reasons measured in benchmarks/serving.py:
 BentoML's API machinery costs ~100 us per request before the model runs (the request is parsed and
@@ -9,7 +9,8 @@ version's contract (422, bentos/contract.py), each refusal one JSON sentence nam
 (or row and column) and the value, logged at DEBUG only; never a 500.
 GET / is this app's own page documenting /predict for the served spec (BentoML's index page would list
 only its own routes: the mounted app is matched before it, so this route takes /). GET /openapi.json is
-generated from the same contract. Health, readiness and metrics stay BentoML's; none of these need a key.
+generated from the same contract. GET /metrics serves bentos/metrics.py (BentoML's metrics are off: their
+middleware cost ~60 us per request). Health and readiness stay BentoML's; none of these need a key.
 The key is compared in constant time and appears in no message and no log line.
 """
 
@@ -17,6 +18,7 @@ import hmac
 import html
 import json
 import logging
+import time
 
 from bentoml import get_current_service
 from starlette.applications import Starlette
@@ -28,6 +30,7 @@ from starlette.types import Receive, Scope, Send
 
 from bentos.contract import MAX_BODY_BYTES, Refusal
 from bentos.documentation import index_page, openapi_document
+from bentos.metrics import exposition
 
 logger = logging.getLogger("greenlight.serving")
 
@@ -40,10 +43,12 @@ TOO_LARGE = Refusal(413, f"body larger than {MAX_BODY_BYTES} bytes: split the ba
 
 async def predict(scope: Scope, receive: Receive, send: Send) -> None:
     """Check the request, then let the service parse and answer it with the model it serves right now."""
+    started = time.perf_counter()
     service = get_current_service()
     outcome = check_headers(Headers(scope=scope), service.api_key) or await read_body(receive)
     response = refuse(outcome) if isinstance(outcome, Refusal) else service.answer(outcome)
     await response(scope, receive, send)
+    service.slot.metrics.requested(response.status_code, time.perf_counter() - started)
 
 
 def check_headers(headers: Headers, api_key: bytes | None) -> Refusal | None:
@@ -100,6 +105,14 @@ async def openapi(_: Request) -> Response:
     return JSONResponse(openapi_document(model.contract, model.name, model.version))
 
 
+def metrics(_: Request) -> Response:
+    """Prometheus metrics of all workers (bentos/metrics.py). A plain function: Starlette runs it in a
+    thread, so reading the workers' metric files never holds up the event loop."""
+    from prometheus_client import CONTENT_TYPE_LATEST  # not at import: see bentos/metrics.py
+
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
 async def index(request: Request) -> Response:
     """The page documenting /predict for the version served now, with an example and that version's answer."""
     service = get_current_service()
@@ -142,5 +155,6 @@ app = GreenlightEndpoint(
         Route(PREDICT_PATH, PredictRoute(), methods=["POST"]),
         Route("/", index, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
     ]
 )

@@ -152,14 +152,28 @@ def warm_up(model: ServedModel) -> None:
     contract = model.contract
     labels = len(contract.spec.label_texts())
     for size in WARM_UP_BATCHES:
-        batch = contract.parse(json.dumps({"records": [contract.example_record()] * size}).encode())
+        body = json.dumps({"records": [contract.example_record()] * size}).encode()
+        batch = contract.parse(body)
         if isinstance(batch, Refusal):
             raise ValueError(f"the contract refuses the spec's own example: {batch.message}")
+        check_feeds(contract, batch, contract.request.model_validate_json(body).records)
         outputs = model.predict(batch)
         expected = (size, labels) if contract.spec.task == "classification" else (size,)
         if outputs.shape != expected or not np.isfinite(outputs).all():
             raise ValueError(f"{size} rows gave outputs of shape {outputs.shape}; expected {expected}, all finite")
         contract.answer(outputs, model.name, model.version)
+
+
+def check_feeds(contract: Contract, batch: Batch, records: list[Any]) -> None:
+    """The contract's feeds for records are the ones spec.feeds gives (training's encoding), same type and shape."""
+    expected = contract.spec.feeds(contract.columns_of(records))
+    for name, array in expected.items():
+        got = batch.feeds.get(name)
+        numeric = array.dtype != object
+        if got is None or got.dtype != array.dtype or not np.array_equal(got, array, equal_nan=numeric):
+            raise ValueError(
+                f"the request feeds for input {name!r} differ from the spec's encoding of the same records"
+            )
 
 
 def short(error: Exception) -> str:
