@@ -171,3 +171,10 @@ class RunConfig(_Section):
     gate: GateConfig = GateConfig()
     validation: ValidationConfig = ValidationConfig()
     drift: DriftConfig = DriftConfig()
+
+    @model_validator(mode="after")
+    def _target_names_a_column_of_the_data(self) -> "RunConfig":
+        # Refused here, before a flow run starts, rather than seconds later inside it.
+        if self.target and not self.data_path and not self.spec_path:
+            raise ValueError("target needs data_path: the table whose column it names")
+        return self

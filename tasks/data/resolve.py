@@ -34,8 +34,6 @@ def resolve_dataset(config: RunConfig, default_dir: Path) -> ResolvedDataset:
         dataset = load_dataset(config.data_path, default_dir, [*spec.dataset.input_columns, spec.dataset.target.name])
         return ResolvedDataset(dataset, spec, f"spec file {config.spec_path}", model_name(config, dataset, spec))
     if config.target:
-        if not config.data_path:
-            raise ConfigRejected("--target needs --data: the table whose column it names")
         dataset = load_dataset(config.data_path, default_dir, None)
         spec, columns = infer_spec(dataset.frame, config.target, config.task, name=safe_name(config.data_path))
         # Zero-config runs still show what was decided; `greenlight init` writes it for review instead.

@@ -93,6 +93,11 @@ def test_bad_config_is_rejected_naming_the_field(tmp_path, text, field):
     assert field in str(rejected.value) and str(path) in str(rejected.value)
 
 
+def test_a_target_without_data_is_refused_before_any_run_starts():
+    with pytest.raises(ConfigRejected, match="target needs data_path"):
+        load_run_config(parse("--target", "churn"))
+
+
 @pytest.mark.parametrize("text", ["[1, 2", "- just\n- a list\n"])
 def test_unparseable_or_non_mapping_config_is_rejected(tmp_path, text):
     path = tmp_path / "run.yaml"
