@@ -197,3 +197,15 @@ def test_column_names_that_are_not_identifiers_are_fields() -> None:
     )
     batch = parse(compile_contract(spec), {"records": [dict.fromkeys(names, 1.5)]})
     assert batch.feeds["numeric"].tolist() == [[1.5] * 4]
+
+
+def test_a_small_batch_and_a_large_one_answer_the_same_probabilities() -> None:
+    """Small batches take a plain-Python softmax (speed), large ones numpy's: a row's answer must not depend on it."""
+    contract = compile_contract(penguins())
+    logits = np.random.default_rng(0).normal(0, 5, (40, 3)).astype(np.float32)
+    small = json.loads(contract.answer(logits[:3], "penguins", "1"))
+    large = json.loads(contract.answer(logits, "penguins", "1"))
+    assert small["predictions"] == large["predictions"][:3]
+    for mine, theirs in zip(small["probabilities"], large["probabilities"][:3], strict=True):
+        assert mine.keys() == theirs.keys()
+        assert all(abs(mine[k] - theirs[k]) < 1e-12 for k in mine)
