@@ -7,6 +7,7 @@ PREFECT_HOME when it is imported).
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -187,7 +188,9 @@ def command_init(args: argparse.Namespace, locations: Locations) -> int:
     dataset = load_dataset.fn(str(data), locations.home / "datasets", None)
     spec, columns = infer_spec(dataset.frame, args.target, args.task or "auto", name=safe_name(str(data)))
     print(render_column_table(columns))
-    settings = {"data": str(data.resolve()), "model_name": args.model_name or safe_name(str(data))}
+    # Relative to the spec file, as `run --spec` reads it: the spec and its data can move (or be committed) together.
+    relative = os.path.relpath(data.resolve(), out.resolve().parent)
+    settings = {"data": relative, "model_name": args.model_name or safe_name(str(data))}
     write_spec_file(spec, settings, out, force=args.force)
     target = spec.dataset.target
     print(f"\n{spec.dataset.task} of '{target.name}'" + (f", labels {target.labels}" if target.labels else ""))
