@@ -118,13 +118,17 @@ class ValidationReport:
         return sum(1 for o in self.outcomes if not o.success and o.severity == severity)
 
 
-def load_suite(path: Path) -> gx.ExpectationSuite:
-    """Read a GX ExpectationSuite JSON file, refusing it where GX would silently drop an invalid expectation."""
+def read_suite_json(path: Path) -> dict:
+    """A suite file's JSON; an unreadable or unparseable file is refused naming it."""
     try:
-        raw = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise ConfigRejected(f"expectation suite {path} could not be read: {error}") from error
-    return build_suite(raw, str(path))
+
+
+def load_suite(path: Path) -> gx.ExpectationSuite:
+    """Read a GX ExpectationSuite JSON file, refusing it where GX would silently drop an invalid expectation."""
+    return build_suite(read_suite_json(path), str(path))
 
 
 def build_suite(raw: dict, where: str) -> gx.ExpectationSuite:
@@ -144,10 +148,7 @@ def suite_to_run(spec: DatasetSpec, config: ValidationConfig, report_dir: Path, 
     """
     if config.suite_path:
         path = Path(config.suite_path).expanduser()
-        try:
-            return path, json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise ConfigRejected(f"expectation suite {path} could not be read: {error}") from error
+        return path, read_suite_json(path)
     raw = suite_for_spec(spec)
     path = report_dir / f"{name}.suite.json"
     path.write_text(readable_json(raw) + "\n")
