@@ -98,7 +98,8 @@ def import_to_store(name: str, model_version: ModelVersion, checksum: str) -> be
     tag = stored_model_tag(name, model_version)
     with contextlib.suppress(NotFound):
         stored = bentoml.models.get(tag)
-        if stored.info.labels.get("onnx_sha256") == checksum and stored_checksum(stored) == checksum:
+        same_signature = stored.info.labels.get("signature", "") == model_version.tags.get("signature", "")
+        if stored.info.labels.get("onnx_sha256") == checksum and same_signature and stored_checksum(stored) == checksum:
             return stored
         bentoml.models.delete(tag)  # imported before checksums were carried, or changed since
     uri = f"models:/{name}/{model_version.version}"
@@ -110,6 +111,8 @@ def import_to_store(name: str, model_version: ModelVersion, checksum: str) -> be
         "model_version": str(model_version.version),
         "run_id": model_version.run_id or "",
         "onnx_sha256": checksum,
+        # Checked by a service given GREENLIGHT_VERIFY_KEY_FILE; "none" or absent: registered without a key.
+        "signature": model_version.tags.get("signature", ""),
     }
     model = bentoml.mlflow.import_model(tag, uri, labels=labels, metadata={"mlflow_source": model_version.source})
     if (actual := stored_checksum(model)) != checksum:

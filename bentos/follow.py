@@ -22,7 +22,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from bentos.model import ModelRefused, ModelSlot, ServedModel, load_verified
+from bentos.model import ModelRefused, ModelSlot, Provenance, ServedModel, load_verified
 from bentos.settings import ServingSettings
 from tasks.registry.client import ModelVersionRef, download_version_onnx, find_version
 
@@ -39,9 +39,10 @@ class AliasFollower:
         self.tracking_uri = settings.tracking_uri
         self.alias = settings.follow_alias
         self.threads = settings.ort_threads
+        self.verify_key = settings.verify_key
         self.model_name = model_name
         self.bento_model = bento_model  # already verified and warm: a rollback to it is instant
-        self.refused: set[tuple[str, str]] = set()  # (version, recorded sha256) pairs not to try again
+        self.refused: set[tuple[str, str, str]] = set()  # (version, sha256, signature) not to try again
         self.registry_down = False
         self.downloads = tempfile.TemporaryDirectory(prefix="greenlight-models-")
         # A download's progress bar is a screenful of carriage returns in a server log.
@@ -68,7 +69,7 @@ class AliasFollower:
         current = self.slot.current
         if target is None or (current is not None and current.version == target.version):
             return
-        key = (target.version, target.tags.get("onnx_sha256", ""))
+        key = (target.version, target.tags.get("onnx_sha256", ""), target.tags.get("signature", ""))
         if key in self.refused:
             return
         try:
@@ -102,7 +103,8 @@ class AliasFollower:
         directory = Path(self.downloads.name) / f"v{target.version}"
         # The MLflow model directory: the .onnx file beside the MLmodel file that records the version's spec.
         model_dir = download_version_onnx(target, directory).parent
-        return load_verified(model_dir, expected, self.model_name, target.version, self.threads)
+        provenance = Provenance(expected, target.tags.get("signature"), self.verify_key)
+        return load_verified(model_dir, provenance, self.model_name, target.version, self.threads)
 
     def note_registry_error(self, message: str) -> None:
         """Count every failure, log only the first of a run of them: a registry outage is one event."""

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from bentos.contract import Batch, Contract, Refusal, compile_contract
 from bentos.metrics import ServingMetrics
 from tasks.core.errors import GreenlightError
+from tasks.core.keys import signed_payload, verify
 from tasks.core.spec import (
     DIGITS_COLUMNS,
     LOGITS_OUTPUT,
@@ -76,14 +77,24 @@ def read_mlmodel(mlflow_model_dir: Path) -> dict[str, Any]:
     return yaml.safe_load((mlflow_model_dir / "MLmodel").read_text())
 
 
-def load_verified(
-    mlflow_model_dir: Path, expected_sha256: str | None, name: str, version: str, threads: int
-) -> ServedModel:
-    """Load an MLflow model directory only if its ONNX bytes are the registered ones and it answers its
-    spec's example; else ModelRefused saying why."""
+@dataclass(frozen=True)
+class Provenance:
+    """What a version's registry entry says its bytes are: the sha256, the signature (None or "none": unsigned),
+    and the public key to check the signature with (None: signatures are not checked)."""
+
+    sha256: str | None
+    signature: str | None = None
+    verify_key: Any = None
+
+
+def load_verified(mlflow_model_dir: Path, provenance: Provenance, name: str, version: str, threads: int) -> ServedModel:
+    """Load an MLflow model directory only if its ONNX bytes are the registered ones, signed where a key is
+    given, and it answers its spec's example; else ModelRefused saying why."""
     path = onnx_file(mlflow_model_dir)
     where = f"{name} version {version} ({path})"
-    content = verified_bytes(path, expected_sha256, where)
+    content = verified_bytes(path, provenance.sha256, where)
+    if provenance.verify_key is not None:
+        check_signature(provenance, read_mlmodel(mlflow_model_dir), name, version, where)
     try:
         session = open_session(content, threads)
     except Exception as error:  # onnxruntime raises its own types (Fail, InvalidGraph, ...) for a bad graph
@@ -112,6 +123,26 @@ def verified_bytes(path: Path, expected_sha256: str | None, where: str) -> bytes
             "checksum_mismatch",
         )
     return content
+
+
+def check_signature(provenance: Provenance, mlmodel: dict[str, Any], name: str, version: str, where: str) -> None:
+    """The version's sha256 and spec must carry a valid signature by the pipeline's key."""
+    signature = None if provenance.signature in (None, "", "none") else provenance.signature
+    spec = (mlmodel.get("metadata") or {}).get(SPEC_METADATA_KEY)
+    payload = signed_payload(provenance.sha256 or "", spec, name, version)
+    problem = verify(provenance.verify_key, payload, signature)
+    if problem == "signature_missing":
+        raise ModelRefused(
+            f"{where} is not signed, and this service serves only signed models (GREENLIGHT_VERIFY_KEY_FILE):"
+            " register it with GREENLIGHT_SIGNING_KEY_FILE set",
+            problem,
+        )
+    if problem is not None:
+        raise ModelRefused(
+            f"{where} has a signature that does not match its sha256 and spec under the verify key: the registry"
+            " entry or the file was changed by someone without the pipeline's signing key; refusing to serve it",
+            problem,
+        )
 
 
 def actual_sha256(content: bytes) -> str:

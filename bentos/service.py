@@ -41,7 +41,7 @@ from bentos import endpoint
 from bentos.contract import Refusal
 from bentos.endpoint import refuse, unavailable
 from bentos.metrics import ServingMetrics
-from bentos.model import ModelRefused, ModelSlot, ServedModel, load_verified
+from bentos.model import ModelRefused, ModelSlot, Provenance, ServedModel, load_verified
 from bentos.settings import ServingSettings
 
 if TYPE_CHECKING:
@@ -91,7 +91,8 @@ class GreenlightModel:
         # bentoml.mlflow.import_model stores the MLflow model directory (MLmodel, spec, .onnx) under "mlflow_model".
         model_dir = Path(self.bento_model.path_of("mlflow_model"))
         try:
-            model = load_verified(model_dir, labels.get("onnx_sha256"), name, version, self.settings.ort_threads)
+            provenance = Provenance(labels.get("onnx_sha256"), labels.get("signature"), self.settings.verify_key)
+            model = load_verified(model_dir, provenance, name, version, self.settings.ort_threads)
         except ModelRefused as refused:
             self.slot.refuse(version, refused)
             return None

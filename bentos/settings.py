@@ -6,14 +6,15 @@ GREENLIGHT_FOLLOW_ALIAS    registry alias to follow (`greenlight serve` sets pro
 GREENLIGHT_ALIAS_POLL_S    seconds between two looks at the alias (default 5)
 MLFLOW_TRACKING_URI        the registry to follow; required when GREENLIGHT_FOLLOW_ALIAS is set
 GREENLIGHT_ORT_THREADS     onnxruntime intra-op threads per worker (default 1)
+GREENLIGHT_VERIFY_KEY_FILE ed25519 public key (PEM): serve only versions signed by the pipeline's private key
 """
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
-from tasks.core.errors import GreenlightError
+from tasks.core.keys import SettingsRejected, load_verify_key, read_api_key
 
 # A poll is one or two registry queries (~15 ms on SQLite); every 5 s keeps it far below 1% of a core
 # while a promotion still reaches the endpoint within seconds.
@@ -23,15 +24,12 @@ DEFAULT_POLL_S = 5.0
 DEFAULT_ORT_THREADS = 1
 
 
-class SettingsRejected(GreenlightError):
-    """An environment variable holds a value the endpoint cannot run with."""
-
-
 @dataclass(frozen=True)
 class ServingSettings:
     """Endpoint settings; the API key is kept out of repr so it cannot reach a log line by accident."""
 
     api_key: str | None = field(default=None, repr=False)
+    verify_key: Any = field(default=None, repr=False)  # ed25519 public key: only signed models serve
     follow_alias: str | None = None
     poll_s: float = DEFAULT_POLL_S
     tracking_uri: str | None = None
@@ -48,24 +46,12 @@ class ServingSettings:
             )
         return cls(
             api_key=read_api_key(env),
+            verify_key=load_verify_key(env),
             follow_alias=follow_alias,
             poll_s=positive(env, "GREENLIGHT_ALIAS_POLL_S", DEFAULT_POLL_S, float),
             tracking_uri=tracking_uri,
             ort_threads=int(positive(env, "GREENLIGHT_ORT_THREADS", DEFAULT_ORT_THREADS, int)),
         )
-
-
-def read_api_key(env: Mapping[str, str]) -> str | None:
-    """The key from GREENLIGHT_API_KEY_FILE, else GREENLIGHT_API_KEY; None when neither is set."""
-    if key_file := env.get("GREENLIGHT_API_KEY_FILE"):
-        try:
-            key = Path(key_file).read_text().strip()
-        except OSError as error:
-            raise SettingsRejected(f"GREENLIGHT_API_KEY_FILE={key_file} cannot be read: {error.strerror}") from error
-        if not key:
-            raise SettingsRejected(f"GREENLIGHT_API_KEY_FILE={key_file} is empty")
-        return key
-    return env.get("GREENLIGHT_API_KEY") or None
 
 
 def positive(env: Mapping[str, str], name: str, default: float, kind: type) -> float:

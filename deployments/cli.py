@@ -8,7 +8,6 @@ PREFECT_HOME when it is imported).
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from pydantic import ValidationError
 from tasks.core.config import RunConfig
 from tasks.core.errors import ConfigRejected, GreenlightError
 from tasks.core.locations import Locations, export_locations, resolve_locations
+from tasks.core.processes import forwarding_signals, start_child, stop_child
 from tasks.core.spec import read_spec_file, validation_problems
 
 EXIT_PROMOTED, EXIT_ERROR, EXIT_DATA_REJECTED, EXIT_GATE_REFUSED = 0, 1, 2, 3
@@ -116,8 +116,15 @@ def command_serve(args: argparse.Namespace, locations: Locations) -> int:
     follow = None if args.pinned else "production"
     mode = f"following @{follow}" if follow else "pinned to this version"
     print(f"serving {found.uri} (bento {bento_tag}, {mode}) on http://{args.host}:{args.port}", flush=True)
-    command = serve_command(bento_tag, args.host, args.port)
-    return subprocess.call(command, env=serve_environment(follow_alias=follow))
+    server = start_child(serve_command(bento_tag, args.host, args.port), serve_environment(follow_alias=follow))
+    # Any stop of this command stops the server: signals are passed on, and a kill -9 reaches it through
+    # PR_SET_PDEATHSIG; nothing keeps answering with this command's settings after it is gone.
+    try:
+        with forwarding_signals(server):
+            code = server.wait()
+    finally:
+        stop_child(server)
+    return code if code >= 0 else 128 - code
 
 
 def command_status(args: argparse.Namespace, locations: Locations) -> int:
@@ -146,7 +153,8 @@ def print_move(move) -> None:
 
 
 def command_history(args: argparse.Namespace, locations: Locations) -> int:
-    from tasks.registry.client import alias_history
+    from tasks.registry.client import alias_history, find_version
+    from tasks.release.promotion import history_disagreement
 
     moves = alias_history(locations.tracking_uri, args.model_name)
     if not moves:
@@ -154,6 +162,8 @@ def command_history(args: argparse.Namespace, locations: Locations) -> int:
     for m in moves:
         start = f"v{m['from_version']}" if m["from_version"] not in (None, "None") else "none"
         print(f"{m['at']}  {start:>5} -> v{m['to_version']:<4} {m['kind']:<8} {m['actor']}: {m['reason']}")
+    if problem := history_disagreement(moves, find_version(locations.tracking_uri, args.model_name)):
+        print(f"WARNING: {problem}")
     return 0
 
 
@@ -168,6 +178,43 @@ def command_promote(args: argparse.Namespace, locations: Locations) -> int:
     from tasks.release.promotion import force_promote
 
     print_move(force_promote(locations.tracking_uri, args.model_name, args.version, args.reason))
+    return 0
+
+
+def command_show(args: argparse.Namespace, locations: Locations) -> int:
+    from deployments.show import render_version
+    from tasks.registry.client import describe_version
+
+    print(render_version(describe_version(locations.tracking_uri, args.model_name, args.version)))
+    return 0
+
+
+def command_keygen(args: argparse.Namespace, locations: Locations) -> int:
+    """Write an ed25519 key pair: the private key for the pipeline (0600), the public key for services."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+    )
+
+    from tasks.core.keys import key_id
+
+    out = Path(args.out)
+    private_path, public_path = out / "greenlight-signing.pem", out / "greenlight-verify.pem"
+    if private_path.exists() and not args.force:
+        raise GreenlightError(
+            f"{private_path} exists: keep it (versions signed with it verify only under it), or --force"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    private_path.touch(mode=0o600)
+    private_path.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    public_path.write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    print(f"key {key_id(key.public_key())}")
+    print(f"  pipeline (keep secret, not in the registry): export GREENLIGHT_SIGNING_KEY_FILE={private_path}")
+    print(f"  services (public):                           export GREENLIGHT_VERIFY_KEY_FILE={public_path}")
     return 0
 
 
@@ -228,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("version", help="registered version number")
     promote.add_argument("--reason", required=True, help="why the gate is overridden (recorded, mandatory)")
     promote.add_argument("--model-name", default="digits-classifier")
+    show = commands.add_parser("show", help="one version's gate report, signature and lineage")
+    show.add_argument("version", help="registered version number")
+    show.add_argument("--model-name", default="digits-classifier")
+    keygen = commands.add_parser("keygen", help="write an ed25519 key pair to sign models and verify them when served")
+    keygen.add_argument("--out", default="keys", help="folder for greenlight-signing.pem and greenlight-verify.pem")
+    keygen.add_argument("--force", action="store_true", help="replace an existing key pair")
     init = commands.add_parser("init", help="infer a spec from a table and write it as YAML for review")
     init.add_argument("--data", required=True, help="CSV or Parquet file")
     init.add_argument("--target", required=True, help="the column to predict")
@@ -250,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         "rollback": command_rollback,
         "promote": command_promote,
         "init": command_init,
+        "show": command_show,
+        "keygen": command_keygen,
     }[args.command]
     try:
         return handler(args, locations)

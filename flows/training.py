@@ -9,9 +9,10 @@ from pathlib import Path
 from prefect import flow
 
 from tasks.core.config import RunConfig
+from tasks.core.errors import quiet_expected_errors
 from tasks.core.locations import resolve_locations
 from tasks.data.drift import load_drift_reference, measure_drift
-from tasks.data.report import require_valid_dataset, write_data_report
+from tasks.data.report import DataVerdict, require_valid_dataset, write_data_report
 from tasks.data.resolve import ResolvedDataset, resolve_dataset
 from tasks.data.split import DataSplits, split_dataset
 from tasks.data.validation import validate_dataset
@@ -22,6 +23,7 @@ from tasks.onnx.compress import CompressionResult, compress_model
 from tasks.onnx.export import check_parity, export_model
 from tasks.onnx.runtime import ParityReport
 from tasks.registry.client import ModelVersionRef, TrackingRun
+from tasks.registry.lineage import describe_lineage
 from tasks.registry.tracking import (
     PipelineSummary,
     close_tracking_run,
@@ -46,6 +48,7 @@ from tasks.release.serving_check import check_serving
 @flow(name="training_pipeline", log_prints=True)
 def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # noqa: B008
     """Train a model for the given data and spec; promote it to `production` only if it passes the gate."""
+    quiet_expected_errors()  # bad data or config: its message in the logs and the Prefect UI, not a traceback
     locations = resolve_locations()
     work_dir = prepare_workspace(runs_dir=locations.runs_dir)
     run = open_tracking_run(tracking_uri=locations.tracking_uri, config=config)
@@ -53,7 +56,7 @@ def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # no
     try:
         data = resolve_dataset(config=config, default_dir=locations.home / "datasets")
         log_spec(run=run, spec=data.spec, origin=data.origin, work_dir=work_dir)
-        splits, summary = check_data(run=run, data=data, config=config, work_dir=work_dir)
+        splits, summary, verdict = check_data(run=run, data=data, config=config, work_dir=work_dir)
         trained = train_and_evaluate(run=run, data=data, splits=splits, config=config, work_dir=work_dir)
         compression, parity, parity_served = export_candidates(
             run=run, splits=splits, trained=trained, config=config, work_dir=work_dir
@@ -65,11 +68,11 @@ def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # no
             compression=compression,
             parity_fp32=parity,
             parity_served=parity_served,
-            dataset=data.dataset,
+            lineage=describe_lineage(data=data, trained=trained),
             data_summary=summary,
         )
         evidence = package_and_check(
-            version=version, compression=compression, parity=parity, splits=splits, config=config
+            version=version, compression=compression, parity=parity, splits=splits, data=verdict, config=config
         )
         decision = release(run=run, version=version, evidence=evidence, splits=splits, config=config, work_dir=work_dir)
     except Exception as error:
@@ -83,7 +86,7 @@ def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # no
 
 def check_data(
     run: TrackingRun, data: ResolvedDataset, config: RunConfig, work_dir: Path
-) -> tuple[DataSplits, Path | None]:
+) -> tuple[DataSplits, Path | None, DataVerdict]:
     """Validate against the spec's expectations, measure drift from production's data, split."""
     report_dir = work_dir / "validation"
     validation = validate_dataset(
@@ -108,9 +111,9 @@ def check_data(
     checks = write_data_report(validation=validation, drift=drift, out_dir=report_dir)
     log_dataset(run=run, dataset=data.dataset, reports=[report_dir])
     log_data_checks(run=run, checks=checks)
-    require_valid_dataset(checks=checks)
+    verdict = require_valid_dataset(checks=checks)
     splits = split_dataset(frame=data.dataset.frame, spec=data.spec.dataset, config=config.split)
-    return splits, drift.summary_json
+    return splits, drift.summary_json, verdict
 
 
 def train_and_evaluate(
@@ -142,6 +145,7 @@ def package_and_check(
     compression: CompressionResult,
     parity: ParityReport,
     splits: DataSplits,
+    data: DataVerdict,
     config: RunConfig,
 ) -> GateEvidence:
     """The version's bento, started and probed, and the test-row scores: the evidence the gate judges."""
@@ -151,7 +155,7 @@ def package_and_check(
         bento_tag=bento_tag, onnx_path=compression.chosen.path, splits=splits, config=config.gate.serving
     )
     scores = score_candidate(compression=compression, splits=splits)
-    return GateEvidence(scores=scores, compression=compression, parity=parity, serving=serving)
+    return GateEvidence(scores=scores, compression=compression, parity=parity, serving=serving, data=data)
 
 
 def release(

@@ -1,4 +1,6 @@
-"""Errors a user can meet, each mapped to an exit code of `greenlight run`."""
+"""Errors a user can meet, each mapped to an exit code of `greenlight run`, and how they are logged."""
+
+import logging
 
 
 class GreenlightError(Exception):
@@ -17,3 +19,45 @@ class ConfigRejected(GreenlightError):
     """The run configuration is invalid."""
 
     exit_code = 2
+
+
+class ExpectedErrorLogs(logging.Filter):
+    """Prefect logs a failed task or flow with its traceback, and repeats the error's repr in every "Finished in
+    state Failed(...)" line. For a GreenlightError (bad data, bad config, a refused model) the message is the
+    whole story: it is logged once, as written, and the lines after it point back to it. Bugs keep tracebacks."""
+
+    def __init__(self) -> None:
+        super().__init__("greenlight-expected-errors")
+        self.shown: set[int] = set()  # ids of errors whose message was logged already
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, GreenlightError):
+            record.exc_info, record.exc_text, record.args = None, None, ()
+            name = type(error).__name__
+            record.msg = f"{name} (see above)" if id(error) in self.shown else f"{name}: {error}"
+            self.shown.add(id(error))
+        elif record.getMessage().startswith("Finished in state Failed(") and (name := expected_error_name(record)):
+            record.msg, record.args = f"Finished in state Failed: {name} (see above)", ()
+        return True
+
+
+def expected_error_name(record: logging.LogRecord) -> str | None:
+    """The GreenlightError class a 'Finished in state Failed(...)' line repeats, if it is one."""
+    message = record.getMessage()
+    names = {cls.__name__ for cls in all_subclasses(GreenlightError)} | {GreenlightError.__name__}
+    return next((name for name in names if f"exception {name}:" in message or f"exception: {name}:" in message), None)
+
+
+def all_subclasses(cls: type) -> list[type]:
+    return [sub for direct in cls.__subclasses__() for sub in (direct, *all_subclasses(direct))]
+
+
+def quiet_expected_errors() -> None:
+    """Install ExpectedErrorLogs on Prefect's run loggers (console and the Prefect UI); idempotent."""
+    loggers = [logging.getLogger(name) for name in ("prefect.task_runs", "prefect.flow_runs")]
+    if any(isinstance(f, ExpectedErrorLogs) for logger in loggers for f in logger.filters):
+        return
+    shared = ExpectedErrorLogs()  # one for both: the flow's line about an error the task logged points back to it
+    for logger in loggers:
+        logger.addFilter(shared)

@@ -33,6 +33,33 @@ td.critical,td.warning,td.info,td.passed,td.ok,td.blocking,td.skipped{font-weigh
 
 
 @dataclass(frozen=True)
+class DataVerdict:
+    """The data checks' outcome in figures, for the gate report on the version (the page stays on the run)."""
+
+    source: str
+    status: str  # "passed", "passed with warnings" or "rejected"
+    expectations: int
+    critical_failures: int
+    warning_failures: int
+    drift_status: str  # "skipped", "ok", "warning" or "blocking"
+    drift_note: str
+    reference_version: str | None
+    max_feature_psi: float | None
+    label_psi: float | None
+    feature_block_psi: float
+    label_block_psi: float
+
+    def markdown(self) -> str:
+        drift = f"drift {self.drift_status} against production v{self.reference_version} ({self.drift_note})"
+        if self.reference_version is None or self.drift_status == "skipped":
+            drift = f"drift {self.drift_note}"
+        return (
+            f"Data: {self.status}: {self.expectations} expectations on {self.source}, {self.critical_failures}"
+            f" critical and {self.warning_failures} warning failures; {drift}."
+        )
+
+
+@dataclass(frozen=True)
 class DataCheckReport:
     """Everything the data checks found about one file, and where the page with all of it is."""
 
@@ -111,6 +138,23 @@ class DataCheckReport:
             found |= {f"drift_psi.{metric_name(f.name)}": f.psi for f in self.drift.features}
         return found
 
+    def verdict(self) -> DataVerdict:
+        drift = self.drift
+        return DataVerdict(
+            source=self.source,
+            status=self.status,
+            expectations=self.validation.evaluated_expectations,
+            critical_failures=self.validation.failed_expectations("critical"),
+            warning_failures=self.validation.failed_expectations("warning"),
+            drift_status=drift.status,
+            drift_note=drift.note,
+            reference_version=drift.reference_version,
+            max_feature_psi=drift.max_feature_psi if drift.status != "skipped" else None,
+            label_psi=drift.label_psi if drift.status != "skipped" else None,
+            feature_block_psi=drift.config.feature_block_psi,
+            label_block_psi=drift.config.label_block_psi,
+        )
+
     def tags(self) -> dict[str, str]:
         return {
             "data_check": self.status,
@@ -168,11 +212,14 @@ def write_data_report(validation: ValidationReport, drift: DriftReport, out_dir:
 
 
 @task(name="require_valid_dataset", cache_policy=NO_CACHE)
-def require_valid_dataset(checks: DataCheckReport) -> None:
-    """Print the verdict; raise DataRejected (exit code 2) on a critical failure or blocking drift."""
+def require_valid_dataset(checks: DataCheckReport) -> DataVerdict:
+    """Print the verdict; raise DataRejected (exit code 2) on a critical failure or blocking drift.
+
+    Returns the verdict in figures: the gate report on the version repeats it."""
     if checks.blocked:
         raise DataRejected(checks.message())
     print(checks.message())
+    return checks.verdict()
 
 
 def render_html(report: DataCheckReport) -> str:

@@ -142,8 +142,6 @@ def finish_tracking_run(run: TrackingRun, succeeded: bool) -> None:
     run.client().set_terminated(run.run_id, status=status)
 
 
-
-
 def column_type(feature: FeatureSpec) -> str:
     """MLflow's column type for a feature's raw values: what a client sends, not what the graph computes."""
     if feature.type in ("numeric", "image_grid"):
@@ -273,6 +271,37 @@ def find_version(tracking_uri: str, model_name: str, alias: str = PRODUCTION_ALI
     if alias not in aliases:
         return None
     return get_version(tracking_uri, model_name, str(aliases[alias]))
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """One version as `greenlight show` prints it: its tags, gate report, run and aliases."""
+
+    ref: ModelVersionRef
+    description: str
+    created_ms: int
+    aliases: tuple[str, ...]
+    run_status: str
+
+
+def describe_version(tracking_uri: str, model_name: str, version: str) -> VersionRecord:
+    """A version's full record; a GreenlightError names what is missing."""
+    from tasks.core.errors import GreenlightError
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        found = client.get_model_version(model_name, version)
+    except MlflowException as error:
+        raise GreenlightError(f"'{model_name}' has no version {version} in {tracking_uri}") from error
+    run_status = "no run"
+    if found.run_id:
+        try:
+            run_status = client.get_run(found.run_id).info.status
+        except MlflowException:
+            run_status = "run deleted"
+    ref = ModelVersionRef(tracking_uri, model_name, str(found.version), found.run_id, dict(found.tags))
+    aliases = tuple(found.aliases or ())
+    return VersionRecord(ref, found.description or "", int(found.creation_timestamp or 0), aliases, run_status)
 
 
 def get_version(tracking_uri: str, model_name: str, version: str) -> ModelVersionRef:

@@ -1,5 +1,6 @@
 """Tracking and registry stage: the run's record in MLflow, the new version, and its promotion."""
 
+import os
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from tasks.core.config import RunConfig
+from tasks.core.keys import key_id, load_signing_key, sign, signed_payload
 from tasks.core.spec import Spec
 from tasks.data.files import LoadedDataset, file_sha256
 from tasks.data.report import DataCheckReport
@@ -35,6 +37,7 @@ from tasks.registry.client import (
     start_tracking_run,
     tag_model_version,
 )
+from tasks.registry.lineage import Lineage
 from tasks.release.gate import GateDecision
 
 
@@ -160,7 +163,7 @@ def register_model(
     compression: CompressionResult,
     parity_fp32: ParityReport,
     parity_served: ParityReport,
-    dataset: LoadedDataset,
+    lineage: Lineage,
     data_summary: Path | None = None,
 ) -> ModelVersionRef:
     """Register the serving candidate, with its spec, as a new version; the gate verdict is 'pending' until decided.
@@ -179,15 +182,22 @@ def register_model(
         "parity_fp32_max_abs_diff": f"{parity_fp32.max_abs_diff:.3e}",
         "parity_fp32_agreement": f"{parity_fp32.agreement:.6f}",
         "parity_served_agreement": f"{parity_served.agreement:.6f}",
-        "data_sha256": dataset.sha256,
+        "data_sha256": lineage.data_sha256,
         "spec": f"runs:/{run.run_id}/spec/spec.yaml",
         # Verified by the service before it serves the file: what was gated is what answers.
         "onnx_sha256": file_sha256(chosen.path),
+        **lineage.tags(),
     }
     if data_summary is not None:
         tags[DATA_SUMMARY_TAG] = log_data_summary(run, data_summary)
+    signing_key = load_signing_key(os.environ)  # read before registering: a bad key file registers nothing
     description = f"{chosen.name} ONNX, validation metric {chosen.metric:.4f}. {compression.reason}"
-    return register_onnx_model(run, chosen.path, model_name, spec, tags, description)
+    version = register_onnx_model(run, chosen.path, model_name, spec, tags, description)
+    if signing_key is None:
+        return tag_model_version(version, {"signature": "none"})
+    payload = signed_payload(tags["onnx_sha256"], spec.model_dump(mode="json"), model_name, version.version)
+    signed = {"signature": sign(signing_key, payload), "signature_key_id": key_id(signing_key.public_key())}
+    return tag_model_version(version, signed)
 
 
 @task(name="record_bento", cache_policy=NO_CACHE)

@@ -9,6 +9,7 @@ apply only where the run configuration sets them.
 """
 
 import json
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core.config import ChangeThreshold, GateConfig
+from tasks.data.report import DataVerdict
 from tasks.data.split import DataSplits
 from tasks.model.metrics import ModelMetrics, baseline_outputs, score_outputs
 from tasks.onnx.compress import CompressionResult
@@ -72,7 +74,8 @@ class GateEvidence:
     scores: HeldOutScores
     compression: CompressionResult
     parity: ParityReport
-    serving: ServingCheck | None
+    serving: ServingCheck | None  # None: gate.serving.enabled is false, the bento was not started
+    data: DataVerdict | None = None  # None only where no data was checked (unit tests of other rules)
     approval: Approval | None = None
 
     def with_approval(self, approval: Approval | None) -> "GateEvidence":
@@ -81,7 +84,10 @@ class GateEvidence:
 
 @dataclass(frozen=True)
 class GateCheck:
-    """One rule: the measured value, its threshold, where the threshold came from, and the verdict."""
+    """One rule: the measured value, its threshold, where the threshold came from, and the verdict.
+
+    A check that did not run (ran=False) has no value; it fails when it was required (passed=False) and
+    is only reported when the configuration switched it off (passed=True)."""
 
     name: str
     value: float
@@ -89,11 +95,20 @@ class GateCheck:
     threshold: float
     passed: bool
     source: str = ""
+    ran: bool = True
+
+    @property
+    def verdict(self) -> str:
+        if not self.ran:
+            return "NOT RUN" if self.passed else "NOT RUN (required): FAIL"
+        return "PASS" if self.passed else "FAIL"
+
+    def value_text(self) -> str:
+        return f"{self.value:.6g}" if self.ran else "-"
 
     def line(self) -> str:
-        verdict = "PASS" if self.passed else "FAIL"
         origin = f"  ({self.source})" if self.source else ""
-        return f"{verdict}  {self.name}: {self.value:.6g} {self.comparison} {self.threshold:.6g}{origin}"
+        return f"{self.verdict}  {self.name}: {self.value_text()} {self.comparison} {self.threshold:.6g}{origin}"
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,7 @@ class GateDecision:
     candidate: ModelMetrics
     baseline: Baseline | None
     approval: Approval | None = None
+    data: DataVerdict | None = None
 
     @property
     def verdict(self) -> str:
@@ -114,9 +130,10 @@ class GateDecision:
         return [c.name for c in self.checks if not c.passed]
 
     def report_markdown(self) -> str:
+        shown = {"PASS": "pass", "FAIL": "**FAIL**", "NOT RUN": "not run"}
         rows = [
-            f"| {c.name} | {c.value:.6g} | {c.comparison} {c.threshold:.6g} | {'pass' if c.passed else '**FAIL**'}"
-            f" | {c.source} |"
+            f"| {c.name} | {c.value_text()} | {c.comparison} {c.threshold:.6g} |"
+            f" {shown.get(c.verdict, '**NOT RUN (required)**')} | {c.source} |"
             for c in self.checks
         ]
         head = "| check | value | threshold | verdict | threshold from |\n|---|---|---|---|---|\n"
@@ -126,7 +143,8 @@ class GateDecision:
             answer = "approved" if self.approval.approved else "rejected"
             approval = f"\n\nHuman review: {answer} by {self.approval.reviewer}: {self.approval.comment}"
         summary = f"**Gate {self.verdict}**: {self.reason}\n\nPolicy: {self.policy} (baseline: {baseline})."
-        return f"{summary}\n\n{head}" + "\n".join(rows) + approval
+        data = f"\n\n{self.data.markdown()}" if self.data is not None else ""
+        return f"{summary}{data}\n\n{head}" + "\n".join(rows) + approval
 
     def write_json(self, path: Path) -> Path:
         path.write_text(json.dumps({"verdict": self.verdict, **asdict(self)}, indent=2, default=str))
@@ -136,6 +154,11 @@ class GateDecision:
 def compare(name: str, value: float, comparison: str, threshold: float, source: str) -> GateCheck:
     passed = value >= threshold if comparison == ">=" else value <= threshold
     return GateCheck(name, float(value), comparison, float(threshold), bool(passed), source)
+
+
+def not_run(name: str, comparison: str, threshold: float, why: str, required: bool) -> GateCheck:
+    """A check whose evidence does not exist: it fails when required, and says why either way."""
+    return GateCheck(name, math.nan, comparison, float(threshold), not required, why, ran=False)
 
 
 def score_model(path: Path, splits: DataSplits) -> ModelMetrics:
@@ -198,21 +221,76 @@ def artifact_checks(evidence: GateEvidence, config: GateConfig) -> list[GateChec
 
 
 def serving_checks(serving: ServingCheck | None, config: GateConfig) -> list[GateCheck]:
-    if serving is None:
-        return []
-    source = "the built bento on 127.0.0.1"
-    return [
-        compare("serving_ready", float(serving.ready), ">=", 1.0, source),
-        compare("serving_known_batch_agreement", serving.known_batch_agreement, ">=", 1.0, source),
-        compare("serving_errors", serving.errors, "<=", 0, source),
-        compare(
-            "serving_p99_latency_ms",
-            serving.p99_ms,
-            "<=",
-            config.serving.max_p99_latency_ms,
-            "gate.serving.max_p99_latency_ms",
-        ),
+    """The bento must start and answer; a bento that never got ready leaves the rest not run, and failed."""
+    rules = [
+        ("serving_known_batch_agreement", ">=", 1.0, "the built bento on 127.0.0.1"),
+        ("serving_errors", "<=", 0.0, "the built bento on 127.0.0.1"),
+        ("serving_p99_latency_ms", "<=", config.serving.max_p99_latency_ms, "gate.serving.max_p99_latency_ms"),
     ]
+    if serving is None:
+        why = "gate.serving.enabled is false: the bento was not started before promotion"
+        return [not_run("serving_ready", ">=", 1.0, why, required=False)] + [
+            not_run(name, comparison, threshold, why, required=False) for name, comparison, threshold, _ in rules
+        ]
+    ready = compare("serving_ready", float(serving.ready), ">=", 1.0, "the built bento on 127.0.0.1")
+    if not serving.ready:
+        why = f"the bento never answered /readyz: {serving.detail.splitlines()[0] if serving.detail else ''}"
+        return [ready] + [
+            not_run(name, comparison, threshold, why, required=True) for name, comparison, threshold, _ in rules
+        ]
+    measured = {
+        "serving_known_batch_agreement": serving.known_batch_agreement,
+        "serving_errors": serving.errors,
+        "serving_p99_latency_ms": serving.p99_ms,
+    }
+    return [ready] + [
+        compare(name, measured[name], comparison, threshold, source) for name, comparison, threshold, source in rules
+    ]
+
+
+def data_checks(data: DataVerdict | None) -> list[GateCheck]:
+    """The data checks' verdict, repeated on the version: no critical failure, drift under its blocking bars."""
+    if data is None:
+        return []
+    suite = f"{data.expectations} expectations of the spec's suite on {data.source}"
+    checks = [compare("data_critical_failures", data.critical_failures, "<=", 0, suite)]
+    if data.max_feature_psi is None or data.label_psi is None:
+        why = f"drift {data.drift_note}"
+        checks += [
+            not_run("data_drift_max_feature_psi", "<=", data.feature_block_psi, why, required=False),
+            not_run("data_drift_label_psi", "<=", data.label_block_psi, why, required=False),
+        ]
+    else:
+        reference = f"vs production v{data.reference_version}'s training data"
+        checks += [
+            compare(
+                "data_drift_max_feature_psi",
+                data.max_feature_psi,
+                "<=",
+                data.feature_block_psi,
+                f"drift.feature_block_psi, {reference}",
+            ),
+            compare(
+                "data_drift_label_psi",
+                data.label_psi,
+                "<=",
+                data.label_block_psi,
+                f"drift.label_block_psi, {reference}",
+            ),
+        ]
+    return checks
+
+
+def approval_check(approval: Approval | None, config: GateConfig) -> list[GateCheck]:
+    """With gate.require_approval, a person's yes is one of the checks: no answer, no promotion."""
+    if not config.require_approval:
+        return []
+    if approval is None:
+        why = "gate.require_approval: nobody approved this candidate (nobody was asked, or production moved)"
+        return [not_run("human_approval", ">=", 1.0, why, required=True)]
+    answer = "approved" if approval.approved else "rejected"
+    source = f"gate.require_approval: {answer} by {approval.reviewer}: {approval.comment}"[:500]
+    return [compare("human_approval", float(approval.approved), ">=", 1.0, source)]
 
 
 def change_checks(rule: ChangeThreshold, candidate: ModelMetrics, production: Baseline) -> list[GateCheck]:
@@ -242,8 +320,9 @@ def change_rules(config: GateConfig, task_kind: str) -> list[ChangeThreshold]:
 def decide_promotion(evidence: GateEvidence, production: Baseline | None, config: GateConfig) -> GateDecision:
     """Every check must pass; with no comparable production version the first-run policy applies."""
     candidate = evidence.scores.candidate
-    checks = absolute_checks(candidate, config) + [baseline_check(evidence.scores, config)]
+    checks = data_checks(evidence.data) + absolute_checks(candidate, config) + [baseline_check(evidence.scores, config)]
     checks += artifact_checks(evidence, config) + serving_checks(evidence.serving, config)
+    checks += approval_check(evidence.approval, config)
     if production is not None:
         checks += [
             c for rule in change_rules(config, candidate.task) for c in change_checks(rule, candidate, production)
@@ -252,10 +331,12 @@ def decide_promotion(evidence: GateEvidence, production: Baseline | None, config
     failed = [c.name for c in checks if not c.passed]
     approval = evidence.approval
     promote, reason = not failed, "every check passed"
-    if failed:
+    if failed == ["human_approval"] and approval is not None:
+        reason = f"rejected by {approval.reviewer}: {approval.comment}"
+    elif failed:
         reason = f"failed {', '.join(failed)}"
     elif production is None and config.first_run_policy == "never_promote":
         promote, reason = False, "no production version yet and the first-run policy is never_promote"
     elif approval is not None and not approval.approved:
         promote, reason = False, f"rejected by {approval.reviewer}: {approval.comment}"
-    return GateDecision(promote, reason, policy, tuple(checks), candidate, production, approval)
+    return GateDecision(promote, reason, policy, tuple(checks), candidate, production, approval, evidence.data)

@@ -146,6 +146,10 @@ def record_decision(run: TrackingRun, version: ModelVersionRef, decision: GateDe
     report_md.write_text(decision.report_markdown())
     log_files(run, [report_json, report_md], "gate")
     tags = {"gate_verdict": decision.verdict, "gate_reason": decision.reason[:4000], "gate_policy": decision.policy}
+    # The versions this one was measured against: production at the gate, and the drift reference.
+    tags["lineage.compared_with"] = decision.baseline.name if decision.baseline else "none (first run policy)"
+    reference = decision.data.reference_version if decision.data else None
+    tags["lineage.drift_reference"] = f"production v{reference}" if reference else "none"
     tags |= {
         f"gate.{c.name}": f"{c.value:.6g} {c.comparison} {c.threshold:.6g}: {'pass' if c.passed else 'FAIL'}"[:5000]
         for c in decision.checks
@@ -164,9 +168,10 @@ def request_approval(
     if not config.require_approval:
         return None
     production = score_production(find_version(version.tracking_uri, version.name), splits, work_dir)
-    preview = decide_promotion(evidence, production, config)
+    # The preview is every other check; the approval itself is judged again under the lock.
+    preview = decide_promotion(evidence, production, config.model_copy(update={"require_approval": False}))
     if not preview.promote:
-        return None  # the gate refuses anyway: nobody needs to be asked
+        return None  # the gate refuses as things stand: nobody is asked, and the locked decision refuses too
     create_markdown_artifact(
         key="approval-request", markdown=f"Approve promotion of {version.uri}?\n\n{preview.report_markdown()}"
     )
@@ -197,11 +202,34 @@ def promote_if_better(
     return decision
 
 
+def history_disagreement(moves: list[dict[str, str]], current: ModelVersionRef | None) -> str | None:
+    """What is wrong when the alias is not where Greenlight's last recorded move put it (a move by hand in
+    the MLflow UI or API, which records nothing), else None."""
+    if not moves:
+        return None if current is None else f"production points to v{current.version} but no move was recorded"
+    last = moves[-1]["to_version"]
+    if current is None:
+        return f"production was removed outside Greenlight: the last recorded move put it at v{last}"
+    if current.version != last:
+        return (
+            f"production points to v{current.version}, but the last recorded move put it at v{last}"
+            f" ({moves[-1]['at']}):"
+            " it was moved outside Greenlight (the MLflow UI or API), which records no history"
+        )
+    return None
+
+
 def rollback(tracking_uri: str, model_name: str, reason: str) -> AliasMove:
-    """Move `production` back to the version it pointed to before its last move."""
+    """Move `production` back to the version it pointed to before its last move; refuses when the alias
+    was moved by hand since, because 'the previous version' is then unknown."""
     with promotion_lock(model_name):
         moves = alias_history(tracking_uri, model_name)
         current = find_version(tracking_uri, model_name)
+        if problem := history_disagreement(moves, current):
+            raise GreenlightError(
+                f"'{model_name}': {problem}. Rollback does not guess which version was before it: choose one"
+                " (`greenlight status`), then `greenlight promote VERSION --reason '...'` records the move."
+            )
         if current is None or not moves or moves[-1].get("from_version") in (None, "None"):
             raise GreenlightError(f"'{model_name}' has no earlier production version to roll back to")
         target = get_version(tracking_uri, model_name, moves[-1]["from_version"])

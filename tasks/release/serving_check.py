@@ -5,7 +5,6 @@ The bento runs as `python -m bentoml serve` in a child process (tasks never impo
 """
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core.config import ServingCheckConfig
+from tasks.core.keys import read_api_key
+from tasks.core.processes import start_child, stop_child
 from tasks.core.spec import DatasetSpec, value_text
 from tasks.data.split import DataSplits
 from tasks.onnx.runtime import run_model
@@ -48,8 +49,8 @@ def free_port() -> int:
 
 
 def client_headers() -> dict[str, str]:
-    """Send the API key when the service requires one (GREENLIGHT_API_KEY)."""
-    key = os.environ.get("GREENLIGHT_API_KEY")
+    """Send the API key the service will require: the one it reads, from the same variables."""
+    key = read_api_key(os.environ)
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
@@ -129,7 +130,7 @@ def check_serving(
     # The candidate is checked as built: no following of the registry alias during the check.
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "GREENLIGHT_FOLLOW_ALIAS": ""}
     command = [sys.executable, "-m", "bentoml", "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = start_child(command, env, stdout=log)  # dies with this run, even a kill -9 of it
     limits = httpx.Limits(max_connections=config.load_concurrency + 1)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", limits=limits) as client:
@@ -142,17 +143,5 @@ def check_serving(
         tail = log.read().decode(errors="replace")[-1500:]
         return ServingCheck(False, 0.0, 0.0, 0, 0, 0.0, 0.0, f"{error}\n{tail}")
     finally:
-        stop(server)
+        stop_child(server)
         log.close()
-
-
-def stop(server: subprocess.Popen) -> None:
-    """SIGTERM the server's whole process group, SIGKILL it if it lingers."""
-    if server.poll() is not None:
-        return
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=5)

@@ -87,7 +87,7 @@ def test_bad_input_exits_2_and_changes_nothing(client, tmp_path, capsys, name):
 
 def test_a_rejected_run_records_why_in_mlflow_and_prefect(client, tmp_path, capsys):
     from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter
 
     write_strings(tmp_path / "strings.csv")
     assert main(["run", "--data", str(tmp_path / "strings.csv")]) == 2
@@ -108,7 +108,11 @@ def test_a_rejected_run_records_why_in_mlflow_and_prefect(client, tmp_path, caps
         artifacts = prefect.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
+        logs = [log.message for log in prefect.read_logs(LogFilter(flow_run_id={"any_": [flow_run_id]}))]
     assert flow_run.state.is_failed()
+    # An expected error reads as its message in the Prefect UI's logs, once, with no traceback around it.
+    assert not [line for line in logs if "Traceback" in line]
+    assert sum(1 for line in logs if message.splitlines()[0] in line) == 1
     assert message in flow_run.state.message  # the same words in the terminal and the Prefect UI
     by_key = {artifact.key: artifact for artifact in artifacts}
     assert page.split("/")[-1] in str(by_key["data-report"].data)

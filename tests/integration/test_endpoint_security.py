@@ -1,16 +1,24 @@
 """The endpoint's guards on real servers: the API key, the checksum that keeps a changed model out, and the
 spec without which a version's request contract is unknown."""
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from endpoint_support import (
+    MODEL_NAME,
+    PROJECT_ROOT,
     Built,
     RunningServer,
     build,
+    free_port,
     isolated_store,
     linear_onnx,
     penguins_spec,
@@ -22,8 +30,10 @@ from endpoint_support import (
     stored_model_dir,
     table_onnx,
 )
+from mlflow import MlflowClient
 
 from bentos.model import onnx_file
+from bentos.serve import wait_until_ready
 from tasks.core.spec import digits_spec
 
 pytestmark = pytest.mark.slow  # builds bentos and starts BentoML servers
@@ -129,3 +139,66 @@ def test_a_version_registered_without_a_spec_is_not_served(store: Path) -> None:
         assert 'reason="spec_missing"} 1.0' in metrics
         log = server.log()
     assert "Traceback" not in log
+
+
+def test_a_service_given_a_verify_key_refuses_an_unsigned_model(built: list[Built], store: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    public = store / "verify.pem"
+    public.write_bytes(
+        Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
+    with serving(
+        built[0].bento_tag, store / "unsigned.log", ready=False, GREENLIGHT_VERIFY_KEY_FILE=str(public)
+    ) as server:
+        assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 503
+        response = httpx.post(f"{server.url}/predict", json=ROWS, timeout=10)
+        assert response.status_code == 503 and "is not signed" in response.json()["error"]
+        metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+        assert 'reason="signature_missing"} 1.0' in metrics
+        log = server.log()
+    assert "not serving: digits-classifier version 1" in log and "only signed models" in log
+    assert "Traceback" not in log
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "kill -9"])
+def test_stopping_greenlight_serve_in_any_way_stops_the_server_it_started(
+    built: list[Built], store: Path, stop_signal: int
+) -> None:
+    """A supervisor stops `greenlight serve` (systemd's SIGTERM, or a kill -9): nothing may keep answering on
+    its port with its settings (here an API key)."""
+    client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    client.set_model_version_tag(MODEL_NAME, built[0].version, "bento_tag", built[0].bento_tag)
+    client.set_registered_model_alias(MODEL_NAME, "production", built[0].version)
+    port = free_port()
+    command = [sys.executable, "-m", "deployments.cli", "serve", "--model-name", MODEL_NAME, "--port", str(port)]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "GREENLIGHT_HOME": str(store), "GREENLIGHT_API_KEY": API_KEY}
+    with (store / f"greenlight-serve-{stop_signal}.log").open("wb") as log:
+        parent = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=store)
+    try:
+        wait_until_ready(parent, f"http://127.0.0.1:{port}", timeout_s=90)
+        (server,) = children_of(parent.pid)
+        parent.send_signal(stop_signal)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while group_alive(server) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not group_alive(server), "the bentoml server outlived greenlight serve"
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -19,10 +19,20 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def first_run(prefect_harness, greenlight_home):
-    exit_code = main(["run"])
-    client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
-    return exit_code, client
+def keys(tmp_path_factory) -> tuple[Path, Path]:
+    """A key pair from `greenlight keygen`: the pipeline signs with the first, services verify with the second."""
+    out = tmp_path_factory.mktemp("keys")
+    assert main(["keygen", "--out", str(out)]) == 0
+    return out / "greenlight-signing.pem", out / "greenlight-verify.pem"
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_harness, greenlight_home, keys):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GREENLIGHT_SIGNING_KEY_FILE", str(keys[0]))
+        exit_code = main(["run"])
+        client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+        yield exit_code, client
 
 
 def test_default_run_promotes_an_accurate_onnx_model_with_its_evidence(first_run):
@@ -45,9 +55,29 @@ def test_default_run_promotes_an_accurate_onnx_model_with_its_evidence(first_run
     assert len(client.get_metric_history(run.info.run_id, "val_loss")) >= 2
 
 
-def test_production_bento_answers_predict_over_http(first_run, tmp_path):
+def test_show_prints_the_lineage_the_gate_report_and_a_valid_signature(first_run, keys, capsys, monkeypatch):
+    _, client = first_run
+    version = client.get_model_version_by_alias(MODEL, "production").version
+    monkeypatch.setenv("GREENLIGHT_VERIFY_KEY_FILE", str(keys[1]))
+    assert main(["show", str(version)]) == 0
+    shown = capsys.readouterr().out
+    assert f"models:/{MODEL}/{version}   aliases: @production" in shown
+    assert "signature     signed with key" in shown and ": VALID under the verify key" in shown
+    for field in ("data_sha256", "spec_sha256", "code_commit", "code_dirty", "torch", "onnxruntime", "device"):
+        assert f"\n  {field} " in shown, field
+    assert "constraints_sha256" in shown and "prefect_flow_run_id" in shown and "compared_with" in shown
+    assert "**Gate passed**" in shown and "| data_critical_failures | 0 | <= 0 | pass |" in shown
+    tags = client.get_model_version(MODEL, version).tags
+    run_tags = client.get_run(client.get_model_version(MODEL, version).run_id).data.tags
+    assert tags["lineage.data_sha256"] == run_tags["data_sha256"]
+    assert main(["show", "999"]) == 1 and "has no version 999" in capsys.readouterr().err
+
+
+def test_production_bento_answers_predict_over_http(first_run, keys, tmp_path, monkeypatch):
     _, client = first_run
     version = client.get_model_version_by_alias(MODEL, "production")
+    # A service given the public key serves only signed versions: this one was signed by the run.
+    monkeypatch.setenv("GREENLIGHT_VERIFY_KEY_FILE", str(keys[1]))
     with served(MODEL, tmp_path / "serve.log") as url:
         frame = digits_frame().sample(200, random_state=3)
         status, body = post_json(f"{url}/predict", {"rows": frame[list(FEATURE_COLUMNS)].values.tolist()})

@@ -37,7 +37,7 @@ def assert_consistent(moves: list[dict], current: str | None) -> None:
 
 
 def test_gate_failures_keep_the_alias_and_forced_promotion_and_rollback_are_recorded(
-    prefect_harness, tracking_uri, tmp_path
+    prefect_harness, tracking_uri, tmp_path, capsys
 ):
     model = "lifecycle-model"
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -78,6 +78,15 @@ def test_gate_failures_keep_the_alias_and_forced_promotion_and_rollback_are_reco
     assert moves[1]["reason"] == "incident 42: v1 mislabels 7s" and moves[1]["actor"].startswith("user ")
     assert moves[0]["actor"].startswith("flow run ")
     assert_consistent(moves, "1")
+
+    # Someone moves the alias by hand in the MLflow UI: history and rollback say so instead of guessing.
+    client.set_registered_model_alias(model, "production", "2")
+    capsys.readouterr()
+    assert main(["history", "--model-name", model]) == 0
+    assert "WARNING: production points to v2, but the last recorded move put it at v1" in capsys.readouterr().out
+    assert main(["rollback", "--model-name", model]) == 1
+    assert "moved outside Greenlight" in capsys.readouterr().err
+    assert production(client, model) == "2" and len(alias_history(tracking_uri, model)) == 3
 
 
 def test_forced_promotion_without_a_reason_is_refused(prefect_harness, tracking_uri):

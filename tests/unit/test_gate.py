@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from tasks.core.config import ChangeThreshold, GateConfig
+from tasks.data.report import DataVerdict
 from tasks.model.metrics import ModelMetrics
 from tasks.onnx.compress import CompressionResult
 from tasks.onnx.runtime import CandidateScore, ParityReport
@@ -41,7 +42,7 @@ def evidence(
     if trivial is None:
         trivial = classification(0.40, 0.19, 0.0) if candidate.task == "classification" else regression(80.0, -0.01)
     scores = HeldOutScores(candidate, fp32 or candidate, Baseline("majority class 'a'", trivial))
-    return GateEvidence(scores, compression(size), parity, serving, approval)
+    return GateEvidence(scores, compression(size), parity, serving, approval=approval)
 
 
 def decide(production=None, config=None, **kw):
@@ -128,7 +129,10 @@ def test_oversized_model_is_refused():
 @pytest.mark.parametrize(
     "serving, failing",
     [
-        (ServingCheck(False, 0, 0, 0, 0, 0, 0, "exited"), ["serving_ready", "serving_known_batch_agreement"]),
+        (
+            ServingCheck(False, 0, 0, 0, 0, 0, 0, "exited"),
+            ["serving_ready", "serving_known_batch_agreement", "serving_errors", "serving_p99_latency_ms"],
+        ),
         (ServingCheck(True, 2.0, 0.98, 200, 0, 3.0, 9.0, ""), ["serving_known_batch_agreement"]),
         (ServingCheck(True, 2.0, 1.0, 200, 3, 3.0, 9.0, ""), ["serving_errors"]),
         (ServingCheck(True, 2.0, 1.0, 200, 0, 30.0, 250.0, ""), ["serving_p99_latency_ms"]),
@@ -198,3 +202,85 @@ def test_report_lists_every_check_with_value_threshold_verdict_and_origin(tmp_pa
     assert "| test_accuracy_vs_trivial | 0.43 | >= 0.46 | **FAIL** | trivial baseline" in markdown
     text = decision.write_json(tmp_path / "gate.json").read_text()
     assert '"verdict": "failed"' in text and '"promote": false' in text
+
+
+def test_a_bento_that_never_started_has_its_other_checks_reported_as_not_run_and_failed():
+    decision = decide(serving=ServingCheck(False, 0, 0, 0, 0, 0, 0, "bento server exited with code 1"))
+    by_name = {c.name: c for c in decision.checks}
+    assert not decision.promote
+    for name in ("serving_errors", "serving_p99_latency_ms"):
+        assert by_name[name].verdict == "NOT RUN (required): FAIL" and not by_name[name].ran
+        assert "never answered /readyz: bento server exited with code 1" in by_name[name].source
+    lines = "\n".join(c.line() for c in decision.checks)
+    assert "PASS  serving_errors" not in lines and "NOT RUN (required): FAIL  serving_errors: -" in lines
+    assert "| serving_errors | - | <= 0 | **NOT RUN (required)** |" in decision.report_markdown()
+
+
+def test_switching_the_serving_check_off_shows_in_the_report_without_failing_the_gate():
+    decision = decide(serving=None)
+    assert decision.promote
+    serving = [c for c in decision.checks if c.name.startswith("serving_")]
+    assert len(serving) == 4 and all(c.verdict == "NOT RUN" and not c.ran for c in serving)
+    assert (
+        "| serving_p99_latency_ms | - | <= 100 | not run | gate.serving.enabled is false" in decision.report_markdown()
+    )
+
+
+def test_a_required_approval_nobody_gave_refuses_promotion_under_the_lock():
+    # The approval preview refused (production was better), then production was rolled back to a worse
+    # version: the locked decision passes every other check and must still not promote without a person's yes.
+    config = GateConfig(require_approval=True)
+    decision = decide(config=config, production=Baseline("production v1", classification(accuracy=0.90)))
+    assert not decision.promote and failed(decision) == ["human_approval"]
+    check = next(c for c in decision.checks if c.name == "human_approval")
+    assert check.verdict == "NOT RUN (required): FAIL" and "nobody approved" in check.source
+    approved = decide(config=config, approval=Approval(True, "ana", "looks right"))
+    assert approved.promote and "approved by ana" in next(
+        c.source for c in approved.checks if c.name == "human_approval"
+    )
+    rejected = decide(config=config, approval=Approval(False, "ana", "not yet"))
+    assert not rejected.promote and rejected.reason == "rejected by ana: not yet"
+
+
+def test_the_gate_report_carries_the_data_verdict():
+    data = DataVerdict(
+        source="data/loans.csv",
+        status="passed with warnings",
+        expectations=41,
+        critical_failures=0,
+        warning_failures=2,
+        drift_status="warning",
+        drift_note="vs v3",
+        reference_version="3",
+        max_feature_psi=0.31,
+        label_psi=0.02,
+        feature_block_psi=0.5,
+        label_block_psi=0.5,
+    )
+    scores = evidence().scores
+    decision = decide_promotion(
+        GateEvidence(scores, compression(), GOOD_PARITY, GOOD_SERVING, data), None, GateConfig()
+    )
+    by_name = {c.name: c for c in decision.checks}
+    assert decision.promote
+    assert by_name["data_critical_failures"].passed and by_name["data_drift_max_feature_psi"].value == 0.31
+    markdown = decision.report_markdown()
+    assert (
+        "Data: passed with warnings: 41 expectations on data/loans.csv, 0 critical and 2 warning failures" in markdown
+    )
+    assert "| data_drift_label_psi | 0.02 | <= 0.5 | pass | drift.label_block_psi, vs production v3" in markdown
+    first_run = DataVerdict(
+        **{
+            **data.__dict__,
+            "drift_status": "skipped",
+            "drift_note": "no production version yet",
+            "reference_version": None,
+            "max_feature_psi": None,
+            "label_psi": None,
+        }
+    )
+    skipped = decide_promotion(
+        GateEvidence(scores, compression(), GOOD_PARITY, GOOD_SERVING, first_run), None, GateConfig()
+    )
+    assert skipped.promote
+    assert {c.name: c.verdict for c in skipped.checks}["data_drift_label_psi"] == "NOT RUN"

@@ -1,0 +1,54 @@
+"""`greenlight show VERSION`: one version's verdict, signature, lineage and gate report, as a person reads them."""
+
+import os
+from datetime import UTC, datetime
+
+from tasks.core.keys import key_id, load_verify_key, signed_payload, verify
+from tasks.registry.client import VersionRecord, read_version_spec
+from tasks.registry.lineage import LINEAGE_TAG_PREFIX
+
+
+def signature_text(record: VersionRecord) -> str:
+    """Whether the version is signed, and, where GREENLIGHT_VERIFY_KEY_FILE is set here, whether it verifies."""
+    tags = record.ref.tags
+    signature = tags.get("signature")
+    if signature in (None, "", "none"):
+        why = (
+            "no GREENLIGHT_SIGNING_KEY_FILE was set when it was registered"
+            if signature == "none"
+            else "no signature tag"
+        )
+        return f"UNSIGNED ({why}); a service given GREENLIGHT_VERIFY_KEY_FILE refuses it"
+    text = f"signed with key {tags.get('signature_key_id', '?')}"
+    public = load_verify_key(os.environ)
+    if public is None:
+        return f"{text}; not checked here (set GREENLIGHT_VERIFY_KEY_FILE to check it)"
+    spec = read_version_spec(record.ref)
+    spec_json = spec.model_dump(mode="json") if spec is not None else None
+    payload = signed_payload(tags.get("onnx_sha256", ""), spec_json, record.ref.name, record.ref.version)
+    problem = verify(public, payload, signature)
+    if problem is None:
+        return f"{text}: VALID under the verify key {key_id(public)}"
+    return f"{text}: INVALID under the verify key {key_id(public)} ({problem}): the entry changed after signing"
+
+
+def render_version(record: VersionRecord) -> str:
+    ref, tags = record.ref, record.ref.tags
+    created = datetime.fromtimestamp(record.created_ms / 1000, UTC).isoformat(timespec="seconds")
+    aliases = ", ".join(f"@{a}" for a in record.aliases) or "none"
+    lines = [
+        f"{ref.uri}   aliases: {aliases}",
+        f"gate          {tags.get('gate_verdict', '?')}: {tags.get('gate_reason', '')}",
+        f"registered    {created} by MLflow run {ref.run_id} ({record.run_status})",
+        f"served file   {tags.get('compression', '?')} ONNX, sha256 {tags.get('onnx_sha256', '?')}",
+        f"bento         {tags.get('bento_tag', 'none')}",
+        f"signature     {signature_text(record)}",
+        "lineage",
+    ]
+    lineage = {k.removeprefix(LINEAGE_TAG_PREFIX): v for k, v in tags.items() if k.startswith(LINEAGE_TAG_PREFIX)}
+    if not lineage:
+        lines.append("  none recorded (registered before lineage was recorded)")
+    width = max((len(k) for k in lineage), default=0)
+    lines += [f"  {key:<{width}}  {value}" for key, value in sorted(lineage.items())]
+    lines += ["gate report", *(f"  {line}" for line in (record.description or "none yet").splitlines())]
+    return "\n".join(lines)

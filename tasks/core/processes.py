@@ -1,0 +1,83 @@
+"""Child processes that never outlive what started them: servers for the serving check and `greenlight serve`.
+
+A child gets its own process group (so a stop reaches its workers too) and, on Linux, PR_SET_PDEATHSIG: when
+the process that started it dies in any way, kill -9 included, the kernel sends it SIGTERM and it shuts
+its workers down as on a normal stop. SIGTERM, SIGINT and SIGHUP sent to the parent are passed on.
+"""
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import IO
+
+PR_SET_PDEATHSIG = 1
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _die_with(parent: int):
+    """preexec_fn for a child of `parent`: SIGTERM when the parent dies, and no start if it already has."""
+
+    def arm() -> None:
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died between fork and prctl: nobody would stop this child
+            os._exit(1)
+
+    return arm
+
+
+def start_child(
+    command: Sequence[str], env: Mapping[str, str], stdout: IO[bytes] | int | None = None, cwd: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Start command in its own process group, to die with this process."""
+    stderr = subprocess.STDOUT if stdout is not None else None
+    return subprocess.Popen(
+        list(command),
+        env=dict(env),
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        start_new_session=True,
+        preexec_fn=_die_with(os.getpid()),  # noqa: PLW1509  only prctl and getppid run in the child
+    )
+
+
+def stop_child(child: subprocess.Popen, grace_s: float = 15) -> None:
+    """SIGTERM the child's whole process group, SIGKILL it if it lingers."""
+    if child.poll() is None:
+        _signal_group(child, signal.SIGTERM)
+        try:
+            child.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    _signal_group(child, signal.SIGKILL)  # workers left behind by a leader that already exited
+    child.wait(timeout=5)
+
+
+def _signal_group(child: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(child.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+@contextmanager
+def forwarding_signals(child: subprocess.Popen) -> Iterator[None]:
+    """While inside, SIGTERM, SIGINT and SIGHUP to this process stop the child's group (then it exits)."""
+    previous = {sig: signal.getsignal(sig) for sig in FORWARDED}
+
+    def forward(signum, frame) -> None:
+        _signal_group(child, signal.SIGTERM)
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

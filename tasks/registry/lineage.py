@@ -1,0 +1,99 @@
+"""Where a model version came from, recorded on the version itself (not only on its run): the data, the spec,
+the code, the training environment, the Prefect flow run, and the versions it was compared with."""
+
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from tasks.core.locations import PROJECT_ROOT
+from tasks.data.resolve import ResolvedDataset
+from tasks.model.training import TrainedModel
+
+LINEAGE_TAG_PREFIX = "lineage."
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Everything needed to say what produced a version, as flat strings (registry tags)."""
+
+    data_sha256: str
+    data_source: str
+    data_rows: str
+    spec_sha256: str
+    spec_origin: str
+    code_commit: str
+    code_dirty: str  # "yes", "no" or "unknown": a dirty tree means the commit alone does not reproduce it
+    python: str
+    torch: str
+    onnxruntime: str
+    platform: str
+    device: str
+    constraints_sha256: str  # the pinned dependency set the environment was installed from
+    prefect_flow_run_id: str
+    prefect_flow_run_name: str
+
+    def tags(self) -> dict[str, str]:
+        return {f"{LINEAGE_TAG_PREFIX}{key}": value[:5000] for key, value in asdict(self).items()}
+
+
+def git(*args: str) -> str | None:
+    """A git command's output in the project, or None outside a checkout (an installed wheel, a container)."""
+    try:
+        out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def code_version() -> tuple[str, str]:
+    """The commit and whether tracked files differ from it (untracked files, data and stores, do not count)."""
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return "unknown", "unknown"
+    changes = git("status", "--porcelain", "--untracked-files=no")
+    return commit, "unknown" if changes is None else ("yes" if changes else "no")
+
+
+def installed(package: str) -> str:
+    try:
+        return package_version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def file_digest(name: str) -> str:
+    path = PROJECT_ROOT / name
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "none"
+
+
+@task(name="describe_lineage", cache_policy=NO_CACHE)
+def describe_lineage(data: ResolvedDataset, trained: TrainedModel) -> Lineage:
+    """The lineage of the model this run trained, before it is registered."""
+    commit, dirty = code_version()
+    spec_json = json.dumps(data.spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return Lineage(
+        data_sha256=data.dataset.sha256,
+        data_source=data.dataset.source,
+        data_rows=str(data.dataset.rows),
+        spec_sha256=hashlib.sha256(spec_json.encode()).hexdigest(),
+        spec_origin=data.origin,
+        code_commit=commit,
+        code_dirty=dirty,
+        python=platform.python_version(),
+        torch=installed("torch"),
+        onnxruntime=installed("onnxruntime"),
+        platform=f"{platform.system()} {platform.release()} {platform.machine()} ({sys.implementation.name})",
+        device=trained.device,
+        constraints_sha256=file_digest("constraints.txt"),
+        prefect_flow_run_id=str(flow_run.get_id() or "none"),
+        prefect_flow_run_name=str(flow_run.get_name() or "none"),
+    )
