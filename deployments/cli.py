@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from tasks.core.config import RunConfig
 from tasks.core.errors import ConfigRejected, GreenlightError
 from tasks.core.locations import Locations, export_locations, resolve_locations
-from tasks.core.processes import forwarding_signals, start_child, stop_child
+from tasks.core.processes import forwarding_signals, guard_descendants, start_child, stop_child
 from tasks.core.spec import read_spec_file, validation_problems
 
 EXIT_PROMOTED, EXIT_ERROR, EXIT_DATA_REJECTED, EXIT_GATE_REFUSED = 0, 1, 2, 3
@@ -95,6 +95,7 @@ def print_summary(summary, locations: Locations) -> None:
 
 def command_run(args: argparse.Namespace, locations: Locations) -> int:
     config = load_run_config(args)
+    guard_descendants()  # a kill -9 of this run leaves no Prefect server, build or bento server behind
     from flows.training import training_pipeline
 
     summary = training_pipeline(config=config)
@@ -127,9 +128,18 @@ def command_serve(args: argparse.Namespace, locations: Locations) -> int:
     return code if code >= 0 else 128 - code
 
 
+def recover(locations: Locations, model_name: str) -> None:
+    """Mark what runs that died left behind, before showing anything (the Prefect side waits for the next run)."""
+    from tasks.registry.recovery import recover_abandoned
+
+    for line in recover_abandoned(locations.tracking_uri, "greenlight", model_name).lines:
+        print(line)
+
+
 def command_status(args: argparse.Namespace, locations: Locations) -> int:
     from tasks.registry.client import find_version, list_versions
 
+    recover(locations, args.model_name)
     production = find_version(locations.tracking_uri, args.model_name)
     print(f"tracking store    {locations.tracking_uri}")
     print(f"bentoml home      {locations.bentoml_home}")
@@ -185,6 +195,7 @@ def command_show(args: argparse.Namespace, locations: Locations) -> int:
     from deployments.show import render_version
     from tasks.registry.client import describe_version
 
+    recover(locations, args.model_name)
     print(render_version(describe_version(locations.tracking_uri, args.model_name, args.version)))
     return 0
 

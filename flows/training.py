@@ -35,6 +35,7 @@ from tasks.registry.tracking import (
     mark_version_errored,
     open_tracking_run,
     record_bento,
+    recover_abandoned_runs,
     register_model,
     summarize_run,
 )
@@ -55,6 +56,9 @@ def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # no
     version = None
     try:
         data = resolve_dataset(config=config, default_dir=locations.home / "datasets")
+        recover_abandoned_runs(
+            tracking_uri=locations.tracking_uri, experiment_name=config.experiment_name, model_name=data.model_name
+        )
         log_spec(run=run, spec=data.spec, origin=data.origin, work_dir=work_dir)
         splits, summary, verdict = check_data(run=run, data=data, config=config, work_dir=work_dir)
         trained = train_and_evaluate(run=run, data=data, splits=splits, config=config, work_dir=work_dir)
@@ -75,7 +79,7 @@ def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # no
             version=version, compression=compression, parity=parity, splits=splits, data=verdict, config=config
         )
         decision = release(run=run, version=version, evidence=evidence, splits=splits, config=config, work_dir=work_dir)
-    except Exception as error:
+    except BaseException as error:  # a Ctrl-C or SIGTERM too: nothing may be left looking unfinished
         if version is not None:
             mark_version_errored(version=version, error=str(error))
         close_tracking_run(run=run, succeeded=False, error=str(error))
@@ -109,7 +113,7 @@ def check_data(
         spec=data.spec.dataset,
     )
     checks = write_data_report(validation=validation, drift=drift, out_dir=report_dir)
-    log_dataset(run=run, dataset=data.dataset, reports=[report_dir])
+    log_dataset(run=run, dataset=data.dataset, reports=[report_dir, validation.suite, validation.result_json])
     log_data_checks(run=run, checks=checks)
     verdict = require_valid_dataset(checks=checks)
     splits = split_dataset(frame=data.dataset.frame, spec=data.spec.dataset, config=config.split)

@@ -1,13 +1,35 @@
 """The one run configuration: the training flow's parameter, rendered as a form in the Prefect UI."""
 
-from typing import Literal
+import types
+import typing
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class _Section(BaseModel):
     # Unknown keys are typos ("learnig_rate"); refusing them beats silently training with defaults.
-    model_config = ConfigDict(extra="forbid")
+    # An infinite or NaN setting (weight_decay: .inf) has no meaning: refused here, not found as a NaN loss.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yes_no_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """`max_epochs: true` is not 1 epoch: a yes/no where a number belongs is a mistake, not a value."""
+        if isinstance(value, bool) and not accepts_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"{str(value).lower()} is a yes/no value; this setting takes a number")
+        return value
+
+
+def accepts_bool(annotation: Any) -> bool:
+    """Whether a field's type admits a bool (bool itself, or a union or Literal holding one)."""
+    if annotation is bool:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(accepts_bool(arg) for arg in typing.get_args(annotation))
+    if typing.get_origin(annotation) is Literal:
+        return any(isinstance(arg, bool) for arg in typing.get_args(annotation))
+    return annotation is Any
 
 
 class SplitConfig(_Section):

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO
@@ -31,10 +32,15 @@ def _die_with(parent: int):
 
 
 def start_child(
-    command: Sequence[str], env: Mapping[str, str], stdout: IO[bytes] | int | None = None, cwd: str | None = None
+    command: Sequence[str],
+    env: Mapping[str, str],
+    stdout: IO[bytes] | int | None = None,
+    stderr: IO[bytes] | int | None = None,
+    cwd: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start command in its own process group, to die with this process."""
-    stderr = subprocess.STDOUT if stdout is not None else None
+    """Start command in its own process group, to die with this process; stderr joins stdout unless given."""
+    if stderr is None and stdout is not None:
+        stderr = subprocess.STDOUT
     return subprocess.Popen(
         list(command),
         env=dict(env),
@@ -47,7 +53,7 @@ def start_child(
 
 
 def stop_child(child: subprocess.Popen, grace_s: float = 15) -> None:
-    """SIGTERM the child's whole process group, SIGKILL it if it lingers."""
+    """SIGTERM the child's whole process group, SIGKILL it if it lingers (a no-op for a group that is gone)."""
     if child.poll() is None:
         _signal_group(child, signal.SIGTERM)
         try:
@@ -81,3 +87,47 @@ def forwarding_signals(child: subprocess.Popen) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def guard_descendants() -> subprocess.Popen[bytes]:
+    """Start a watchdog that stops every process this one started (Prefect's temporary server, a bento build,
+    a candidate server) when this process dies without stopping them, a kill -9 included."""
+    command = [sys.executable, "-m", "tasks.core.processes", str(os.getpid())]
+    return start_child(command, os.environ, stdout=subprocess.DEVNULL)
+
+
+def watch_descendants(parent: int, every_s: float = 0.5) -> None:
+    """The watchdog's loop: remember the parent's descendants; when the parent is gone (or SIGTERM arrives,
+    which PR_SET_PDEATHSIG sends then), stop the ones still running."""
+    import psutil
+
+    known: dict[int, psutil.Process] = {}
+
+    def reap(*_: object) -> None:
+        alive = [p for p in known.values() if p.is_running()]  # is_running also rules out a reused pid
+        for process in alive:
+            try:
+                process.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, lingering = psutil.wait_procs(alive, timeout=10)
+        for process in lingering:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, reap)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group: the parent decides
+    while True:
+        try:
+            children = psutil.Process(parent).children(recursive=True)
+        except psutil.NoSuchProcess:
+            reap()
+        known = {p.pid: p for p in [*known.values(), *children] if p.pid != os.getpid() and p.is_running()}
+        time.sleep(every_s)
+
+
+if __name__ == "__main__":
+    watch_descendants(int(sys.argv[1]))

@@ -25,8 +25,8 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
+from tasks.core.cache import stage_cache_key
 from tasks.core.config import ValidationConfig
 from tasks.core.errors import ConfigRejected
 from tasks.core.spec import DatasetSpec
@@ -184,7 +184,12 @@ def build_checkpoint(context: EphemeralDataContext, suite: gx.ExpectationSuite, 
 
 
 # Hashing a million-row frame for a cache key would cost more than validating it.
-@task(name="validate_dataset", cache_policy=NO_CACHE)
+# Cached on the frame's content, the spec, the settings and the code: a rerun of the same file skips GX.
+@task(
+    name="validate_dataset",
+    cache_key_fn=stage_cache_key("validation", ignore=["report_dir"], files_of=lambda r: [r.suite, r.result_json]),
+    persist_result=True,
+)
 def validate_dataset(
     frame: pd.DataFrame, source: str, report_dir: Path, config: ValidationConfig, spec: DatasetSpec
 ) -> ValidationReport:

@@ -7,6 +7,7 @@ Loss: cross-entropy on labels, or mean squared error on the standardised regress
 """
 
 import copy
+import math
 import random
 import time
 from contextlib import nullcontext
@@ -16,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from tasks.core.cache import stage_cache_key
 from tasks.core.config import TrainingConfig
 from tasks.core.errors import GreenlightError
 from tasks.core.spec import Spec
@@ -119,13 +120,41 @@ def evaluate_loss(model: GreenlightModel, part: PartTensors, splits: DataSplits,
     return loss, metrics.value(MAIN_METRIC[splits.spec.task])
 
 
+def diverged_message(
+    family: str, epoch: int, train_loss: float, val_loss: float, splits: DataSplits, config: TrainingConfig
+) -> str:
+    """What diverged, at which epoch, and the likely cause among the settings and the data."""
+    causes = []
+    if config.learning_rate >= 0.05:
+        causes.append(f"training.learning_rate {config.learning_rate:g} is high for AdamW (default 0.002)")
+    if config.weight_decay > 1.0:
+        causes.append(f"training.weight_decay {config.weight_decay:g} is far above any useful value (default 0.0001)")
+    if splits.spec.task == "regression":
+        largest = float(np.nanmax(np.abs(splits.targets("train").astype(float))))
+        if largest > 1e6:
+            causes.append(f"the target reaches {largest:.3g}: consider predicting it in other units or its logarithm")
+    cause = (
+        "; ".join(causes)
+        or "extreme values in the inputs or the target (see the data report), or a too-high learning rate"
+    )
+    return (
+        f"training {family} diverged at epoch {epoch}: training loss {train_loss:g}, validation loss {val_loss:g}"
+        f" (no model was registered). Likely cause: {cause}."
+    )
+
+
 def train_targets(splits: DataSplits, config: TrainingConfig) -> np.ndarray:
     """The training targets; permuted when the config asks for a deliberately useless model (gate drills)."""
     targets = splits.targets("train")
     return np.random.default_rng(config.seed).permutation(targets) if config.shuffle_labels else targets
 
 
-@task(name="train_model", cache_policy=NO_CACHE)
+# Cached on the splits' content, the spec, the settings and the code (seeded: the same inputs train the same model).
+@task(
+    name="train_model",
+    cache_key_fn=stage_cache_key("training", ignore=["work_dir"], files_of=lambda r: [r.checkpoint_path]),
+    persist_result=True,
+)
 def train_model(splits: DataSplits, spec: Spec, config: TrainingConfig, work_dir: Path) -> TrainedModel:
     """Learn the preprocessing, train the spec's family with early stopping, keep the best checkpoint."""
     seed_everything(config.seed)
@@ -149,6 +178,8 @@ def train_model(splits: DataSplits, spec: Spec, config: TrainingConfig, work_dir
         train_loss = run_epoch(model, train, optimizer, config, autocast)
         val_loss, val_metric = evaluate_loss(model, validation, splits, autocast)
         scheduler.step(val_loss)
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            raise GreenlightError(diverged_message(family.name, epoch, train_loss, val_loss, splits, config))
         history.append(EpochMetrics(epoch, train_loss, val_loss, val_metric))
         progress.set_postfix(train_loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val=f"{val_metric:.4f}")
         if val_loss < best_loss:

@@ -13,8 +13,8 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
+from tasks.core.cache import stage_cache_key
 from tasks.core.config import CompressionConfig
 from tasks.core.spec import DatasetSpec
 from tasks.data.split import DataSplits
@@ -149,7 +149,11 @@ def select_serving_candidate(candidates: list[CandidateScore], config: Compressi
     return chosen, reason
 
 
-@task(name="compress_model", cache_policy=NO_CACHE)
+@task(
+    name="compress_model",
+    cache_key_fn=stage_cache_key("compression", ignore=[], files_of=lambda r: [c.path for c in r.candidates]),
+    persist_result=True,
+)
 def compress_model(fp32_path: Path, splits: DataSplits, config: CompressionConfig) -> CompressionResult:
     """Quantize the fp32 ONNX model to INT8 (static QDQ and dynamic), score all on validation, choose one."""
     calibration = splits.feeds("train", rows=config.calibration_rows)

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.core.cache import stage_cache_key
 from tasks.core.errors import GreenlightError
 from tasks.core.spec import CATEGORICAL_INPUT
 from tasks.data.split import DataSplits
@@ -132,7 +133,11 @@ def export_onnx(model: GreenlightModel, path: Path) -> Path:
     return path
 
 
-@task(name="export_model", cache_policy=NO_CACHE)
+@task(
+    name="export_model",
+    cache_key_fn=stage_cache_key("export", ignore=["out_dir"], files_of=lambda path: [path]),
+    persist_result=True,
+)
 def export_model(checkpoint_path: Path, out_dir: Path) -> Path:
     """Export the best checkpoint to out_dir/model.onnx with a dynamic batch axis."""
     return export_onnx(load_checkpoint(checkpoint_path), out_dir / "model.onnx")

@@ -142,6 +142,34 @@ def finish_tracking_run(run: TrackingRun, succeeded: bool) -> None:
     run.client().set_terminated(run.run_id, status=status)
 
 
+def end_abandoned_run(tracking_uri: str, run_id: str, reason: str) -> None:
+    """A run whose process died: KILLED, with why, so it stops reading RUNNING (or FINISHED) forever."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    client.set_tag(run_id, "error", reason[:4000])
+    client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.KILLED))
+
+
+def running_runs(tracking_uri: str, experiment_name: str) -> list[tuple[str, dict[str, str]]]:
+    """(run id, tags) of the experiment's runs that read RUNNING; empty when the experiment does not exist."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    found = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'", max_results=200)
+    return [(run.info.run_id, dict(run.data.tags)) for run in found]
+
+
+def versions_with_verdict(tracking_uri: str, model_name: str, verdict: str) -> list[ModelVersionRef]:
+    """A model's versions whose gate_verdict tag reads `verdict` (e.g. the ones still 'pending')."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.search_model_versions(f"name = '{model_name}' and tags.gate_verdict = '{verdict}'")
+    return [ModelVersionRef(tracking_uri, model_name, str(v.version), v.run_id, dict(v.tags)) for v in found]
+
+
+def run_status(tracking_uri: str, run_id: str) -> str:
+    return MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.status
+
+
 def column_type(feature: FeatureSpec) -> str:
     """MLflow's column type for a feature's raw values: what a client sends, not what the graph computes."""
     if feature.type in ("numeric", "image_grid"):
@@ -226,6 +254,8 @@ def register_onnx_model(
                 onnx_execution_providers=["CPUExecutionProvider"],
             )
         client = run.client()
+        # Leaving start_run's block ended the pipeline's run as FINISHED: it is not finished until the gate.
+        client.update_run(run.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         ensure_registered_model(client, model_name, spec)
         created = client.create_model_version(
             model_name,

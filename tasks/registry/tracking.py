@@ -4,6 +4,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
+from uuid import UUID
 
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
@@ -38,6 +39,7 @@ from tasks.registry.client import (
     tag_model_version,
 )
 from tasks.registry.lineage import Lineage
+from tasks.registry.recovery import OWNER_TAG, current_owner, recover_abandoned
 from tasks.release.gate import GateDecision
 
 
@@ -67,17 +69,53 @@ def flatten(prefix: str, value: object) -> dict[str, str]:
 def open_tracking_run(tracking_uri: str, config: RunConfig) -> TrackingRun:
     """Create this pipeline run's MLflow run, tagged with the Prefect flow run it belongs to."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    tags = {"prefect_flow_run_id": str(flow_run.get_id() or "none"), "pipeline": "training_pipeline"}
+    tags = {
+        "prefect_flow_run_id": str(flow_run.get_id() or "none"),
+        "pipeline": "training_pipeline",
+        OWNER_TAG: current_owner(),  # a later run tells from it whether this one died (recovery.py)
+    }
     return start_tracking_run(
         tracking_uri, config.experiment_name, f"train-{stamp}", flatten("", config.model_dump()), tags
     )
+
+
+@task(name="recover_abandoned_runs", cache_policy=NO_CACHE)
+def recover_abandoned_runs(tracking_uri: str, experiment_name: str, model_name: str) -> int:
+    """Mark what earlier runs that died left behind (versions, MLflow runs, Prefect flow runs); returns how many."""
+    recovered = recover_abandoned(tracking_uri, experiment_name, model_name)
+    for line in recovered.lines:
+        print(line)
+    if recovered.flow_run_ids:
+        mark_flow_runs_crashed(recovered.flow_run_ids)
+    return len(recovered.lines)
+
+
+def mark_flow_runs_crashed(flow_run_ids: tuple[str, ...]) -> None:
+    """Prefect flow runs still Running (or Pending, Paused) whose process died: Crashed, with the reason."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        for flow_run_id in flow_run_ids:
+            try:
+                found = client.read_flow_run(UUID(flow_run_id))
+            except (ObjectNotFound, ValueError):
+                continue  # another Prefect database, or no longer there
+            if found.state is None or not found.state.is_final():
+                message = "the process running this flow run died (found by a later run)"
+                client.set_flow_run_state(found.id, Crashed(message=message), force=True)
+                print(f"marked Prefect flow run {found.name} ({flow_run_id}) Crashed")
 
 
 @task(name="log_dataset", cache_policy=NO_CACHE)
 def log_dataset(run: TrackingRun, dataset: LoadedDataset, reports: list[Path]) -> None:
     """Record the data fingerprint and attach the validation result and Data Docs."""
     set_run_tags(run, {"data_sha256": dataset.sha256, "data_source": dataset.source, "data_rows": str(dataset.rows)})
-    log_files(run, [p for p in reports if p.exists()], "validation")
+    # Report files of a cached validation live in the earlier run's folder: logged by name, once.
+    folders = [p for p in reports if p.is_dir()]
+    files = [p for p in reports if p.is_file() and not any(folder in p.parents for folder in folders)]
+    log_files(run, folders + files, "validation")
 
 
 @task(name="log_data_checks", cache_policy=NO_CACHE)
@@ -186,6 +224,7 @@ def register_model(
         "spec": f"runs:/{run.run_id}/spec/spec.yaml",
         # Verified by the service before it serves the file: what was gated is what answers.
         "onnx_sha256": file_sha256(chosen.path),
+        OWNER_TAG: current_owner(),
         **lineage.tags(),
     }
     if data_summary is not None:

@@ -240,10 +240,17 @@ def force_promote(tracking_uri: str, model_name: str, version: str, reason: str)
     """Promote a version by hand, whatever its gate said; the reason is mandatory and recorded."""
     if not reason.strip():
         raise GreenlightError("a forced promotion needs --reason: say why the gate is being overridden")
+    try:
+        target = get_version(tracking_uri, model_name, version)
+    except Exception as error:  # noqa: BLE001  MLflow raises several types for a missing version
+        raise GreenlightError(f"{model_name} has no version {version}: {error}") from error
+    verdict = target.tags.get("gate_verdict", "pending")
+    if verdict in ("pending", "abandoned", "error"):  # a verdict never goes back to one of these
+        why = target.tags.get("gate_reason", "its run is not done")
+        raise GreenlightError(
+            f"{target.uri} has no gate verdict ({verdict}: {why}): it was never built and checked like a"
+            " candidate, so it cannot be promoted, even by hand"
+        )
     with promotion_lock(model_name):
-        try:
-            target = get_version(tracking_uri, model_name, version)
-        except Exception as error:  # noqa: BLE001  MLflow raises several types for a missing version
-            raise GreenlightError(f"{model_name} has no version {version}: {error}") from error
         tag_model_version(target, {"forced_promotion": reason[:4000]})
         return move_production(target, "forced", reason)

@@ -83,6 +83,11 @@ def test_yaml_config_file_is_read(tmp_path):
         ("gate:\n  min_test_accuracy: 1.5\n", "gate.min_test_accuracy"),
         ("training:\n  max_epochs: many\n", "training.max_epochs"),
         ("model_name: 'has spaces'\n", "model_name"),
+        # Settings that parse but cannot mean anything: refused before a run starts, not found as a NaN loss.
+        ("training:\n  weight_decay: .inf\n", "training.weight_decay"),
+        ("training:\n  learning_rate: .nan\n", "training.learning_rate"),
+        ("training:\n  max_epochs: true\n", "training.max_epochs"),
+        ("gate:\n  max_model_size_bytes: yes\n", "gate.max_model_size_bytes"),
     ],
 )
 def test_bad_config_is_rejected_naming_the_field(tmp_path, text, field):

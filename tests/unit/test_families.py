@@ -143,3 +143,15 @@ def test_a_custom_family_trains_checkpoints_and_exports_like_the_built_in_ones(t
     path = export_onnx(load_checkpoint(trained.checkpoint_path), tmp_path / "model.onnx")
     parity = check_parity.fn(path, trained.checkpoint_path, splits)
     assert parity.rows == 3 and parity.max_abs_diff <= 1e-5 and parity.agreement == 1.0
+
+
+def test_a_diverging_run_stops_at_the_first_nan_epoch_naming_it_and_the_likely_cause(tmp_path):
+    spec = table_spec()
+    frame = pd.concat([ROWS] * 3, ignore_index=True).assign(churn=["stays", "leaves"] * 9)
+    splits = DataSplits(spec.dataset, frame.iloc[:12], frame.iloc[12:15], frame.iloc[15:])
+    config = TrainingConfig(max_epochs=5, learning_rate=1.0, weight_decay=1e30)
+    expected = r"diverged at epoch 1: training loss .*, validation loss nan"
+    with pytest.raises(GreenlightError, match=expected) as diverged:
+        train_model.fn(splits, spec, config, tmp_path)
+    assert "training.weight_decay 1e+30" in str(diverged.value) and "training.learning_rate 1" in str(diverged.value)
+    assert not (tmp_path / "best.pt").exists()
