@@ -9,10 +9,19 @@ import argparse
 import json
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from deployments.preflight import (
+    check_data_file,
+    check_prefect_api,
+    check_store_location,
+    check_tracking_store,
+    sqlite_path,
+)
 from tasks.core.config import RunConfig
 from tasks.core.errors import ConfigRejected, GreenlightError
 from tasks.core.locations import Locations, export_locations, resolve_locations
@@ -20,6 +29,8 @@ from tasks.core.processes import forwarding_signals, guard_descendants, start_ch
 from tasks.core.spec import read_spec_file, validation_problems
 
 EXIT_PROMOTED, EXIT_ERROR, EXIT_DATA_REJECTED, EXIT_GATE_REFUSED = 0, 1, 2, 3
+# Commands that only work on an existing store: they never create one (a mistyped URI says nothing is there).
+READS_STORE = ("serve", "status", "history", "rollback", "promote", "show")
 
 
 def read_settings_file(path: Path) -> dict:
@@ -67,6 +78,21 @@ def load_run_config(args: argparse.Namespace) -> RunConfig:
         raise ConfigRejected(f"invalid run configuration ({where}): {validation_problems(error)}") from error
 
 
+def time_breakdown(stages: dict[str, float]) -> str:
+    """'38.2 s: start-up 7.4, Prefect server 4.2, data checks 0.4, training 2.5, ...' from process start."""
+    import psutil
+
+    stages = dict(stages)
+    started_at = stages.pop("_started_at", None)
+    if started_at is None:
+        return "not measured"
+    process_start = psutil.Process().create_time()
+    flow_called = float(os.environ.get("GREENLIGHT_FLOW_CALLED_AT", started_at))
+    parts = {"start-up (imports)": flow_called - process_start, "Prefect server": started_at - flow_called, **stages}
+    total = time.time() - process_start
+    return f"{total:.1f} s: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in parts.items())
+
+
 def print_summary(summary, locations: Locations) -> None:
     """What the run produced and where to look next."""
     decision = summary.decision
@@ -81,6 +107,7 @@ def print_summary(summary, locations: Locations) -> None:
         print(f"  {check.line()}")
     print(f"Production now    {'v' + summary.production_version if summary.production_version else 'none'}")
     print(f"Bento             {summary.bento_tag}")
+    print(f"Time              {time_breakdown(summary.stage_seconds)}")
     print("Next:")
     if locations.tracking_uri.startswith("sqlite:"):
         artifacts = locations.home / "mlartifacts"
@@ -93,11 +120,37 @@ def print_summary(summary, locations: Locations) -> None:
     print("=" * 72)
 
 
+def start_temporary_prefect_server() -> threading.Thread | None:
+    """Without PREFECT_API_URL, Prefect starts a temporary server on the first API call (4-11 s); started here in
+    a thread, its process boots while this one imports the pipeline. Prefect's own start() then finds it running."""
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+
+    def start() -> None:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        SubprocessASGIServer().start()
+
+    thread = threading.Thread(target=start, name="prefect-temporary-server", daemon=True)
+    thread.start()
+    return thread
+
+
 def command_run(args: argparse.Namespace, locations: Locations) -> int:
     config = load_run_config(args)
+    check_data_file(config)  # a missing file is refused in well under a second, before anything starts
+    check_tracking_store(locations.tracking_uri, create=True)
+    check_store_location(locations.tracking_uri)
+    check_prefect_api()
+    export_locations(locations, create=True)  # only now: a refused run leaves no empty stores behind
     guard_descendants()  # a kill -9 of this run leaves no Prefect server, build or bento server behind
+    server = start_temporary_prefect_server()
     from flows.training import training_pipeline
 
+    if server is not None:
+        server.join()
+
+    os.environ["GREENLIGHT_FLOW_CALLED_AT"] = str(time.time())  # the summary's start-up / Prefect split
     summary = training_pipeline(config=config)
     print_summary(summary, locations)
     return EXIT_PROMOTED if summary.promoted else EXIT_GATE_REFUSED
@@ -132,8 +185,24 @@ def recover(locations: Locations, model_name: str) -> None:
     """Mark what runs that died left behind, before showing anything (the Prefect side waits for the next run)."""
     from tasks.registry.recovery import recover_abandoned
 
-    for line in recover_abandoned(locations.tracking_uri, "greenlight", model_name).lines:
+    experiment = RunConfig.model_fields["experiment_name"].default
+    for line in recover_abandoned(locations.tracking_uri, experiment, model_name).lines:
         print(line)
+
+
+def command_relocate(args: argparse.Namespace, locations: Locations) -> int:
+    """Point a moved or restored local store at where it is now."""
+    from tasks.registry.client import relocate_sqlite_store
+
+    database = sqlite_path(locations.tracking_uri)
+    if database is None:
+        raise GreenlightError(f"relocate is for a local store (sqlite:///...); {locations.tracking_uri} is not one")
+    old, new = Path(args.old_home).expanduser().resolve() / "mlartifacts", database.parent / "mlartifacts"
+    if not new.is_dir():
+        raise GreenlightError(f"{new} does not exist: move the whole folder (the database and mlartifacts/) first")
+    changed = relocate_sqlite_store(locations.tracking_uri, old, new)
+    print(f"{database}: {changed} artifact locations now under {new} (were under {old})")
+    return 0
 
 
 def command_status(args: argparse.Namespace, locations: Locations) -> int:
@@ -289,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="one version's gate report, signature and lineage")
     show.add_argument("version", help="registered version number")
     show.add_argument("--model-name", default="digits-classifier")
+    relocate = commands.add_parser("relocate", help="point a moved or restored local store at where it is now")
+    relocate.add_argument("--from", dest="old_home", required=True, help="the data folder's old location")
     keygen = commands.add_parser("keygen", help="write an ed25519 key pair to sign models and verify them when served")
     keygen.add_argument("--out", default="keys", help="folder for greenlight-signing.pem and greenlight-verify.pem")
     keygen.add_argument("--force", action="store_true", help="replace an existing key pair")
@@ -305,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     locations = resolve_locations()
-    export_locations(locations)
+    export_locations(locations, create=args.command == "init")
     handler = {
         "run": command_run,
         "serve": command_serve,
@@ -316,8 +387,14 @@ def main(argv: list[str] | None = None) -> int:
         "init": command_init,
         "show": command_show,
         "keygen": command_keygen,
+        "relocate": command_relocate,
     }[args.command]
     try:
+        if args.command in READS_STORE:
+            check_tracking_store(locations.tracking_uri, create=False)
+            check_store_location(locations.tracking_uri)
+        if args.command in ("rollback", "promote"):
+            check_prefect_api()  # the promotion lock lives in Prefect's database
         return handler(args, locations)
     except GreenlightError as error:
         print(f"\ngreenlight {args.command}: {error}", file=sys.stderr)

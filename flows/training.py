@@ -11,6 +11,7 @@ from prefect import flow
 from tasks.core.config import RunConfig
 from tasks.core.errors import quiet_expected_errors
 from tasks.core.locations import resolve_locations
+from tasks.core.timing import stage_seconds, start_clock, timed_stage
 from tasks.data.drift import load_drift_reference, measure_drift
 from tasks.data.report import DataVerdict, require_valid_dataset, write_data_report
 from tasks.data.resolve import ResolvedDataset, resolve_dataset
@@ -50,6 +51,7 @@ from tasks.release.serving_check import check_serving
 def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # noqa: B008
     """Train a model for the given data and spec; promote it to `production` only if it passes the gate."""
     quiet_expected_errors()  # bad data or config: its message in the logs and the Prefect UI, not a traceback
+    start_clock()  # seconds per stage, for the summary
     locations = resolve_locations()
     work_dir = prepare_workspace(runs_dir=locations.runs_dir)
     run = open_tracking_run(tracking_uri=locations.tracking_uri, config=config)
@@ -65,18 +67,17 @@ def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # no
         compression, parity, parity_served = export_candidates(
             run=run, splits=splits, trained=trained, config=config, work_dir=work_dir
         )
-        version = register_model(
+        version = register_candidate(
             run=run,
-            model_name=data.model_name,
-            spec=data.spec,
+            data=data,
+            trained=trained,
             compression=compression,
-            parity_fp32=parity,
-            parity_served=parity_served,
-            lineage=describe_lineage(data=data, trained=trained),
-            data_summary=summary,
+            parities=(parity, parity_served),
+            summary=summary,
         )
-        evidence = package_and_check(
-            version=version, compression=compression, parity=parity, splits=splits, data=verdict, config=config
+        bento_tag = package(version=version)
+        evidence = check_candidate(
+            bento_tag=bento_tag, compression=compression, parity=parity, splits=splits, data=verdict, config=config
         )
         decision = release(run=run, version=version, evidence=evidence, splits=splits, config=config, work_dir=work_dir)
     except BaseException as error:  # a Ctrl-C or SIGTERM too: nothing may be left looking unfinished
@@ -85,9 +86,10 @@ def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # no
         close_tracking_run(run=run, succeeded=False, error=str(error))
         raise
     close_tracking_run(run=run, succeeded=True)
-    return summarize_run(run=run, version=version, decision=decision)
+    return summarize_run(run=run, version=version, decision=decision, stage_seconds=stage_seconds())
 
 
+@timed_stage("data checks")
 def check_data(
     run: TrackingRun, data: ResolvedDataset, config: RunConfig, work_dir: Path
 ) -> tuple[DataSplits, Path | None, DataVerdict]:
@@ -120,6 +122,7 @@ def check_data(
     return splits, drift.summary_json, verdict
 
 
+@timed_stage("training")
 def train_and_evaluate(
     run: TrackingRun, data: ResolvedDataset, splits: DataSplits, config: RunConfig, work_dir: Path
 ) -> TrainedModel:
@@ -130,6 +133,7 @@ def train_and_evaluate(
     return trained
 
 
+@timed_stage("ONNX + compression")
 def export_candidates(
     run: TrackingRun, splits: DataSplits, trained: TrainedModel, config: RunConfig, work_dir: Path
 ) -> tuple[CompressionResult, ParityReport, ParityReport]:
@@ -144,17 +148,46 @@ def export_candidates(
     return compression, parity, parity_served
 
 
-def package_and_check(
-    version: ModelVersionRef,
+@timed_stage("registration")
+def register_candidate(
+    run: TrackingRun,
+    data: ResolvedDataset,
+    trained: TrainedModel,
+    compression: CompressionResult,
+    parities: tuple[ParityReport, ParityReport],
+    summary: Path | None,
+) -> ModelVersionRef:
+    """The served candidate as a new version: its spec, lineage, signature, and the data it was trained on."""
+    return register_model(
+        run=run,
+        model_name=data.model_name,
+        spec=data.spec,
+        compression=compression,
+        parity_fp32=parities[0],
+        parity_served=parities[1],
+        lineage=describe_lineage(data=data, trained=trained),
+        data_summary=summary,
+    )
+
+
+@timed_stage("bento build")
+def package(version: ModelVersionRef) -> str:
+    """The version's bento, recorded on the version."""
+    bento_tag = build_bento(version=version)
+    record_bento(version=version, bento_tag=bento_tag)
+    return bento_tag
+
+
+@timed_stage("serving check")
+def check_candidate(
+    bento_tag: str,
     compression: CompressionResult,
     parity: ParityReport,
     splits: DataSplits,
     data: DataVerdict,
     config: RunConfig,
 ) -> GateEvidence:
-    """The version's bento, started and probed, and the test-row scores: the evidence the gate judges."""
-    bento_tag = build_bento(version=version)
-    record_bento(version=version, bento_tag=bento_tag)
+    """The bento started and probed, and the test-row scores: the evidence the gate judges."""
     serving = check_serving(
         bento_tag=bento_tag, onnx_path=compression.chosen.path, splits=splits, config=config.gate.serving
     )
@@ -162,6 +195,7 @@ def package_and_check(
     return GateEvidence(scores=scores, compression=compression, parity=parity, serving=serving, data=data)
 
 
+@timed_stage("gate")
 def release(
     run: TrackingRun,
     version: ModelVersionRef,

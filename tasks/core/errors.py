@@ -61,3 +61,24 @@ def quiet_expected_errors() -> None:
     shared = ExpectedErrorLogs()  # one for both: the flow's line about an error the task logged points back to it
     for logger in loggers:
         logger.addFilter(shared)
+
+
+# A registry or database that blinks (a restart, a lock held a moment too long, a dropped connection) is
+# ridden out: two more tries after 2 s and 8 s. Anything else, user errors first, fails at once.
+TRANSIENT_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 8]}
+TRANSIENT_TYPES = ("ConnectionError", "TimeoutError", "TransportError", "TimeoutException", "OperationalError")
+TRANSIENT_WORDS = ("database is locked", "temporarily unavailable", "connection refused", "timed out", "max retries")
+
+
+def is_transient(error: BaseException | None) -> bool:
+    """A failure worth retrying: the network or a store, never a GreenlightError (bad data, config, a refusal)."""
+    if error is None or isinstance(error, GreenlightError) or not isinstance(error, Exception):
+        return False
+    if any(cls.__name__ in TRANSIENT_TYPES for cls in type(error).__mro__):
+        return True
+    return any(word in str(error).lower() for word in TRANSIENT_WORDS) or is_transient(error.__cause__)
+
+
+def transient_only(task: object, task_run: object, state: object) -> bool:
+    """Prefect retry_condition_fn: retry a failed task run only when its exception is transient."""
+    return is_transient(getattr(state, "data", None))

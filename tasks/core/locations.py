@@ -4,7 +4,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.core.errors import DataRejected
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
 @dataclass(frozen=True)
@@ -34,9 +37,10 @@ def resolve_locations(environ: dict[str, str] | None = None) -> Locations:
     )
 
 
-def export_locations(locations: Locations) -> None:
-    """Create the homes and publish them to child processes and to libraries that read them at import."""
-    for folder in (locations.home, locations.bentoml_home, locations.prefect_home):
+def export_locations(locations: Locations, create: bool = True) -> None:
+    """Publish the homes to child processes and to libraries that read them at import; create them unless
+    the command only reads (a mistyped GREENLIGHT_HOME must not leave empty stores behind)."""
+    for folder in (locations.home, locations.bentoml_home, locations.prefect_home) if create else ():
         # Prefect creates PREFECT_HOME but not its parents, and then fails to start its server.
         folder.mkdir(parents=True, exist_ok=True)
     os.environ["MLFLOW_TRACKING_URI"] = locations.tracking_uri
@@ -47,3 +51,19 @@ def export_locations(locations: Locations) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+
+
+def check_readable_file(path: Path) -> None:
+    """Reject, with a message saying what to do, anything that is not a readable, non-empty data file."""
+    if not path.exists():
+        raise DataRejected(f"data file {path} does not exist; pass --data with a CSV or Parquet file")
+    if path.is_dir():
+        raise DataRejected(f"data path {path} is a directory; pass the CSV or Parquet file inside it")
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise DataRejected(
+            f"data file {path} has unsupported extension '{path.suffix}'; use one of {', '.join(SUPPORTED_SUFFIXES)}"
+        )
+    if not os.access(path, os.R_OK):
+        raise DataRejected(f"data file {path} is not readable (permission denied); check its permissions")
+    if path.stat().st_size == 0:
+        raise DataRejected(f"data file {path} is empty (0 bytes)")

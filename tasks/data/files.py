@@ -22,9 +22,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core.errors import DataRejected
+from tasks.core.locations import check_readable_file
 from tasks.core.spec import DIGITS_COLUMNS, digits_spec
 
-SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
 PARQUET_MAGIC = b"PAR1"
 # A CSV header of a few hundred columns is a few KB; a first line longer than this is not a header.
 MAX_HEADER_BYTES = 1 << 20
@@ -86,22 +86,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def check_readable_file(path: Path) -> None:
-    """Reject, with a message saying what to do, anything that is not a readable, non-empty data file."""
-    if not path.exists():
-        raise DataRejected(f"data file {path} does not exist; pass --data with a CSV or Parquet file")
-    if path.is_dir():
-        raise DataRejected(f"data path {path} is a directory; pass the CSV or Parquet file inside it")
-    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-        raise DataRejected(
-            f"data file {path} has unsupported extension '{path.suffix}'; use one of {', '.join(SUPPORTED_SUFFIXES)}"
-        )
-    if not os.access(path, os.R_OK):
-        raise DataRejected(f"data file {path} is not readable (permission denied); check its permissions")
-    if path.stat().st_size == 0:
-        raise DataRejected(f"data file {path} is empty (0 bytes)")
 
 
 def is_csv(path: Path) -> bool:

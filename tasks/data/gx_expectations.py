@@ -21,6 +21,7 @@ from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
 
 from tasks.core.spec import value_text
+from tasks.data.suite import set_text
 
 # Each problem keeps this many (row, value) examples: enough to find the pattern, small enough for JSON.
 EXAMPLES = 10
@@ -34,15 +35,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         return str(value)
     return None if value is pd.NA or value is pd.NaT else value
-
-
-def set_text(values: list) -> str:
-    """'0..9' for a run of integers, else '{a, b}' (text quoted, so '17' reads differently from 17)."""
-    ints = sorted(v for v in values if isinstance(v, int) and not isinstance(v, bool))
-    if len(ints) == len(values) > 1 and ints == list(range(ints[0], ints[-1] + 1)):
-        return f"{ints[0]}..{ints[-1]}"
-    shown = [repr(v) if isinstance(v, str) else str(v) for v in values[:12]]
-    return "{" + ", ".join(shown) + (f", ... {len(values) - 12} more" if len(values) > 12 else "") + "}"
 
 
 def number_text(value: float) -> str:

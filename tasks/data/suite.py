@@ -271,3 +271,12 @@ def readable_json(value: object, indent: int = 0) -> str:
     ):
         return "[\n" + ",\n".join(f"{pad}  {readable_json(item, indent + 1)}" for item in value) + f"\n{pad}]"
     return json.dumps(value)
+
+
+def set_text(values: list) -> str:
+    """'0..9' for a run of integers, else '{a, b}' (text quoted, so '17' reads differently from 17)."""
+    ints = sorted(v for v in values if isinstance(v, int) and not isinstance(v, bool))
+    if len(ints) == len(values) > 1 and ints == list(range(ints[0], ints[-1] + 1)):
+        return f"{ints[0]}..{ints[-1]}"
+    shown = [repr(v) if isinstance(v, str) else str(v) for v in values[:12]]
+    return "{" + ", ".join(shown) + (f", ... {len(values) - 12} more" if len(values) > 12 else "") + "}"

@@ -6,6 +6,8 @@ failures reject the file; the others are reported and the run goes on. The suite
 live in tasks.data.gx_expectations, imported here so GX knows them before a suite file is parsed.
 """
 
+from __future__ import annotations
+
 import json
 import re
 from collections.abc import Callable
@@ -13,17 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import great_expectations as gx
 import pandas as pd
-from great_expectations.core.expectation_validation_result import ExpectationValidationResult
-from great_expectations.data_context import EphemeralDataContext
-from great_expectations.data_context.types.base import (
-    DataContextConfig,
-    InMemoryStoreBackendDefaults,
-    ProgressBarsConfig,
-)
 from prefect import task
 
 from tasks.core.cache import stage_cache_key
@@ -31,8 +25,12 @@ from tasks.core.config import ValidationConfig
 from tasks.core.errors import ConfigRejected
 from tasks.core.spec import DatasetSpec
 from tasks.data.files import near_miss_hint
-from tasks.data.gx_expectations import set_text  # importing it registers Greenlight's expectation types
-from tasks.data.suite import readable_json, suite_for_spec
+from tasks.data.suite import readable_json, set_text, suite_for_spec
+
+if TYPE_CHECKING:  # GX takes ~2.6 s to import: only when a validation actually runs (not on a cached rerun)
+    import great_expectations as gx
+    from great_expectations.core.expectation_validation_result import ExpectationValidationResult
+    from great_expectations.data_context import EphemeralDataContext
 
 SEVERITIES = ("critical", "warning", "info")
 # SUMMARY is the cheapest result format that still returns example values with their row index.
@@ -126,6 +124,15 @@ def read_suite_json(path: Path) -> dict:
         raise ConfigRejected(f"expectation suite {path} could not be read: {error}") from error
 
 
+def great_expectations():
+    """GX, imported on first use, with Greenlight's expectation types registered (tasks.data.gx_expectations)."""
+    import great_expectations as gx
+
+    import tasks.data.gx_expectations  # noqa: F401  importing it registers the types a suite may name
+
+    return gx
+
+
 def load_suite(path: Path) -> gx.ExpectationSuite:
     """Read a GX ExpectationSuite JSON file, refusing it where GX would silently drop an invalid expectation."""
     return build_suite(read_suite_json(path), str(path))
@@ -133,7 +140,7 @@ def load_suite(path: Path) -> gx.ExpectationSuite:
 
 def build_suite(raw: dict, where: str) -> gx.ExpectationSuite:
     """A GX suite from its JSON dict, refusing it where GX would silently drop an invalid expectation."""
-    suite = gx.ExpectationSuite(**raw)
+    suite = great_expectations().ExpectationSuite(**raw)
     # GX logs and skips expectations it cannot build; a typo must not quietly weaken the gate.
     dropped = len(raw.get("expectations", [])) - len(suite.expectations)
     if dropped:
@@ -157,6 +164,12 @@ def suite_to_run(spec: DatasetSpec, config: ValidationConfig, report_dir: Path, 
 
 def ephemeral_context() -> EphemeralDataContext:
     """An in-memory GX context: no great_expectations/ folder and no Data Docs site anywhere."""
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
     config = DataContextConfig(
         # Data Docs pages load Bootstrap, jQuery and Font Awesome from CDNs; tasks.data.report writes an offline page.
         store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
@@ -164,11 +177,12 @@ def ephemeral_context() -> EphemeralDataContext:
         # tqdm bars, one per expectation batch, would flood the Prefect logs.
         progress_bars=ProgressBarsConfig(globally=False),
     )
-    return gx.get_context(mode="ephemeral", project_config=config)
+    return great_expectations().get_context(mode="ephemeral", project_config=config)
 
 
 def build_checkpoint(context: EphemeralDataContext, suite: gx.ExpectationSuite, asset_name: str) -> gx.Checkpoint:
     """Wire pandas datasource -> dataframe asset -> batch definition -> validation definition -> checkpoint."""
+    gx = great_expectations()
     batch = (
         context.data_sources.add_pandas("frames")
         .add_dataframe_asset(asset_name)
@@ -183,7 +197,6 @@ def build_checkpoint(context: EphemeralDataContext, suite: gx.ExpectationSuite, 
     return context.checkpoints.add(checkpoint)
 
 
-# Hashing a million-row frame for a cache key would cost more than validating it.
 # Cached on the frame's content, the spec, the settings and the code: a rerun of the same file skips GX.
 @task(
     name="validate_dataset",
@@ -200,7 +213,7 @@ def validate_dataset(
     suite_path, raw = suite_to_run(spec, config, report_dir, name)
     checkpoint = build_checkpoint(ephemeral_context(), build_suite(raw, str(suite_path)), asset_name=name)
     # An explicit run_time: without one GX tries to parse the run name as a date.
-    run_id = gx.RunIdentifier(run_name=name, run_time=datetime.now(UTC))
+    run_id = great_expectations().RunIdentifier(run_name=name, run_time=datetime.now(UTC))
     outcome = checkpoint.run(
         batch_parameters={"dataframe": frame},
         expectation_parameters={"max_duplicate_share": config.max_duplicate_share},

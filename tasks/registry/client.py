@@ -415,3 +415,27 @@ def run_artifact_link(run: TrackingRun, artifact_path: str) -> str:
         base = run.tracking_uri.rstrip("/")
         return f"{base}/#/experiments/{run.experiment_id}/runs/{run.run_id}/artifacts/{artifact_path}"
     return f"{run.client().get_run(run.run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+
+
+# Where a local SQLite store keeps absolute artifact locations (MLflow 3.17's schema).
+ARTIFACT_LOCATION_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+)
+
+
+def relocate_sqlite_store(tracking_uri: str, old_root: Path, new_root: Path) -> int:
+    """Point a local store's artifact locations from old_root to new_root (a moved or restored data folder), in
+    one transaction; returns how many locations changed. The artifacts themselves must already be in new_root."""
+    import sqlite3
+
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    old, new = old_root.as_uri(), new_root.as_uri()
+    changed = 0
+    with sqlite3.connect(database) as db:  # commits on success, rolls back on any error
+        for table, column in ARTIFACT_LOCATION_COLUMNS:
+            query = f"update {table} set {column} = ? || substr({column}, ?) where {column} = ? or {column} like ?"
+            changed += db.execute(query, (new, len(old) + 1, old, f"{old}/%")).rowcount
+    return changed

@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from tasks.core.config import RunConfig
+from tasks.core.errors import TRANSIENT_RETRIES, transient_only
 from tasks.core.keys import key_id, load_signing_key, sign, signed_payload
 from tasks.core.spec import Spec
 from tasks.data.files import LoadedDataset, file_sha256
@@ -56,6 +57,7 @@ class PipelineSummary:
     bento_tag: str
     compression: str
     production_version: str | None
+    stage_seconds: dict[str, float]  # per stage, and "_started_at": when the flow's body began (wall clock)
 
 
 def flatten(prefix: str, value: object) -> dict[str, str]:
@@ -65,7 +67,7 @@ def flatten(prefix: str, value: object) -> dict[str, str]:
     return {prefix.rstrip("."): str(value)}
 
 
-@task(name="open_tracking_run", cache_policy=NO_CACHE)
+@task(name="open_tracking_run", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
 def open_tracking_run(tracking_uri: str, config: RunConfig) -> TrackingRun:
     """Create this pipeline run's MLflow run, tagged with the Prefect flow run it belongs to."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -108,7 +110,7 @@ def mark_flow_runs_crashed(flow_run_ids: tuple[str, ...]) -> None:
                 print(f"marked Prefect flow run {found.name} ({flow_run_id}) Crashed")
 
 
-@task(name="log_dataset", cache_policy=NO_CACHE)
+@task(name="log_dataset", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
 def log_dataset(run: TrackingRun, dataset: LoadedDataset, reports: list[Path]) -> None:
     """Record the data fingerprint and attach the validation result and Data Docs."""
     set_run_tags(run, {"data_sha256": dataset.sha256, "data_source": dataset.source, "data_rows": str(dataset.rows)})
@@ -118,7 +120,7 @@ def log_dataset(run: TrackingRun, dataset: LoadedDataset, reports: list[Path]) -
     log_files(run, folders + files, "validation")
 
 
-@task(name="log_data_checks", cache_policy=NO_CACHE)
+@task(name="log_data_checks", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
 def log_data_checks(run: TrackingRun, checks: DataCheckReport) -> str:
     """Validation and drift figures on the MLflow run, and Prefect artifacts linking the report; returns the link.
 
@@ -132,7 +134,7 @@ def log_data_checks(run: TrackingRun, checks: DataCheckReport) -> str:
     return link
 
 
-@task(name="log_spec", cache_policy=NO_CACHE)
+@task(name="log_spec", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
 def log_spec(run: TrackingRun, spec: Spec, origin: str, work_dir: Path) -> Path:
     """The spec this run trained with, as the YAML a person reviews, on the run (and later the version)."""
     path = work_dir / "spec.yaml"
@@ -150,7 +152,7 @@ def log_spec(run: TrackingRun, spec: Spec, origin: str, work_dir: Path) -> Path:
     return path
 
 
-@task(name="log_training", cache_policy=NO_CACHE)
+@task(name="log_training", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
 def log_training(run: TrackingRun, splits: DataSplits, trained: TrainedModel, evaluation: EvaluationReport) -> None:
     """Per-epoch curves, test metrics and plots, each in as few calls as possible."""
     curves = [
@@ -169,7 +171,7 @@ def log_training(run: TrackingRun, splits: DataSplits, trained: TrainedModel, ev
     log_files(run, [*plots, trained.checkpoint_path], "evaluation")
 
 
-@task(name="log_compression", cache_policy=NO_CACHE)
+@task(name="log_compression", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
 def log_compression(
     run: TrackingRun, compression: CompressionResult, parity_fp32: ParityReport, parity_served: ParityReport
 ) -> None:
@@ -193,7 +195,7 @@ def log_compression(
     create_markdown_artifact(key="compression", markdown=compression.table_markdown(), description="INT8 candidates")
 
 
-@task(name="register_model", cache_policy=NO_CACHE)
+@task(name="register_model", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
 def register_model(
     run: TrackingRun,
     model_name: str,
@@ -239,18 +241,18 @@ def register_model(
     return tag_model_version(version, signed)
 
 
-@task(name="record_bento", cache_policy=NO_CACHE)
+@task(name="record_bento", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
 def record_bento(version: ModelVersionRef, bento_tag: str) -> ModelVersionRef:
     return tag_model_version(version, {"bento_tag": bento_tag})
 
 
-@task(name="mark_version_errored", cache_policy=NO_CACHE)
+@task(name="mark_version_errored", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
 def mark_version_errored(version: ModelVersionRef, error: str) -> None:
     """A stage after registration failed: say so on the version, so nobody mistakes it for a candidate."""
     tag_model_version(version, {"gate_verdict": "error", "gate_reason": error[:4000]})
 
 
-@task(name="close_tracking_run", cache_policy=NO_CACHE)
+@task(name="close_tracking_run", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
 def close_tracking_run(run: TrackingRun, succeeded: bool, error: str | None = None) -> None:
     if error:
         set_run_tags(run, {"error": error[:4000]})
@@ -258,8 +260,13 @@ def close_tracking_run(run: TrackingRun, succeeded: bool, error: str | None = No
 
 
 @task(name="summarize_run", cache_policy=NO_CACHE)
-def summarize_run(run: TrackingRun, version: ModelVersionRef, decision: GateDecision) -> PipelineSummary:
-    """What the CLI prints: the run, the version, the decision, and where production stands now."""
+def summarize_run(
+    run: TrackingRun, version: ModelVersionRef, decision: GateDecision, stage_seconds: dict[str, float]
+) -> PipelineSummary:
+    """What the CLI prints: the run, the version, the decision, where production stands now, and the time
+    each stage took (also on the MLflow run, as stage_seconds.<stage>)."""
+    timings = {name: seconds for name, seconds in stage_seconds.items() if not name.startswith("_")}
+    log_metrics(run, {f"stage_seconds.{name.replace(' ', '_').replace('+', 'and')}": s for name, s in timings.items()})
     current = get_version(version.tracking_uri, version.name, version.version)
     production = find_version(run.tracking_uri, version.name)
     return PipelineSummary(
@@ -272,4 +279,5 @@ def summarize_run(run: TrackingRun, version: ModelVersionRef, decision: GateDeci
         bento_tag=current.tags.get("bento_tag", ""),
         compression=current.tags.get("compression", ""),
         production_version=production.version if production else None,
+        stage_seconds=stage_seconds,
     )

@@ -28,3 +28,29 @@ def test_without_a_key_nothing_is_sent(monkeypatch) -> None:
     monkeypatch.delenv("GREENLIGHT_API_KEY", raising=False)
     monkeypatch.delenv("GREENLIGHT_API_KEY_FILE", raising=False)
     assert client_headers() == {}
+
+
+def test_only_transient_failures_are_retried() -> None:
+    import httpx
+
+    from tasks.core.errors import ConfigRejected, DataRejected, is_transient, transient_only
+    from tasks.registry.tracking import open_tracking_run, register_model
+
+    class OperationalError(Exception):  # sqlalchemy's name for a database that is locked or gone
+        pass
+
+    assert is_transient(httpx.ConnectError("Connection refused"))
+    assert is_transient(ConnectionResetError())
+    assert is_transient(RuntimeError("API request failed: Max retries exceeded with url /api/2.0/mlflow/runs/get"))
+    wrapped = RuntimeError("could not log the batch")
+    wrapped.__cause__ = OperationalError("database is locked")
+    assert is_transient(wrapped)
+    for user_error in (
+        DataRejected("column 'x' is missing"),
+        ConfigRejected("bad"),
+        ValueError("a bug"),
+        KeyError("k"),
+    ):
+        assert not is_transient(user_error)
+    for stage in (open_tracking_run, register_model):
+        assert stage.retries == 2 and stage.retry_condition_fn is transient_only
