@@ -123,8 +123,10 @@ def print_summary(summary, locations: Locations) -> None:
 def start_temporary_prefect_server() -> threading.Thread | None:
     """Without PREFECT_API_URL, Prefect starts a temporary server on the first API call (4-11 s); started here in
     a thread, its process boots while this one imports the pipeline. Prefect's own start() then finds it running."""
-    if os.environ.get("PREFECT_API_URL"):
-        return None
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return None  # a server (or a test harness) is configured: nothing to start
 
     def start() -> None:
         from prefect.server.api.server import SubprocessASGIServer

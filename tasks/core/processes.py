@@ -89,11 +89,17 @@ def forwarding_signals(child: subprocess.Popen) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+_watchdogs: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def guard_descendants() -> subprocess.Popen[bytes]:
     """Start a watchdog that stops every process this one started (Prefect's temporary server, a bento build,
-    a candidate server) when this process dies without stopping them, a kill -9 included."""
-    command = [sys.executable, "-m", "tasks.core.processes", str(os.getpid())]
-    return start_child(command, os.environ, stdout=subprocess.DEVNULL)
+    a candidate server) when this process dies without stopping them, a kill -9 included. One per process."""
+    watchdog = _watchdogs.get(os.getpid())
+    if watchdog is None or watchdog.poll() is not None:
+        command = [sys.executable, "-m", "tasks.core.processes", str(os.getpid())]
+        watchdog = _watchdogs[os.getpid()] = start_child(command, os.environ, stdout=subprocess.DEVNULL)
+    return watchdog
 
 
 def watch_descendants(parent: int, every_s: float = 0.5) -> None:
