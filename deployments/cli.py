@@ -24,6 +24,7 @@ from deployments.preflight import (
 )
 from tasks.core.config import RunConfig
 from tasks.core.errors import ConfigRejected, GreenlightError
+from tasks.core.keys import load_signing_key
 from tasks.core.locations import Locations, export_locations, resolve_locations
 from tasks.core.processes import forwarding_signals, guard_descendants, start_child, stop_child
 from tasks.core.spec import read_spec_file, validation_problems
@@ -144,6 +145,7 @@ def command_run(args: argparse.Namespace, locations: Locations) -> int:
     check_tracking_store(locations.tracking_uri, create=True)
     check_store_location(locations.tracking_uri)
     check_prefect_api()
+    load_signing_key(os.environ)  # an unreadable or wrong key file is refused now, not after training
     export_locations(locations, create=True)  # only now: a refused run leaves no empty stores behind
     guard_descendants()  # a kill -9 of this run leaves no Prefect server, build or bento server behind
     server = start_temporary_prefect_server()

@@ -76,3 +76,12 @@ def test_a_moved_store_stops_with_what_to_do_and_relocate_makes_it_work(tmp_path
     assert Path(local).read_text() == "kept across the move"
     assert moved.get_experiment(experiment).artifact_location == (new / "mlartifacts").as_uri()
     assert main(["status"]) == 0 and not old.exists()
+
+
+def test_an_unusable_signing_key_is_refused_before_anything_is_trained(stores, tmp_path, monkeypatch, capsys):
+    key = tmp_path / "signing.pem"
+    key.write_text("not a key\n")
+    monkeypatch.setenv("GREENLIGHT_SIGNING_KEY_FILE", str(key))
+    assert main(["run"]) == 1
+    assert f"GREENLIGHT_SIGNING_KEY_FILE={key} is not an unencrypted PEM private key" in capsys.readouterr().err
+    assert not stores.exists()
