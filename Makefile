@@ -40,6 +40,7 @@ lock:
 	rm -rf /tmp/greenlight-lock && $(PYTHON) -m venv /tmp/greenlight-lock
 	PIP_CONSTRAINT= /tmp/greenlight-lock/bin/pip install -q -e '.[dev]'
 	{ echo "# Every package pinned so each install resolves the same; regenerate with 'make lock'."; \
+	  echo "# torch is the CPU build from the local wheel (pip finds it via find-links); 2.13.0 exactly."; \
 	  /tmp/greenlight-lock/bin/pip freeze --exclude-editable | sed 's/+cpu$$//'; \
 	  echo "setuptools==$$(/tmp/greenlight-lock/bin/python -c 'import setuptools; print(setuptools.__version__)')"; } > constraints.txt
 
