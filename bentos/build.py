@@ -31,7 +31,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from bentos.model import onnx_file
 from tasks.core.errors import GreenlightError
-from tasks.core.locations import PROJECT_ROOT, export_locations, resolve_locations
+from tasks.core.locations import PROJECT_ROOT, export_locations, resolve_locations, sqlite_database
 
 BENTOFILE = Path(__file__).resolve().parent / "bentofile.yaml"
 
@@ -62,8 +62,8 @@ def work_offline() -> None:
 
 def require_existing_sqlite(tracking_uri: str) -> None:
     """Refuse a sqlite store that does not exist: MLflow would silently create an empty one there."""
-    path = tracking_uri.removeprefix("sqlite:///")
-    if path != tracking_uri and not Path(path).is_file():
+    database = sqlite_database(tracking_uri)
+    if database is not None and not database.is_file():
         raise BuildFailed(f"tracking store {tracking_uri} does not exist; point MLFLOW_TRACKING_URI at the pipeline's")
 
 

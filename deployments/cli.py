@@ -20,12 +20,11 @@ from deployments.preflight import (
     check_prefect_api,
     check_store_location,
     check_tracking_store,
-    sqlite_path,
 )
 from tasks.core.config import RunConfig
 from tasks.core.errors import ConfigRejected, GreenlightError
 from tasks.core.keys import load_signing_key
-from tasks.core.locations import Locations, export_locations, resolve_locations
+from tasks.core.locations import Locations, export_locations, resolve_locations, sqlite_database
 from tasks.core.processes import forwarding_signals, guard_descendants, start_child, stop_child
 from tasks.core.spec import read_spec_file, validation_problems
 
@@ -79,7 +78,7 @@ def load_run_config(args: argparse.Namespace) -> RunConfig:
         raise ConfigRejected(f"invalid run configuration ({where}): {validation_problems(error)}") from error
 
 
-def time_breakdown(stages: dict[str, float]) -> str:
+def time_breakdown(stages: dict[str, float], flow_called: float) -> str:
     """'38.2 s: start-up 7.4, Prefect server 4.2, data checks 0.4, training 2.5, ...' from process start."""
     import psutil
 
@@ -88,13 +87,12 @@ def time_breakdown(stages: dict[str, float]) -> str:
     if started_at is None:
         return "not measured"
     process_start = psutil.Process().create_time()
-    flow_called = float(os.environ.get("GREENLIGHT_FLOW_CALLED_AT", started_at))
     parts = {"start-up (imports)": flow_called - process_start, "Prefect server": started_at - flow_called, **stages}
     total = time.time() - process_start
     return f"{total:.1f} s: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in parts.items())
 
 
-def print_summary(summary, locations: Locations) -> None:
+def print_summary(summary, locations: Locations, flow_called: float) -> None:
     """What the run produced and where to look next."""
     decision = summary.decision
     print("\n" + "=" * 72)
@@ -108,7 +106,7 @@ def print_summary(summary, locations: Locations) -> None:
         print(f"  {check.line()}")
     print(f"Production now    {'v' + summary.production_version if summary.production_version else 'none'}")
     print(f"Bento             {summary.bento_tag}")
-    print(f"Time              {time_breakdown(summary.stage_seconds)}")
+    print(f"Time              {time_breakdown(summary.stage_seconds, flow_called)}")
     print("Next:")
     if locations.tracking_uri.startswith("sqlite:"):
         artifacts = locations.home / "mlartifacts"
@@ -154,9 +152,9 @@ def command_run(args: argparse.Namespace, locations: Locations) -> int:
     if server is not None:
         server.join()
 
-    os.environ["GREENLIGHT_FLOW_CALLED_AT"] = str(time.time())  # the summary's start-up / Prefect split
+    flow_called = time.time()  # splits the summary's start-up from the wait for Prefect's server
     summary = training_pipeline(config=config)
-    print_summary(summary, locations)
+    print_summary(summary, locations, flow_called)
     return EXIT_PROMOTED if summary.promoted else EXIT_GATE_REFUSED
 
 
@@ -198,7 +196,7 @@ def command_relocate(args: argparse.Namespace, locations: Locations) -> int:
     """Point a moved or restored local store at where it is now."""
     from tasks.registry.client import relocate_sqlite_store
 
-    database = sqlite_path(locations.tracking_uri)
+    database = sqlite_database(locations.tracking_uri)
     if database is None:
         raise GreenlightError(f"relocate is for a local store (sqlite:///...); {locations.tracking_uri} is not one")
     old, new = Path(args.old_home).expanduser().resolve() / "mlartifacts", database.parent / "mlartifacts"

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 from tasks.core.config import RunConfig
 from tasks.core.errors import GreenlightError
-from tasks.core.locations import check_readable_file
+from tasks.core.locations import check_readable_file, sqlite_database
 
 PROBE_TIMEOUT_S = 3.0
 # MLflow retries a failing HTTP call 7 times with a doubling back-off (minutes); a transient outage is
@@ -45,10 +45,6 @@ def probe_http(url: str, what: str, variable: str) -> None:
         ) from error
 
 
-def sqlite_path(tracking_uri: str) -> Path | None:
-    return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
-
-
 def check_tracking_store(tracking_uri: str, create: bool) -> None:
     """The MLflow store answers; a read-only command (create=False) never creates one where there is none."""
     for key, value in MLFLOW_HTTP_DEFAULTS.items():
@@ -57,7 +53,7 @@ def check_tracking_store(tracking_uri: str, create: bool) -> None:
     if scheme in ("http", "https"):
         probe_http(f"{tracking_uri.rstrip('/')}/health", "the MLflow tracking server", "MLFLOW_TRACKING_URI")
         return
-    database = sqlite_path(tracking_uri)
+    database = sqlite_database(tracking_uri)
     if database is None:
         return  # postgresql://, mysql://, databricks: the client's own error names them
     if not create and not database.is_file():
@@ -79,7 +75,7 @@ def check_prefect_api() -> None:
 def recorded_artifact_root(tracking_uri: str) -> Path | None:
     """The mlartifacts folder a local SQLite store records for its experiments (Greenlight puts it beside the
     database, tasks/registry/client.default_artifact_location); None when there is none."""
-    database = sqlite_path(tracking_uri)
+    database = sqlite_database(tracking_uri)
     if database is None or not database.is_file():
         return None
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
@@ -94,7 +90,7 @@ def recorded_artifact_root(tracking_uri: str) -> Path | None:
 def check_store_location(tracking_uri: str) -> None:
     """A store moved or restored elsewhere still points its artifacts at the old folder: stop before training."""
     recorded = recorded_artifact_root(tracking_uri)
-    database = sqlite_path(tracking_uri)
+    database = sqlite_database(tracking_uri)
     if recorded is None or database is None:
         return
     here = database.parent / "mlartifacts"

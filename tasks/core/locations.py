@@ -1,6 +1,7 @@
 """Where Greenlight keeps its state, resolved once from the standard variables at the edge."""
 
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,3 +68,26 @@ def check_readable_file(path: Path) -> None:
         raise DataRejected(f"data file {path} is not readable (permission denied); check its permissions")
     if path.stat().st_size == 0:
         raise DataRejected(f"data file {path} is empty (0 bytes)")
+
+
+def sqlite_database(tracking_uri: str) -> Path | None:
+    """The database file of a local `sqlite:///` MLflow store; None for any other store."""
+    return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
+
+
+def git(*args: str) -> str | None:
+    """A git command's output in the project, or None outside a checkout (an installed wheel, a container)."""
+    try:
+        out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def code_version() -> tuple[str, str]:
+    """The commit and whether tracked files differ from it (untracked files, data and stores, do not count)."""
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return "unknown", "unknown"
+    changes = git("status", "--porcelain", "--untracked-files=no")
+    return commit, "unknown" if changes is None else ("yes" if changes else "no")

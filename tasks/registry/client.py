@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-from tasks.core.locations import PROJECT_ROOT
+from tasks.core.locations import code_version, sqlite_database
 from tasks.core.spec import SPEC_METADATA_KEY, FeatureSpec, Spec
 
 PRODUCTION_ALIAS = "production"
@@ -61,15 +60,6 @@ def _error_code(error: MlflowException) -> int:
     return ErrorCode.Value(error.error_code) if isinstance(error.error_code, str) else error.error_code
 
 
-def git_commit() -> str:
-    """The commit the pipeline code is at, or 'unknown' outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
-
-
 def default_artifact_location(tracking_uri: str) -> str | None:
     """For a local SQLite store, keep artifacts beside the database instead of in the current directory."""
     parsed = urlparse(tracking_uri)
@@ -96,11 +86,11 @@ def start_tracking_run(
     tracking_uri: str, experiment_name: str, run_name: str, params: dict[str, str], tags: dict[str, str]
 ) -> TrackingRun:
     """Create the pipeline's MLflow run and log its parameters in one batch."""
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if (database := sqlite_database(tracking_uri)) is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = get_or_create_experiment(client, experiment_name, tracking_uri)
-    run = client.create_run(experiment_id, run_name=run_name, tags={"git_commit": git_commit(), **tags})
+    run = client.create_run(experiment_id, run_name=run_name, tags={"git_commit": code_version()[0], **tags})
     tracking = TrackingRun(tracking_uri, experiment_id, run.info.run_id)
     client.log_batch(tracking.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()], synchronous=True)
     return tracking
@@ -431,7 +421,7 @@ def relocate_sqlite_store(tracking_uri: str, old_root: Path, new_root: Path) -> 
     one transaction; returns how many locations changed. The artifacts themselves must already be in new_root."""
     import sqlite3
 
-    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    database = sqlite_database(tracking_uri)
     old, new = old_root.as_uri(), new_root.as_uri()
     changed = 0
     with sqlite3.connect(database) as db:  # commits on success, rolls back on any error

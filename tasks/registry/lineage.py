@@ -4,7 +4,6 @@ the code, the training environment, the Prefect flow run, and the versions it wa
 import hashlib
 import json
 import platform
-import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError
@@ -14,7 +13,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from tasks.core.locations import PROJECT_ROOT
+from tasks.core.locations import PROJECT_ROOT, code_version
+from tasks.data.files import file_sha256
 from tasks.data.resolve import ResolvedDataset
 from tasks.model.training import TrainedModel
 
@@ -45,22 +45,9 @@ class Lineage:
         return {f"{LINEAGE_TAG_PREFIX}{key}": value[:5000] for key, value in asdict(self).items()}
 
 
-def git(*args: str) -> str | None:
-    """A git command's output in the project, or None outside a checkout (an installed wheel, a container)."""
-    try:
-        out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def code_version() -> tuple[str, str]:
-    """The commit and whether tracked files differ from it (untracked files, data and stores, do not count)."""
-    commit = git("rev-parse", "HEAD")
-    if commit is None:
-        return "unknown", "unknown"
-    changes = git("status", "--porcelain", "--untracked-files=no")
-    return commit, "unknown" if changes is None else ("yes" if changes else "no")
+def constraints_digest() -> str:
+    path = PROJECT_ROOT / "constraints.txt"
+    return file_sha256(path) if path.is_file() else "none"
 
 
 def installed(package: str) -> str:
@@ -68,11 +55,6 @@ def installed(package: str) -> str:
         return package_version(package)
     except PackageNotFoundError:
         return "not installed"
-
-
-def file_digest(name: str) -> str:
-    path = PROJECT_ROOT / name
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "none"
 
 
 @task(name="describe_lineage", cache_policy=NO_CACHE)
@@ -93,7 +75,7 @@ def describe_lineage(data: ResolvedDataset, trained: TrainedModel) -> Lineage:
         onnxruntime=installed("onnxruntime"),
         platform=f"{platform.system()} {platform.release()} {platform.machine()} ({sys.implementation.name})",
         device=trained.device,
-        constraints_sha256=file_digest("constraints.txt"),
+        constraints_sha256=constraints_digest(),
         prefect_flow_run_id=str(flow_run.get_id() or "none"),
         prefect_flow_run_name=str(flow_run.get_name() or "none"),
     )
