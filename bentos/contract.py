@@ -2,7 +2,9 @@
 
 A request is `{"records": [{column: value, ...}, ...]}`, each field typed by its feature (tasks.core.spec):
 numeric a JSON number (strict: no strings or booleans; finite); categorical and binary a string, number or
-boolean (encoded with value_text, so 3, 3.0 and "3" are one category); id and ignore columns accepted and
+boolean (encoded with value_text, so 3, 3.0 and "3" are one category); text a JSON string, not empty, at most
+the feature's max_chars (tokenized by the tokenizer inside the model file); image a base64 PNG or JPEG
+(decoded and resized by tasks.core.images, the code training used); id and ignore columns accepted and
 ignored. A nullable feature may be absent or null; any other is required. An all-numeric spec (the digits'
 pixel grid, a table of numbers) also takes `{"rows": [[...], ...]}`, values in spec.input_columns order.
 
@@ -15,6 +17,7 @@ The answer: `predictions` in the user's own label values (or numbers, for regres
 keyed by label text (classification), `model_version` and `model_name`.
 """
 
+import base64
 import json
 import math
 from dataclasses import dataclass
@@ -24,7 +27,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, create_model
 from pydantic_core import to_json
 
-from tasks.core.spec import CATEGORICAL_INPUT, DatasetSpec, FeatureSpec, value_text
+from tasks.core.images import ImageUnreadable, decode_base64, encode_png, image_pixels
+from tasks.core.spec import CATEGORICAL_INPUT, PIXELS_INPUT, TEXT_INPUT, DatasetSpec, FeatureSpec, value_text
 
 NAN = float("nan")
 # Larger batches belong to a batch job, not a synchronous HTTP call; the cap bounds request memory.
@@ -54,6 +58,9 @@ Category = (
     | Annotated[float, Strict(), Field(allow_inf_nan=False)]
 )
 CATEGORY_HINT = "send a string, number or boolean"
+# A text longer than this is refused when its feature sets no max_chars: a request is not a book.
+DEFAULT_MAX_CHARS = 100_000
+EXAMPLE_TEXT = "An example text: replace it with your own."
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,7 @@ class Contract:
             return self.from_rows(rows)
         return Refusal(422, f'field "records" is missing: send {self.shape()}')
 
-    def from_records(self, records: list[BaseModel]) -> Batch:
+    def from_records(self, records: list[BaseModel]) -> Batch | Refusal:
         """Feeds for validated records: spec.feeds' encoding, without its work for raw frames.
 
         Validation already made every number a float or None and every category a str, int, bool or
@@ -136,6 +143,12 @@ class Contract:
         bentos.model.warm_up checks at load that both give the same feeds for the spec's example."""
         feeds = {}
         for name, attributes in self.inputs.items():
+            if name == TEXT_INPUT or (name == PIXELS_INPUT and self.spec.of_type("image")):
+                found = self.media_feed(name, records, attributes[0])
+                if isinstance(found, Refusal):
+                    return found
+                feeds[name] = found
+                continue
             cells = [[getattr(record, a) for a in attributes] for record in records]
             if name == CATEGORICAL_INPUT:
                 array = np.array([[value_text(v) for v in row] for row in cells], dtype=object)
@@ -144,9 +157,37 @@ class Contract:
             feeds[name] = array.reshape(len(records), len(attributes))
         return Batch(feeds, len(records))
 
+    def media_feed(self, name: str, records: list[BaseModel], attribute: str) -> np.ndarray | Refusal:
+        """A text feed (strings, [n, 1]) or an image feed (decoded pixels, [n, h*w*c]); the first empty text or
+        unreadable image is refused, naming its record and field."""
+        feature = self.spec.of_type("text" if name == TEXT_INPUT else "image")[0]
+        values = [getattr(record, attribute) for record in records]
+        if name == TEXT_INPUT:
+            texts = [value_text(v) for v in values]
+            empty = next((i for i, text in enumerate(texts) if not text), None)
+            if empty is not None and not feature.nullable:
+                message = f"record {empty}, field {feature.name!r}: the text is empty; send the text to answer for"
+                return Refusal(422, message, empty, feature.name)
+            return np.array(texts, dtype=object).reshape(len(texts), 1)
+        pixels = []
+        for index, value in enumerate(values):
+            try:
+                pixels.append(image_pixels(decode_base64(value), feature).reshape(-1))
+            except ImageUnreadable as error:
+                message = f"record {index}, field {feature.name!r}: {error}; send a base64-encoded PNG or JPEG"
+                return Refusal(422, message, index, feature.name)
+        return np.stack(pixels).astype(np.float32)
+
     def columns_of(self, records: list[BaseModel]) -> dict[str, list[Any]]:
-        """Column -> values of validated records: the input spec.feeds takes (warm_up's parity check)."""
-        return {column: [getattr(r, attribute) for r in records] for column, attribute in self.attributes.items()}
+        """Column -> values of validated records: the input spec.feeds takes (warm_up's parity check); an image
+        field's base64 becomes its bytes, as spec.feeds reads a file."""
+        images = {f.name for f in self.spec.of_type("image")}
+        return {
+            column: [
+                decode_base64(getattr(r, attribute)) if column in images else getattr(r, attribute) for r in records
+            ]
+            for column, attribute in self.attributes.items()
+        }
 
     def from_rows(self, rows: list[list[float | None]]) -> Batch | Refusal:
         layout = self.rows
@@ -279,6 +320,10 @@ def field_type(feature: FeatureSpec) -> tuple[Any, Any]:
         return Any, None
     if feature.type in CATEGORY_TYPES:
         annotation = Category
+    elif feature.type == "text":
+        annotation = Annotated[str, Strict(), Field(max_length=feature.max_chars or DEFAULT_MAX_CHARS)]
+    elif feature.type == "image":
+        annotation = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_BODY_BYTES)]
     elif feature.type == "image_grid":
         annotation = Annotated[Number, Field(ge=feature.min, le=feature.max)]
     else:
@@ -314,6 +359,8 @@ def row_type(spec: DatasetSpec, layout: RowsLayout) -> Any:
 def describe_feature(feature: FeatureSpec) -> str:
     """One line for the OpenAPI document: what the field holds and whether it may be missing."""
     kind = f"{feature.type} ({CATEGORY_HINT})" if feature.type in CATEGORY_TYPES else feature.type
+    if feature.type == "image":
+        kind = "image (a base64-encoded PNG or JPEG)"
     return f"{kind}: {feature_values(feature)}; {missing_rule(feature)}"
 
 
@@ -330,6 +377,14 @@ def feature_values(feature: FeatureSpec) -> str:
         seen = ", ".join(json.dumps(v) for v in values[:LISTED_FIELDS])
         more = f" and {len(values) - LISTED_FIELDS} more" if len(values) > LISTED_FIELDS else ""
         return f"seen in training: {seen or 'none'}{more}; others are answered as unseen"
+    if feature.type == "text":
+        return (
+            f"a string of at most {feature.max_chars or DEFAULT_MAX_CHARS:,} characters, read as up to"
+            f" {feature.max_length} tokens ({feature.tokenizer} tokenizer)"
+        )
+    if feature.type == "image":
+        colour = "grayscale" if feature.channels == 1 else "RGB"
+        return f"any size, scaled to {feature.height}x{feature.width} {colour} ({feature.resize or 'stretch'})"
     if feature.min is None or feature.max is None:
         return "any finite number"
     if feature.type == "image_grid":
@@ -349,6 +404,16 @@ def describe_batch(name: str, kind: str, value: Any, shape: str) -> Refusal:
 def describe_value(kind: str, value: Any, feature_type: str, limits: dict[str, Any]) -> str:
     if value is None:
         return null_refused()
+    if feature_type == "text":
+        if kind == "string_too_long":
+            return f"a text of {len(value):,} characters is over the limit of {limits['max_length']:,}; shorten it"
+        return f"{echo(value)} is not text (send a JSON string)"
+    if feature_type == "image":
+        if kind == "string_too_long":
+            return f"an image of {len(value):,} base64 characters is over the limit of {limits['max_length']:,}"
+        if kind == "string_too_short":
+            return "the image is empty; send a base64-encoded PNG or JPEG"
+        return f"{echo(value)} is not an image (send a base64-encoded PNG or JPEG as a JSON string)"
     if kind == "less_than_equal":
         return f"{echo(value)} is above the maximum {limits['le']:g}"
     if kind == "greater_than_equal":
@@ -365,6 +430,11 @@ def null_refused() -> str:
 
 
 def example_value(feature: FeatureSpec) -> Any:
+    if feature.type == "text":
+        return EXAMPLE_TEXT
+    if feature.type == "image":
+        gray = np.full((feature.height, feature.width, feature.channels), 128, dtype=np.uint8)
+        return base64.b64encode(encode_png(gray)).decode("ascii")
     if feature.type in CATEGORY_TYPES:
         return feature.values[0] if feature.values else "example"
     if feature.min is not None and feature.max is not None:

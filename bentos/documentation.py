@@ -138,6 +138,10 @@ def field_doc(feature: FeatureSpec) -> FieldDoc:
         accepts = "any JSON value"
     elif feature.type in CATEGORY_TYPES:
         accepts = "string, number or boolean"
+    elif feature.type == "text":
+        accepts = "string"
+    elif feature.type == "image":
+        accepts = "string: base64 PNG or JPEG"
     else:
         accepts = "number"
     name = feature.name

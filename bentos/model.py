@@ -34,7 +34,7 @@ from tasks.core.spec import (
     digits_spec,
     validation_problems,
 )
-from tasks.onnx.runtime import open_session
+from tasks.onnx.runtime import graph_feeds, open_session
 
 logger = logging.getLogger("greenlight.serving")
 
@@ -64,7 +64,7 @@ class ServedModel:
 
     def predict(self, batch: Batch) -> np.ndarray:
         """The graph's output for a parsed request: logits [n, labels] or predictions [n]."""
-        (outputs,) = self.session.run([self.contract.spec.onnx_output], batch.feeds)
+        (outputs,) = self.session.run([self.contract.spec.onnx_output], graph_feeds(self.session, batch.feeds))
         return outputs
 
 

@@ -310,12 +310,16 @@ def command_init(args: argparse.Namespace, locations: Locations) -> int:
     """Infer a spec from a table and write it for review: every column's type and why, then the YAML."""
     from tasks.core.spec import safe_name
     from tasks.data.files import load_dataset
+    from tasks.data.image_folders import LABEL_COLUMN
     from tasks.data.infer import infer_spec, render_column_table, write_spec_file
 
     data = Path(args.data).expanduser()
     out = Path(args.out)
+    target = args.target or (LABEL_COLUMN if data.is_dir() else None)
+    if target is None:
+        raise ConfigRejected("greenlight init needs --target COLUMN: the column to predict")
     dataset = load_dataset.fn(str(data), locations.home / "datasets", None)
-    spec, columns = infer_spec(dataset.frame, args.target, args.task or "auto", name=safe_name(str(data)))
+    spec, columns = infer_spec(dataset.frame, target, args.task or "auto", name=safe_name(str(data)))
     print(render_column_table(columns))
     # Relative to the spec file, as `run --spec` reads it: the spec and its data can move (or be committed) together.
     relative = os.path.relpath(data.resolve(), out.resolve().parent)
@@ -367,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--force", action="store_true", help="replace an existing key pair")
     init = commands.add_parser("init", help="infer a spec from a table and write it as YAML for review")
     init.add_argument("--data", required=True, help="CSV or Parquet file")
-    init.add_argument("--target", required=True, help="the column to predict")
+    init.add_argument("--target", help="the column to predict (an image folder: its subfolder names)")
     init.add_argument("--task", choices=["auto", "classification", "regression"], help="default: inferred")
     init.add_argument("--out", default="greenlight.yaml", help="spec file to write (default greenlight.yaml)")
     init.add_argument("--model-name", help="registered model name to record (default: the data file's name)")

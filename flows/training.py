@@ -77,7 +77,13 @@ def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # no
         )
         bento_tag = package(version=version)
         evidence = check_candidate(
-            bento_tag=bento_tag, compression=compression, parity=parity, splits=splits, data=verdict, config=config
+            bento_tag=bento_tag,
+            compression=compression,
+            parity=parity,
+            splits=splits,
+            data=verdict,
+            config=config,
+            family=trained.family,
         )
         decision = release(run=run, version=version, evidence=evidence, splits=splits, config=config, work_dir=work_dir)
     except BaseException as error:  # a Ctrl-C or SIGTERM too: nothing may be left looking unfinished
@@ -186,13 +192,16 @@ def check_candidate(
     splits: DataSplits,
     data: DataVerdict,
     config: RunConfig,
+    family: str,
 ) -> GateEvidence:
     """The bento started and probed, and the test-row scores: the evidence the gate judges."""
     serving = check_serving(
         bento_tag=bento_tag, onnx_path=compression.chosen.path, splits=splits, config=config.gate.serving
     )
     scores = score_candidate(compression=compression, splits=splits)
-    return GateEvidence(scores=scores, compression=compression, parity=parity, serving=serving, data=data)
+    return GateEvidence(
+        scores=scores, compression=compression, parity=parity, serving=serving, data=data, family=family
+    )
 
 
 @timed_stage("gate")

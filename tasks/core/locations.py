@@ -57,9 +57,14 @@ def export_locations(locations: Locations, create: bool = True) -> None:
 def check_readable_file(path: Path) -> None:
     """Reject, with a message saying what to do, anything that is not a readable, non-empty data file."""
     if not path.exists():
-        raise DataRejected(f"data file {path} does not exist; pass --data with a CSV or Parquet file")
-    if path.is_dir():
-        raise DataRejected(f"data path {path} is a directory; pass the CSV or Parquet file inside it")
+        raise DataRejected(
+            f"data file {path} does not exist; pass --data with a CSV or Parquet file, or a folder of images"
+            " with one subfolder per class"
+        )
+    if path.is_dir():  # an image folder: tasks.data.image_folders reads and judges it
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise DataRejected(f"data folder {path} is not readable (permission denied); check its permissions")
+        return
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:
         raise DataRejected(
             f"data file {path} has unsupported extension '{path.suffix}'; use one of {', '.join(SUPPORTED_SUFFIXES)}"

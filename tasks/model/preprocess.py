@@ -5,7 +5,8 @@ what the model learns from is exactly what serving sends:
   numeric      median imputation, a missing-indicator column for each nullable feature, standardisation
   categorical  one vocabulary per column: code 0 = out-of-vocabulary (a value never seen in training),
                1 = missing (""), 2.. = the training split's categories in sorted order
-  image_grid   (x - min) / (max - min) with the spec's domain (digits: / 16)
+  image_grid   (x - min) / (max - min) with the spec's domain (digits: / 16; image files: / 255)
+  text         the tokenizer (pretrained, or WordPiece / BPE trained on the training texts) as its JSON
   target       regression only: the training targets' mean and std (the network learns standardised values)
 The torch layers (tasks.model.network) read these as buffers, and the ONNX exporter (tasks.onnx.export)
 builds its LabelEncoder nodes from the same Vocabulary, so training and serving cannot disagree.
@@ -13,11 +14,13 @@ Torch-free: numpy only.
 """
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from tasks.core.spec import CATEGORICAL_INPUT, NUMERIC_INPUT, PIXELS_INPUT, DatasetSpec
+from tasks.core.spec import CATEGORICAL_INPUT, IMAGE_TYPES, NUMERIC_INPUT, PIXELS_INPUT, TEXT_INPUT, DatasetSpec
+from tasks.core.text import TEXT_IDS, TEXT_MASK, TextEncoder, pretrained_tokenizer_json, train_tokenizer_json
 
 OOV_CODE, MISSING_CODE, FIRST_CATEGORY_CODE = 0, 1, 2
 MISSING_TEXT = ""
@@ -75,6 +78,23 @@ class ImageScale:
 
 
 @dataclass(frozen=True)
+class TextTokens:
+    """A text feature's tokenizer (its JSON document) and how texts are cut; the exporter stores the same JSON
+    in the .onnx file, so serving tokenizes with the very file training used."""
+
+    column: str
+    kind: str  # pretrained, wordpiece or bpe
+    tokenizer_json: str
+    max_length: int
+    truncation: str
+    vocab_size: int
+
+    @cached_property
+    def encoder(self) -> TextEncoder:
+        return TextEncoder(self.tokenizer_json, self.max_length, self.truncation)
+
+
+@dataclass(frozen=True)
 class TargetScale:
     """A regression target's training mean and std: the network predicts (y - mean) / std."""
 
@@ -90,6 +110,7 @@ class Preprocessing:
     vocabularies: tuple[Vocabulary, ...] = ()
     image: ImageScale | None = None
     target: TargetScale | None = None
+    text: TextTokens | None = None
 
     def codes(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """int64 codes [n, m] of a categorical feed, as the ONNX graph's LabelEncoders compute them."""
@@ -102,6 +123,8 @@ class Preprocessing:
         inputs = dict(feeds)
         if self.vocabularies:
             inputs[CATEGORICAL_INPUT] = self.codes(feeds)
+        if self.text is not None:
+            inputs[TEXT_IDS], inputs[TEXT_MASK] = self.text.encoder.encode(inputs.pop(TEXT_INPUT))
         return inputs
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +141,7 @@ class Preprocessing:
             vocabularies=tuple(Vocabulary(v["column"], tuple(v["categories"])) for v in raw.get("vocabularies", ())),
             image=ImageScale(**raw["image"]) if raw.get("image") else None,
             target=TargetScale(**raw["target"]) if raw.get("target") else None,
+            text=TextTokens(**raw["text"]) if raw.get("text") else None,
         )
 
 
@@ -150,7 +174,7 @@ def fit_vocabularies(spec: DatasetSpec, texts: np.ndarray) -> tuple[Vocabulary, 
 
 def fit_image(spec: DatasetSpec, pixels: np.ndarray) -> ImageScale:
     """The spec's declared domain; the training split's range where the spec leaves it open."""
-    grid = spec.of_type("image_grid")[0]
+    grid = spec.of_type(*IMAGE_TYPES)[0]
     low = float(grid.min) if grid.min is not None else float(np.nanmin(pixels))
     high = float(grid.max) if grid.max is not None else float(np.nanmax(pixels))
     if high <= low:
@@ -173,4 +197,17 @@ def fit_preprocessing(spec: DatasetSpec, feeds: dict[str, np.ndarray], targets: 
         vocabularies=fit_vocabularies(spec, feeds[CATEGORICAL_INPUT]) if CATEGORICAL_INPUT in feeds else (),
         image=fit_image(spec, feeds[PIXELS_INPUT]) if PIXELS_INPUT in feeds else None,
         target=fit_target(spec, targets),
+        text=fit_text(spec, feeds[TEXT_INPUT]) if TEXT_INPUT in feeds else None,
     )
+
+
+def fit_text(spec: DatasetSpec, texts: np.ndarray) -> TextTokens:
+    """The pretrained tokenizer, or one trained on the training split's non-empty texts."""
+    feature = spec.of_type("text")[0]
+    if feature.tokenizer == "pretrained":
+        document = pretrained_tokenizer_json()
+    else:
+        training = [str(t) for t in texts.reshape(-1) if str(t)]
+        document = train_tokenizer_json(training, feature.tokenizer, feature.vocab_size)
+    tokens = TextTokens(feature.name, feature.tokenizer, document, feature.max_length, feature.truncation or "right", 0)
+    return TextTokens(**{**asdict(tokens), "vocab_size": tokens.encoder.vocab_size})

@@ -24,6 +24,7 @@ from tasks.core.cache import stage_cache_key
 from tasks.core.config import TrainingConfig
 from tasks.core.errors import GreenlightError
 from tasks.core.spec import Spec
+from tasks.core.text import TEXT_IDS, TEXT_MASK
 from tasks.data.split import DataSplits, Part
 from tasks.model.families import get_family
 from tasks.model.metrics import MAIN_METRIC, score_outputs
@@ -59,9 +60,17 @@ class PartTensors:
     inputs: tuple[Tensor, ...]
     targets: Tensor
     raw_targets: np.ndarray  # label indices or values in the target's units, for the main metric
+    token_inputs: tuple[int, ...] = ()  # positions of a text's ids and mask, padded to the part's longest text
 
     def batch(self, index: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
-        return tuple(t[index] for t in self.inputs), self.targets[index]
+        """The rows of index; token inputs cut to the batch's own longest text (a batch of short texts stays cheap)."""
+        inputs = [t[index] for t in self.inputs]
+        if self.token_inputs:
+            mask = inputs[self.token_inputs[1]]
+            longest = max(int(mask.sum(dim=1).max()), 1)
+            for position in self.token_inputs:
+                inputs[position] = inputs[position][:, :longest]
+        return tuple(inputs), self.targets[index]
 
 
 def pick_device() -> torch.device:
@@ -85,7 +94,8 @@ def training_targets(model: GreenlightModel, raw: np.ndarray) -> Tensor:
 def part_tensors(model: GreenlightModel, splits: DataSplits, part: Part, raw: np.ndarray, device) -> PartTensors:
     """A part's feeds encoded by the model's own preprocessing values, moved to the device once."""
     inputs = tuple(t.to(device) for t in model_tensors(model, splits.feeds(part)))
-    return PartTensors(inputs, training_targets(model, raw).to(device), raw)
+    tokens = tuple(model.input_names.index(name) for name in (TEXT_IDS, TEXT_MASK) if name in model.input_names)
+    return PartTensors(inputs, training_targets(model, raw).to(device), raw, tokens)
 
 
 def compute_loss(model: GreenlightModel, output: Tensor, targets: Tensor) -> Tensor:
@@ -109,11 +119,19 @@ def run_epoch(model: GreenlightModel, train: PartTensors, optimizer, config: Tra
     return total / rows
 
 
-def evaluate_loss(model: GreenlightModel, part: PartTensors, splits: DataSplits, autocast) -> tuple[float, float]:
-    """Validation loss and the task's main metric (accuracy or R^2) on a part already on the device."""
+def evaluate_loss(
+    model: GreenlightModel, part: PartTensors, splits: DataSplits, autocast, chunk: int = 1024
+) -> tuple[float, float]:
+    """Validation loss and the task's main metric (accuracy or R^2) on a part already on the device, in chunks
+    (an encoder's attention over thousands of texts at once would not fit in memory)."""
     model.eval()
+    rows = len(part.targets)
     with torch.inference_mode(), autocast():
-        output = model.network_output(*part.inputs).float()
+        outputs = [
+            model.network_output(*part.batch(torch.arange(i, min(i + chunk, rows), device=part.targets.device))[0])
+            for i in range(0, rows, chunk)
+        ]
+        output = torch.cat(outputs).float()
     loss = compute_loss(model, output, part.targets).item()
     outputs = model.in_target_units(output).cpu().numpy()
     metrics = score_outputs(splits.spec, outputs, part.raw_targets)

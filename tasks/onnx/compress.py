@@ -16,10 +16,10 @@ from prefect import task
 
 from tasks.core.cache import stage_cache_key
 from tasks.core.config import CompressionConfig
-from tasks.core.spec import DatasetSpec
+from tasks.core.spec import TEXT_INPUT, DatasetSpec
 from tasks.data.split import DataSplits
 from tasks.model.metrics import MAIN_METRIC, score_outputs
-from tasks.onnx.runtime import CandidateScore, batch_of, median_latency_ms, open_session, run_model
+from tasks.onnx.runtime import CandidateScore, batch_of, graph_feeds, median_latency_ms, open_session, run_model
 
 CALIBRATION_BATCH_ROWS = 64
 
@@ -100,17 +100,38 @@ def quantize_int8_dynamic(prepared: Path, calibration: dict[str, np.ndarray], ou
 QUANTIZERS = {"int8-static-qdq": quantize_int8_static, "int8-dynamic": quantize_int8_dynamic}
 
 
+def keep_metadata(fp32_path: Path, quantized: Path) -> None:
+    """Copy the fp32 file's metadata (a text model's tokenizer) onto a quantized file, which the quantizers drop."""
+    import onnx
+
+    source = onnx.load(str(fp32_path), load_external_data=False)
+    if not source.metadata_props:
+        return
+    target = onnx.load(str(quantized))
+    onnx.helper.set_model_props(target, {prop.key: prop.value for prop in source.metadata_props})
+    onnx.save(target, str(quantized))
+
+
 def quantize_candidates(fp32_path: Path, calibration: dict[str, np.ndarray]) -> tuple[dict[str, Path], list]:
-    """The INT8 files that could be made, and a SkippedCandidate for each quantizer that failed."""
-    paths, skipped = {}, []
+    """The INT8 files that could be made, and a SkippedCandidate for each quantizer that failed.
+
+    calibration: the spec's raw feeds; a text feed is tokenized by the fp32 file's own tokenizer first."""
+    paths, skipped, quantizers = {}, [], dict(QUANTIZERS)
+    if TEXT_INPUT in calibration:
+        calibration = graph_feeds(open_session(fp32_path), calibration)
+        # An encoder's attention activations calibrate badly (a few outliers set the scale) and slowly; its
+        # MatMul weights are where dynamic INT8 pays.
+        quantizers.pop("int8-static-qdq")
+        skipped.append(SkippedCandidate("int8-static-qdq", "not tried for text encoders: dynamic INT8 is their case"))
     try:
         prepared = prepare_for_quantization(fp32_path)
     except Exception as error:  # the pre-processor fails on some graphs: every INT8 candidate is then skipped
         reason = f"pre-processing for quantization failed: {type(error).__name__}: {error}"
-        return paths, [SkippedCandidate(name, reason) for name in QUANTIZERS]
-    for name, quantize in QUANTIZERS.items():
+        return paths, skipped + [SkippedCandidate(name, reason) for name in quantizers]
+    for name, quantize in quantizers.items():
         try:
             paths[name] = quantize(prepared, calibration, fp32_path.parent)
+            keep_metadata(fp32_path, paths[name])
             open_session(paths[name])  # a file ONNX Runtime cannot load is no candidate either
         except Exception as error:
             paths.pop(name, None)

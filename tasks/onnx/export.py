@@ -3,7 +3,10 @@
 The torch model (tasks.model.network) is exported with its categorical input as int64 codes; the text -> code
 lookup is then prepended as ai.onnx.ml LabelEncoder nodes, one per column, built from the same Vocabulary
 values that encoded the training rows. The file therefore takes the hand-off of tasks.core.spec as is:
-"numeric" float32 (NaN = missing), "categorical" strings ("" = missing), "pixels" float32.
+"numeric" float32 (NaN = missing), "categorical" strings ("" = missing), "pixels" float32. A text feature is
+the exception: the graph takes int64 "text_ids" / "text_mask" [batch, sequence] (both axes dynamic), and the
+tokenizer that makes them from the raw strings is stored in the file's metadata (tasks.core.text), where
+tasks.onnx.runtime finds it.
 """
 
 import threading
@@ -18,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.core.cache import stage_cache_key
 from tasks.core.errors import GreenlightError
 from tasks.core.spec import CATEGORICAL_INPUT
+from tasks.core.text import MAX_LENGTH_KEY, TEXT_IDS, TEXT_MASK, TOKENIZER_KEY
 from tasks.data.split import DataSplits
 from tasks.model.network import GreenlightModel, load_checkpoint, predict_outputs
 from tasks.model.preprocess import MISSING_CODE, OOV_CODE, Vocabulary
@@ -31,29 +35,40 @@ OPSET = 17
 # LabelEncoder with string keys and int64 values is in ai.onnx.ml since version 2.
 ML_DOMAIN, ML_OPSET = "ai.onnx.ml", 2
 CODES_INPUT = "categorical_codes"  # the torch graph's input, fed by the prepended LabelEncoders
-BATCH = "batch"
+BATCH, SEQUENCE = "batch", "sequence"
+# Example token sequences for tracing: long enough that no shape is special-cased as 1.
+EXAMPLE_TOKENS = 8
 
 
 def torch_input_name(name: str) -> str:
     return CODES_INPUT if name == CATEGORICAL_INPUT else name
 
 
+def example_input(model: GreenlightModel, name: str) -> torch.Tensor:
+    """Two rows of one input: zeros, the missing code for categoricals (valid in every vocabulary), and for text
+    a full mask over ids 1 (a valid id in every vocabulary)."""
+    if name in (TEXT_IDS, TEXT_MASK):
+        return torch.ones(2, EXAMPLE_TOKENS, dtype=torch.int64)
+    width = model.spec.dataset.onnx_input_width(name)
+    if name == CATEGORICAL_INPUT:
+        return torch.full((2, width), MISSING_CODE, dtype=torch.int64)
+    return torch.zeros(2, width, dtype=torch.float32)
+
+
 def example_inputs(model: GreenlightModel) -> tuple[torch.Tensor, ...]:
-    """Two rows of each input: zeros, and the missing code for categoricals (valid in every vocabulary)."""
-    widths = model.spec.dataset.onnx_inputs()
-    return tuple(
-        torch.full((2, len(widths[name])), MISSING_CODE, dtype=torch.int64)
-        if name == CATEGORICAL_INPUT
-        else torch.zeros(2, len(widths[name]), dtype=torch.float32)
-        for name in model.input_names
-    )
+    return tuple(example_input(model, name) for name in model.input_names)
+
+
+def dynamic_axes(names: list[str], output: str) -> dict[str, dict[int, str]]:
+    """Batch is dynamic everywhere; a text's sequence length too."""
+    return {name: {0: BATCH, 1: SEQUENCE} if name in (TEXT_IDS, TEXT_MASK) else {0: BATCH} for name in [*names, output]}
 
 
 def export_torch_graph(model: GreenlightModel, path: Path) -> onnx.ModelProto:
     """The torch model as ONNX with a dynamic batch axis; an exporter failure names the family."""
     names = [torch_input_name(name) for name in model.input_names]
     output = model.spec.dataset.onnx_output
-    axes = {name: {0: BATCH} for name in [*names, output]}
+    axes = dynamic_axes(names, output)
     try:
         # The TorchScript exporter: the dynamo one needs onnxscript and gains nothing for these static graphs.
         with _EXPORT_LOCK:
@@ -128,6 +143,11 @@ def export_onnx(model: GreenlightModel, path: Path) -> Path:
     graph_model = export_torch_graph(model, path)
     if model.preprocessing.vocabularies:
         prepend_category_encoders(graph_model, model.preprocessing.vocabularies)
+    if model.preprocessing.text is not None:
+        text = model.preprocessing.text
+        onnx.helper.set_model_props(
+            graph_model, {TOKENIZER_KEY: text.tokenizer_json, MAX_LENGTH_KEY: f"{text.max_length}:{text.truncation}"}
+        )
     onnx.checker.check_model(graph_model, full_check=True)
     onnx.save(graph_model, str(path))
     return path

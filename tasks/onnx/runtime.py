@@ -1,15 +1,23 @@
 """ONNX Runtime, torch-free: sessions, model outputs, parity figures and latency (bentos import it).
 
-Every model takes the spec's ONNX hand-off (tasks.core.spec: "numeric" / "categorical" / "pixels" feeds
-from DatasetSpec.feeds) and answers one output: "logits" [n, labels] or "prediction" [n].
+Every model takes the spec's ONNX hand-off (tasks.core.spec: "numeric" / "categorical" / "pixels" / "text"
+feeds from DatasetSpec.feeds) and answers one output: "logits" [n, labels] or "prediction" [n]. A "text" feed
+is tokenized here, by the tokenizer stored in the model file itself (graph_feeds).
 """
 
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from tasks.core.spec import TEXT_INPUT
+from tasks.core.text import MAX_LENGTH_KEY, TEXT_IDS, TEXT_MASK, TOKENIZER_KEY, TextEncoder
+
+# One tokenizer per session: loading the JSON costs ~50 ms, a request a fraction of a millisecond.
+_ENCODERS: "weakref.WeakKeyDictionary[ort.InferenceSession, TextEncoder]" = weakref.WeakKeyDictionary()
 
 # Regression parity: a prediction agrees when it is within this share of the target's std of PyTorch's.
 # float32 round-off is ~1e-6 of the scale; an INT8 model typically lands within 1e-2.
@@ -57,10 +65,40 @@ def open_session(model: Path | bytes, threads: int = 2) -> ort.InferenceSession:
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def run_model(model: Path | ort.InferenceSession, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    """The model's one output (logits or prediction) for ONNX feeds built by DatasetSpec.feeds."""
+def text_encoder(session: ort.InferenceSession) -> TextEncoder | None:
+    """The tokenizer the model file carries (None for a model without a text input)."""
+    if session in _ENCODERS:
+        return _ENCODERS[session]
+    metadata = session.get_modelmeta().custom_metadata_map
+    if TOKENIZER_KEY not in metadata:
+        return None
+    length, _, truncation = metadata.get(MAX_LENGTH_KEY, "512:right").partition(":")
+    _ENCODERS[session] = TextEncoder(metadata[TOKENIZER_KEY], int(length), truncation or "right")
+    return _ENCODERS[session]
+
+
+def graph_feeds(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The session's own inputs from the spec's hand-off: a "text" feed becomes token ids and mask."""
+    if TEXT_INPUT not in feeds:
+        return feeds
+    encoder = text_encoder(session)
+    if encoder is None:
+        raise ValueError("the model takes no text, or its file lacks the tokenizer metadata")
+    converted = {name: values for name, values in feeds.items() if name != TEXT_INPUT}
+    converted[TEXT_IDS], converted[TEXT_MASK] = encoder.encode(feeds[TEXT_INPUT])
+    return converted
+
+
+def run_model(model: Path | ort.InferenceSession, feeds: dict[str, np.ndarray], batch_size: int = 512) -> np.ndarray:
+    """The model's one output (logits or prediction) for ONNX feeds built by DatasetSpec.feeds, in batches
+    (a text batch is padded to its own longest text)."""
     session = model if isinstance(model, ort.InferenceSession) else open_session(model)
-    return session.run(None, feeds)[0]
+    rows = len(next(iter(feeds.values())))
+    chunks = [
+        session.run(None, graph_feeds(session, {k: v[i : i + batch_size] for k, v in feeds.items()}))[0]
+        for i in range(0, max(rows, 1), batch_size)
+    ]
+    return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
 
 
 def compare_outputs(task: str, reference: np.ndarray, candidate: np.ndarray, target_std: float = 1.0) -> ParityReport:
@@ -90,7 +128,8 @@ def batch_of(feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
 
 
 def median_latency_ms(session: ort.InferenceSession, batch: dict[str, np.ndarray], repeats: int = 50) -> float:
-    """Median wall time of one session.run on the batch, after one warm-up run."""
+    """Median wall time of one session.run on the batch (tokenized first: the graph's time), after a warm-up."""
+    batch = graph_feeds(session, batch)
     session.run(None, batch)
     timings = []
     for _ in range(repeats):

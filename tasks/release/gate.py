@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.core.config import ChangeThreshold, GateConfig
 from tasks.data.report import DataVerdict
 from tasks.data.split import DataSplits
+from tasks.model.families import get_family
 from tasks.model.metrics import ModelMetrics, baseline_outputs, score_outputs
 from tasks.onnx.compress import CompressionResult
 from tasks.onnx.runtime import ParityReport, run_model
@@ -77,6 +78,7 @@ class GateEvidence:
     serving: ServingCheck | None  # None: gate.serving.enabled is false, the bento was not started
     data: DataVerdict | None = None  # None only where no data was checked (unit tests of other rules)
     approval: Approval | None = None
+    family: str | None = None  # the trained model's family, whose size bar applies unless the config sets one
 
     def with_approval(self, approval: Approval | None) -> "GateEvidence":
         return replace(self, approval=approval)
@@ -216,8 +218,16 @@ def artifact_checks(evidence: GateEvidence, config: GateConfig) -> list[GateChec
             config.max_compression_loss_points,
             f"gate.max_compression_loss_points ({chosen.name} vs fp32, test rows)",
         ),
-        compare("model_size_bytes", chosen.size_bytes, "<=", config.max_model_size_bytes, "gate.max_model_size_bytes"),
+        compare("model_size_bytes", chosen.size_bytes, "<=", *size_bar(evidence, config)),
     ]
+
+
+def size_bar(evidence: GateEvidence, config: GateConfig) -> tuple[float, str]:
+    """The configured size limit, else the model family's (see GateConfig.max_model_size_bytes)."""
+    if config.max_model_size_bytes is not None:
+        return config.max_model_size_bytes, "gate.max_model_size_bytes"
+    family = get_family(evidence.family or "tabular_mlp")
+    return family.max_model_bytes, f"the {family.name} family's bar; gate.max_model_size_bytes overrides it"
 
 
 def serving_checks(serving: ServingCheck | None, config: GateConfig) -> list[GateCheck]:

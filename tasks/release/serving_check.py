@@ -4,6 +4,7 @@ The bento runs as `python -m bentoml serve` in a child process (tasks never impo
 127.0.0.1 on a free port, and is always stopped before the task returns.
 """
 
+import base64
 import os
 import socket
 import subprocess
@@ -70,8 +71,11 @@ def wait_until_ready(client: httpx.Client, server: subprocess.Popen, timeout_s: 
 
 
 def records_of(frame: pd.DataFrame, spec: DatasetSpec) -> list[dict]:
-    """Test rows as the request records a client sends: the spec's input columns, missing values as null."""
+    """Test rows as the request records a client sends: the spec's input columns, missing values as null, an
+    image file as its bytes in base64."""
     inputs = frame[spec.input_columns].astype(object)
+    for image in spec.of_type("image"):
+        inputs[image.name] = inputs[image.name].map(lambda path: base64.b64encode(Path(path).read_bytes()).decode())
     return inputs.where(inputs.notna(), None).to_dict("records")
 
 

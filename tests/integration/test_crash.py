@@ -79,7 +79,7 @@ def flow_run_state(home: Path, flow_run_id: str) -> str:
 def test_killed_mid_training_leaves_nothing_running_and_the_rerun_reuses_the_validation(home, tmp_path):
     model = "crash-training"
     log = tmp_path / "killed.log"
-    started = kill_when(start_run(home, model, log), lambda: b"training image_grid_cnn" in log.read_bytes())
+    started = kill_when(start_run(home, model, log), lambda: b"training image_cnn" in log.read_bytes())
     assert_all_stopped(started)  # Prefect's temporary server among them
 
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")

@@ -44,7 +44,7 @@ def test_default_run_promotes_an_accurate_onnx_model_with_its_evidence(first_run
     assert tags["gate_verdict"] == "passed"
     assert float(tags["parity_fp32_max_abs_diff"]) <= 1e-4
     assert float(tags["parity_fp32_agreement"]) == 1.0
-    assert tags["task"] == "classification" and tags["model_family"] == "image_grid_cnn"
+    assert tags["task"] == "classification" and tags["model_family"] == "image_cnn"
     assert tags["compression"] in {"fp32", "int8-static-qdq", "int8-dynamic"}
     assert tags["bento_tag"] in bentos()
     files = client.list_artifacts(version.run_id, "gate")

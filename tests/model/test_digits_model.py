@@ -1,4 +1,4 @@
-"""Behavioural checks of the image_grid_cnn family trained on the bundled digits: accuracy, invariance,
+"""Behavioural checks of the image_cnn family trained on the bundled digits: accuracy, invariance,
 direction, and the same quality as the hard-wired CNN it replaced."""
 
 import numpy as np
@@ -17,7 +17,7 @@ def test_default_config_reaches_the_documented_accuracy(trained, digits_splits):
     model = load_checkpoint(trained.checkpoint_path)
     logits = predict_outputs(model, digits_splits.feeds("test"))
     accuracy = np.mean(logits.argmax(axis=1) == digits_splits.targets("test"))
-    assert trained.family == "image_grid_cnn"
+    assert trained.family == "image_cnn"
     assert accuracy >= 0.97, f"test accuracy {accuracy:.4f} below 0.97"
 
 

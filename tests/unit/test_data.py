@@ -62,8 +62,11 @@ def test_nonexistent_path(tmp_path):
     assert "does not exist" in rejected(tmp_path / "missing.csv", tmp_path)
 
 
-def test_directory(tmp_path):
-    assert "is a directory" in rejected(tmp_path, tmp_path)
+def test_a_folder_without_class_subfolders_of_images_says_what_an_image_dataset_looks_like(tmp_path):
+    tiny_frame().to_csv(tmp_path / "table.csv", index=False)
+    message = rejected(tmp_path, tmp_path)
+    assert "no class subfolder with .png/.jpg/.jpeg images" in message
+    assert f"for a table pass the file itself: {tmp_path / 'table.csv'}" in message
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files regardless of permissions")

@@ -58,7 +58,7 @@ def digits_rows() -> pd.DataFrame:
         (table_spec(family="custom", custom="custom_networks:linear"), ROWS, (6, 2)),
         (digits_spec(), digits_rows(), (4, 10)),
     ],
-    ids=["tabular_mlp", "tabular_mlp-regression", "custom", "image_grid_cnn"],
+    ids=["tabular_mlp", "tabular_mlp-regression", "custom", "image_cnn"],
 )
 def test_each_family_exports_the_spec_hand_off_and_matches_pytorch(spec, frame, output_shape, tmp_path):
     model = build(spec, frame)
@@ -103,8 +103,8 @@ def test_an_unknown_family_is_refused_with_the_known_ones():
 
 
 def test_the_cnn_refuses_a_table():
-    with pytest.raises(ConfigRejected, match="needs an image_grid feature"):
-        build(table_spec(family="image_grid_cnn"))
+    with pytest.raises(ConfigRejected, match="needs an image or image_grid feature"):
+        build(table_spec(family="image_cnn"))
 
 
 @pytest.mark.parametrize(

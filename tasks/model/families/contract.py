@@ -11,6 +11,11 @@ layer, so every family ends in the same ONNX hand-off. The network is called as
                order; 0 = a value unseen in training, 1 = missing, 2.. = categories; column j < cardinality j.
                Zero columns when the spec has no categorical feature.
 
+A spec with a text feature calls network(numeric, codes, ids, mask) instead, with
+      ids      int64 [n, sequence]: token ids of the text (padded with 0 past each text's end; sequence <=
+               text.max_length, [CLS] first)
+      mask     int64 [n, sequence]: 1 for a real token, 0 for padding
+
 and returns float [n, n_outputs] (classification: logits, one per label in target.labels order;
 regression: n_outputs = 1, the standardised target; [n] is accepted too).
 """
@@ -27,6 +32,15 @@ from tasks.core.spec import ModelSpec, validation_problems
 
 
 @dataclass(frozen=True)
+class TextDescription:
+    """A text feature's tokens: which tokenizer, how many ids it has, and the longest sequence."""
+
+    tokenizer: str  # pretrained, wordpiece or bpe
+    vocab_size: int
+    max_length: int
+
+
+@dataclass(frozen=True)
 class InputDescription:
     """What a family needs to size its network; built from the spec and the learned preprocessing."""
 
@@ -38,6 +52,7 @@ class InputDescription:
     # The spec's model.options as written: built-in families validate them (parse_options); a custom
     # builder reads its own.
     options: Mapping[str, Any] = field(default_factory=dict)
+    text: TextDescription | None = None  # a spec with a text feature: forward takes (numeric, codes, ids, mask)
 
 
 class FamilyOptions(BaseModel):
@@ -58,6 +73,9 @@ class Family:
     max_epochs: int
     patience: int
     summary: str
+    # The gate's default bar on the served file's size (gate.max_model_size_bytes overrides it): far above
+    # what this family exports, so only something other than the model trips it.
+    max_model_bytes: int = 10_000_000
 
 
 def parse_options(kind: type[OptionsT], family: str, options: Mapping[str, Any]) -> OptionsT:

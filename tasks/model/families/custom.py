@@ -35,11 +35,15 @@ def resolve_builder(reference: str):
     return builder
 
 
-def probe_inputs(inputs: InputDescription) -> tuple[torch.Tensor, torch.Tensor]:
-    """A few rows shaped like the real inputs: zeros, and every categorical as 'missing' (a valid code)."""
+def probe_inputs(inputs: InputDescription) -> tuple[torch.Tensor, ...]:
+    """A few rows shaped like the real inputs: zeros, every categorical as 'missing' (a valid code), and for a
+    text spec 8 tokens of [CLS]-like id 1 with a full mask."""
     numeric = torch.zeros(PROBE_ROWS, inputs.numeric_width)
     codes = torch.ones(PROBE_ROWS, len(inputs.categorical_cardinalities), dtype=torch.int64)
-    return numeric, codes
+    if inputs.text is None:
+        return numeric, codes
+    tokens = torch.ones(PROBE_ROWS, 8, dtype=torch.int64)
+    return numeric, codes, tokens, torch.ones_like(tokens)
 
 
 def check_output(reference: str, network: nn.Module, inputs: InputDescription) -> None:

@@ -26,17 +26,30 @@ def embedding_dim(cardinality: int, cap: int) -> int:
     return max(1, min(cap, round(1.6 * cardinality**0.56)))
 
 
+class TableInputs(nn.Module):
+    """The numeric inputs and one embedding per categorical column, side by side (also a text model's table side)."""
+
+    def __init__(self, inputs: InputDescription, max_embedding_dim: int) -> None:
+        super().__init__()
+        dims = [embedding_dim(c, max_embedding_dim) for c in inputs.categorical_cardinalities]
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(c, d) for c, d in zip(inputs.categorical_cardinalities, dims, strict=True)
+        )
+        self.width = inputs.numeric_width + sum(dims)
+
+    def forward(self, numeric: Tensor, codes: Tensor) -> Tensor:
+        embedded = [embedding(codes[:, i]) for i, embedding in enumerate(self.embeddings)]
+        return torch.cat([numeric, *embedded], dim=1) if embedded else numeric
+
+
 class TabularMLP(nn.Module):
     """Embeddings per categorical column, concatenated with the numeric inputs, then Linear-ReLU-Dropout."""
 
     def __init__(self, inputs: InputDescription, options: TabularMLPOptions) -> None:
         super().__init__()
-        dims = [embedding_dim(c, options.max_embedding_dim) for c in inputs.categorical_cardinalities]
-        self.embeddings = nn.ModuleList(
-            nn.Embedding(c, d) for c, d in zip(inputs.categorical_cardinalities, dims, strict=True)
-        )
+        self.table = TableInputs(inputs, options.max_embedding_dim)
         layers: list[nn.Module] = []
-        width = inputs.numeric_width + sum(dims)
+        width = self.table.width
         for size in options.hidden:
             layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(options.dropout)]
             width = size
@@ -44,8 +57,7 @@ class TabularMLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, numeric: Tensor, codes: Tensor) -> Tensor:
-        embedded = [embedding(codes[:, i]) for i, embedding in enumerate(self.embeddings)]
-        return self.layers(torch.cat([numeric, *embedded], dim=1) if embedded else numeric)
+        return self.layers(self.table(numeric, codes))
 
 
 def build(model: ModelSpec, inputs: InputDescription) -> nn.Module:

