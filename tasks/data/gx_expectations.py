@@ -5,9 +5,13 @@ GX 1.x spends ~6 ms of fixed work per expectation, so 64 pixel columns x (null, 
 and still report each problem by column, value and row. Defining a class registers it with GX (a
 dictionary entry, nothing else); tasks.data.validation imports this module before it loads a suite.
 Categories are compared as the model's vocabulary keys them (tasks.core.spec.value_text): 3, 3.0 and '3'
-are one value, and blank text is missing.
+are one value, and blank text is missing. Image columns hold file paths: one metric opens each file once and
+both image expectations read it (GX resolves a metric with identical kwargs once per validation run).
 """
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,11 +24,16 @@ from great_expectations.expectations.expectation import BatchExpectation
 from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
 
+from tasks.core.images import ImageFacts, ImageUnreadable, image_facts
 from tasks.core.spec import value_text
 from tasks.data.suite import set_text
 
 # Each problem keeps this many (row, value) examples: enough to find the pattern, small enough for JSON.
 EXAMPLES = 10
+# A too-long text's example shows its opening, not all of it: enough to find the row's text in the file.
+TEXT_OPENING = 40
+# What a file's channel count means, for a person told that it differs from the model's (ImageFacts.channels).
+CHANNEL_NAMES = {1: "grayscale", 2: "grayscale + alpha", 3: "colour", 4: "colour + alpha, or CMYK"}
 # Odd 64-bit constant (from splitmix64) that spreads each column's bits across the row hash.
 HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 
@@ -48,6 +57,11 @@ def problem(series: pd.Series, mask: np.ndarray) -> dict:
     shown = rows[:EXAMPLES]
     examples = [[plain(series.index[i]), plain(series.iloc[i])] for i in shown]
     return {"count": int(len(rows)), "examples": examples}
+
+
+def noted_problem(series: pd.Series, mask: np.ndarray, note: Callable[[int], str]) -> dict:
+    """problem(), plus a note per example (why a file failed, a text's length) for the message to show."""
+    return problem(series, mask) | {"notes": [note(i) for i in np.flatnonzero(mask)[:EXAMPLES]]}
 
 
 def column_of(frame: pd.DataFrame, name: str) -> pd.Series | None:
@@ -194,6 +208,93 @@ def unseen(series: pd.Series, known: list) -> dict:
     new = [value for value in distinct if value_text(value) not in texts]
     mask = series.isin(new).to_numpy() & ~absent if new else np.zeros(len(series), dtype=bool)
     return problem(series, mask) | {"present": int((~absent).sum())}
+
+
+class ColumnsTextCells(TableMetricProvider):
+    """Per listed column: its present cells that are not text, and its texts longer than the column's max_chars."""
+
+    metric_name = "greenlight.columns.text_cells"
+    value_keys = ("column_list", "max_chars")
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics, runtime_configuration):
+        frame, _, _ = execution_engine.get_compute_domain(metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
+        limits = metric_value_kwargs.get("max_chars") or {}
+        found = {name: column_of(frame, name) for name in metric_value_kwargs["column_list"]}
+        return {name: None if s is None else text_cells(s, limits.get(name)) for name, s in found.items()}
+
+
+def text_cells(series: pd.Series, max_chars: int | None) -> dict:
+    """A text column's present cells that are not strings (3.5, True), and its strings over max_chars."""
+    present = ~missing_cells(series)
+    if series.dtype != object and pd.api.types.is_string_dtype(series.dtype):  # pandas' string dtypes: only text
+        is_text = np.ones(len(series), dtype=bool)
+    else:  # object (a CSV's text), categories, or numbers and booleans where a file has them instead of text
+        is_text = series.map(lambda value: isinstance(value, str)).to_numpy(dtype=bool)
+    texts = present & is_text
+    lengths = np.zeros(len(series), dtype=np.int64)
+    lengths[texts] = [len(text) for text in series[texts]]
+    too_long = lengths > max_chars if max_chars else np.zeros(len(series), dtype=bool)
+    long = noted_problem(series, too_long, lambda i: f"{lengths[i]:,} characters")
+    long["examples"] = [[row, opening(text)] for row, text in long["examples"]]
+    return {"not_text": problem(series, present & ~is_text), "too_long": long}
+
+
+def opening(text: str) -> str:
+    """The start of a long text, marked as cut: 'I bought this blender last spring and...'."""
+    return text if len(text) <= TEXT_OPENING else text[:TEXT_OPENING] + "..."
+
+
+class ColumnsImageFiles(TableMetricProvider):
+    """Per column of `images`: its files that cannot be read, have other channels than the model's, or are far
+    smaller than its input. Each distinct file is opened (and decoded) once."""
+
+    metric_name = "greenlight.columns.image_files"
+    value_keys = ("images",)
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics, runtime_configuration):
+        frame, _, _ = execution_engine.get_compute_domain(metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
+        images = metric_value_kwargs["images"]
+        found = {name: column_of(frame, name) for name in images}
+        return {name: None if s is None else image_files(s, images[name]) for name, s in found.items()}
+
+
+def image_files(series: pd.Series, size: dict[str, int]) -> dict:
+    """Unreadable, wrong-channel and too-small files of a path column (size: the spec's input and its minimum)."""
+    present = ~missing_cells(series)
+    paths = pd.unique(series[present])
+    # Decoding is most of the time and Pillow releases the GIL while it decodes, so threads scale with the cores.
+    with ThreadPoolExecutor() as pool:
+        opened = dict(zip(paths, pool.map(file_facts, paths), strict=True))
+    facts = [opened[value] if keep else None for value, keep in zip(series, present, strict=True)]
+
+    def read_and(test: Callable[[ImageFacts], bool]) -> np.ndarray:
+        return np.array([isinstance(f, ImageFacts) and test(f) for f in facts], dtype=bool)
+
+    unreadable = np.array([isinstance(f, str) for f in facts], dtype=bool)
+    wrong_channels = read_and(lambda f: f.channels != size["channels"])
+    too_small = read_and(lambda f: f.height < size["min_height"] or f.width < size["min_width"])
+    return {
+        "unreadable": noted_problem(series, unreadable, lambda i: facts[i]),
+        "wrong_channels": noted_problem(series, wrong_channels, lambda i: channels_text(facts[i].channels)),
+        "too_small": noted_problem(series, too_small, lambda i: f"{facts[i].width}x{facts[i].height} pixels"),
+    }
+
+
+def channels_text(count: int) -> str:
+    """'4 channels: colour + alpha, or CMYK'."""
+    return f"{count} channel{'' if count == 1 else 's'}: {CHANNEL_NAMES.get(count, 'unusual')}"
+
+
+def file_facts(value: Any) -> ImageFacts | str:
+    """A file's ImageFacts, or why it cannot be read (the reason without the path, which the example shows)."""
+    if not isinstance(value, str | Path):
+        return f"not a file path but {type(value).__name__} {value!r}"
+    try:
+        return image_facts(value)
+    except ImageUnreadable as error:
+        return str(error).removeprefix(f"{value}: ")
 
 
 class TableDuplicateRows(TableMetricProvider):
@@ -452,3 +553,103 @@ class ExpectColumnsValuesToBeInSets(_ColumnListExpectation):
         if self.max_unseen_share:
             share = f" (up to {self.max_unseen_share:.0%} allowed: the model answers them as an unseen category)"
         return {"allowed": allowed, "expected": f"not in {set_text(self.value_sets[name])}{share}"}
+
+
+class ExpectColumnsValuesToBeTexts(_ColumnListExpectation):
+    """Expect every present cell of the listed columns to be text (not 3.5 or True), within its column's max_chars.
+
+    max_chars: {column: most characters} for the columns that have a limit (the service refuses longer texts).
+    """
+
+    max_chars: dict[str, int] | None = None
+    metric_dependencies = ("greenlight.columns.text_cells", "table.row_count")
+    success_keys = ("column_list", "max_chars")
+    args_keys = ("column_list", "max_chars")
+    kinds: ClassVar[tuple[str, ...]] = ("not_text", "too_long")
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine=None) -> dict:
+        per_column = metrics["greenlight.columns.text_cells"]
+        limits = self.max_chars or {}
+        wrapped = {
+            name: None
+            if found is None
+            else found | {"too_long": found["too_long"] | {"expected": f"longer than max_chars {limits.get(name)}"}}
+            for name, found in per_column.items()
+        }
+        return self._column_result(wrapped, metrics["table.row_count"])
+
+
+class _ImageFilesExpectation(_ColumnListExpectation):
+    """Shared shape of the image file checks: `images` = {column: the spec's input size and the least size}.
+
+    Both checks pass the same `images`, so GX opens the files once for the two of them.
+    """
+
+    column_list: list[str] | None = None  # unused: the columns are the keys of `images`
+    images: dict[str, dict[str, int]]
+    metric_dependencies = ("greenlight.columns.image_files", "table.row_count")
+    success_keys = ("images",)
+    args_keys = ("images",)
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine=None) -> dict:
+        per_column = metrics["greenlight.columns.image_files"]
+        wrapped = {
+            name: None
+            if found is None
+            else {kind: found[kind] | self.expected(kind, self.images[name]) for kind in self.kinds}
+            for name, found in per_column.items()
+        }
+        return self._column_result(wrapped, metrics["table.row_count"])
+
+    @staticmethod
+    def expected(kind: str, size: dict[str, int]) -> dict:
+        """What the files of a problem kind are not, in the spec's terms, for the message."""
+        channels = f"{size['channels']} ({CHANNEL_NAMES.get(size['channels'], 'unusual')})"
+        words = {
+            "unreadable": "could not be read",
+            "wrong_channels": f"with other channels than the model's {channels}",
+            "too_small": (
+                f"under a quarter of the model's {size['width']}x{size['height']} input"
+                f" (under {size['min_width']} pixels wide or {size['min_height']} high)"
+            ),
+        }
+        return {"expected": words[kind]}
+
+
+class ExpectColumnsImageFilesToBeReadable(_ImageFilesExpectation):
+    """Expect every present path of the listed image columns to name a PNG or JPEG file that decodes."""
+
+    kinds: ClassVar[tuple[str, ...]] = ("unreadable",)
+
+
+class ExpectColumnsImageFilesToFitTheInput(_ImageFilesExpectation):
+    """Expect every readable image to have the model's channels and at least its least height and width."""
+
+    kinds: ClassVar[tuple[str, ...]] = ("wrong_channels", "too_small")
+
+
+class ExpectColumnValueCountsToBeAtLeast(BatchExpectation):
+    """Expect each value of value_set that a column holds at all to fill at least min_count rows.
+
+    A label with a row or two cannot be split into train, validation and test; a label with none is the
+    distinct-values check's to report.
+    """
+
+    column: str
+    value_set: list
+    min_count: int = pydantic.Field(ge=1)
+    metric_dependencies = ("greenlight.column.value_shares", "table.row_count")
+    success_keys = ("column", "value_set", "min_count")
+    args_keys = ("column", "value_set", "min_count")
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine=None) -> dict:
+        shares, rows = metrics["greenlight.column.value_shares"], metrics["table.row_count"]
+        if shares is None:
+            return {"success": False, "result": {"observed_value": None, "details": {"below": []}}}
+        # Shares are count / rows, so the rounded product is the count itself.
+        counts = {text: round(shares[text] * rows) for text in map(value_text, self.value_set) if text in shares}
+        below = [{"value": text, "count": count} for text, count in counts.items() if count < self.min_count]
+        return {
+            "success": not below,
+            "result": {"observed_value": counts, "details": {"below": below, "min_count": self.min_count}},
+        }

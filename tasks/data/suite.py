@@ -1,13 +1,15 @@
 """The expectation suite of a spec: what a file must hold before anything is trained on it, per feature type.
 
 Severities follow one rule: critical when a breach means the file cannot be trained on or is not this
-dataset (a missing column, text in a number column, a label with no output), warning when the run can go
-on and a person should look (a value far outside the training range, new categories, many missing
-values, unbalanced labels), info for facts worth knowing. The types are tasks.data.gx_expectations':
+dataset (a missing column, text in a number column, a label with no output, an image file that does not
+decode), warning when the run can go on and a person should look (a value far outside the training range,
+new categories, many missing values, unbalanced labels, an RGBA image for an RGB model), info for facts
+worth knowing. The types are tasks.data.gx_expectations':
 one expectation covers many columns in one vectorised pass, because GX spends ~6 ms per expectation.
 """
 
 import json
+import math
 from typing import Any
 
 from tasks.core.spec import DatasetSpec, FeatureSpec
@@ -26,10 +28,17 @@ MAX_NULL_SHARE = 0.5
 # A class needs 5 rows for the stratified split (one each in train, validation and test, tasks.data.split);
 # twice that is the least worth training on. The bundled digits: 10 labels -> 100 rows.
 ROWS_PER_LABEL = 10
+# A label the file holds at all needs 5 rows, or the stratified split cannot put it in train, validation and
+# test: tasks.data.split.MIN_ROWS_PER_CLASS, repeated rather than imported (split loads scikit-learn, ~1.4 s).
+SPLIT_ROWS_PER_LABEL = 5
 # Regression: under 50 rows the 20% test split holds under 10 rows and R^2 moves by ~0.1 per row.
 MIN_REGRESSION_ROWS = 50
 # Under 1000 rows the 20% test split holds under 200 rows, so accuracy moves 0.5 points per row.
 INFO_ROWS = 1000
+# An image under a quarter of the input's height or width is stretched 4x or more along that side when read:
+# 3 of every 4 pixels the model sees along it (15 of 16 when both sides are) are interpolated, invented rather
+# than photographed. Such a file is usually an icon or a thumbnail, not the photo meant.
+UPSCALE_LIMIT = 4
 # Each label's share may halve or double from an even split before the warning fires (digits: 5%..20%).
 SHARE_SLACK = 2.0
 SUITE_NOTES = (
@@ -194,6 +203,61 @@ def image_grid_expectations(spec: DatasetSpec) -> list[dict]:
     return found
 
 
+def text_expectations(spec: DatasetSpec) -> list[dict]:
+    """Text in every present cell, within max_chars where the spec sets one (critical)."""
+    texts = spec.of_type("text")
+    if not texts:
+        return []
+    limits = {f.name: f.max_chars for f in texts if f.max_chars}
+    return [
+        expectation(
+            "expect_columns_values_to_be_texts",
+            {"column_list": [f.name for f in texts], "max_chars": limits or None},
+            "critical",
+            "The model reads these as free text: a number or a boolean among them means a wrong or shifted column."
+            " Texts over max_chars are refused by the service, so a model trained on them learns inputs it will"
+            " never be sent; shorten or drop those rows, or raise max_chars in the spec.",
+        )
+    ]
+
+
+def image_sizes(feature: FeatureSpec) -> dict[str, int]:
+    """The spec's input size of an image feature, and the least height and width a file may have."""
+    height, width = feature.height or 1, feature.width or 1
+    return {
+        "height": height,
+        "width": width,
+        "channels": feature.channels or 3,
+        "min_height": math.ceil(height / UPSCALE_LIMIT),
+        "min_width": math.ceil(width / UPSCALE_LIMIT),
+    }
+
+
+def image_expectations(spec: DatasetSpec) -> list[dict]:
+    """Every file readable (critical); the model's channels and not far under its input size (warning)."""
+    images = {f.name: image_sizes(f) for f in spec.of_type("image")}
+    if not images:
+        return []
+    return [
+        expectation(
+            "expect_columns_image_files_to_be_readable",
+            {"images": images},
+            "critical",
+            "Each path must name a PNG or JPEG file that decodes: a missing, truncated or corrupt file stops"
+            " training at that row. Replace or delete the files, or drop their rows.",
+        ),
+        expectation(
+            "expect_columns_image_files_to_fit_the_input",
+            {"images": images},
+            "warning",
+            "Files are converted to the model's channels and resized to its input when read, so these still train;"
+            " but an image of other channels (RGBA or grayscale for an RGB model), or under"
+            f" 1/{UPSCALE_LIMIT} of the input's height or width ({UPSCALE_LIMIT}x upscaling invents most of its"
+            " pixels), is often not the image meant: a person should look.",
+        ),
+    ]
+
+
 def target_expectations(spec: DatasetSpec) -> list[dict]:
     """Classification: the label set and two classes (critical), every label present and balanced (warning).
     Regression: numbers (critical)."""
@@ -221,6 +285,14 @@ def target_expectations(spec: DatasetSpec) -> list[dict]:
             "A single class teaches the model nothing: it would score 100% on its own test rows and be useless.",
         ),
         expectation(
+            "expect_column_value_counts_to_be_at_least",
+            {"column": target.name, "value_set": labels, "min_count": SPLIT_ROWS_PER_LABEL},
+            "critical",
+            f"A label the file holds needs {SPLIT_ROWS_PER_LABEL} rows, or the stratified split cannot put it in"
+            " train, validation and test. Add rows, merge the label into another, or drop its rows (and remove it"
+            " from target.labels).",
+        ),
+        expectation(
             "expect_column_distinct_values_to_contain_set",
             {"column": target.name, "value_set": labels},
             "warning",
@@ -246,6 +318,8 @@ def suite_for_spec(spec: DatasetSpec) -> dict[str, Any]:
         *numeric_expectations(spec),
         *category_expectations(spec),
         *image_grid_expectations(spec),
+        *text_expectations(spec),
+        *image_expectations(spec),
         *target_expectations(spec),
     ]
     return {

@@ -55,6 +55,10 @@ CHECKS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "expect_columns_values_to_be_numbers": ("number check", lambda kw: "not numbers"),
     "expect_columns_values_to_be_within_ranges": ("range check", lambda kw: "outside the allowed range"),
     "expect_columns_values_to_be_in_sets": ("value set check", lambda kw: "not in the spec's values"),
+    "expect_columns_values_to_be_texts": ("text check", lambda kw: "not text, or over max_chars"),
+    "expect_columns_image_files_to_be_readable": ("image file check", lambda kw: "not readable images"),
+    "expect_columns_image_files_to_fit_the_input": ("image size check", lambda kw: "not the model's input size"),
+    "expect_column_value_counts_to_be_at_least": ("label count check", lambda kw: f"under {kw['min_count']} rows"),
 }
 # Problem kinds of the multi-column types: (word before "value(s)", words after), e.g. "3 non-numeric values".
 PROBLEMS = {
@@ -62,6 +66,15 @@ PROBLEMS = {
     "not_a_number": ("non-numeric ", ""),
     "infinite": ("infinite ", ""),
     "fractional": ("non-integer ", ""),
+    "not_text": ("non-text ", ""),
+}
+# Problem kinds listed one example at a time with its note (why a file failed, a text's length): kind -> (what
+# is counted, what to do), e.g. "2 files could not be read: row 7 /data/x.png (why); ...; replace or delete ...".
+ITEMISED = {
+    "too_long": ("text", "the service refuses such texts: shorten or drop these rows, or raise max_chars in the spec"),
+    "unreadable": ("file", "replace or delete these files, or drop their rows"),
+    "wrong_channels": ("file", "each is converted when read; check these are the images meant"),
+    "too_small": ("file", "each is upscaled when read, inventing most of its pixels; check these belong here"),
 }
 
 
@@ -248,8 +261,10 @@ def expectation_outcome(item: ExpectationValidationResult) -> ExpectationOutcome
     """What the full list in the report shows for one expectation."""
     config, result = item.expectation_config, item.result or {}
     kwargs = config.kwargs
-    # Greenlight's per-column types key their columns in a mapping (value_sets, ranges).
-    columns = kwargs.get("column_list") or list(kwargs.get("value_sets") or kwargs.get("ranges") or [])
+    # Greenlight's per-column types key their columns in a mapping (value_sets, ranges, images).
+    columns = kwargs.get("column_list") or list(
+        kwargs.get("value_sets") or kwargs.get("ranges") or kwargs.get("images") or []
+    )
     named = ", ".join(columns[:3]) + (f" and {len(columns) - 3} more" if len(columns) > 3 else "")
     target = kwargs.get("column") or (named if columns else "table")
     observed = result.get("observed_value", result.get("unexpected_count", ""))
@@ -283,6 +298,8 @@ def describe_failure(item: ExpectationValidationResult, frame: pd.DataFrame) -> 
         return [ExpectationFailure(kind, severity, column, len(absent), tuple((None, v) for v in absent), detail)]
     if kind == "expect_column_value_shares_to_be_between":
         return [shares_failure(kind, severity, column, result)]
+    if kind == "expect_column_value_counts_to_be_at_least":
+        return [rare_labels_failure(kind, severity, column, kwargs, result)]
     return [values_failure(kind, severity, column, kwargs, result)]
 
 
@@ -318,10 +335,13 @@ def column_list_failures(kind: str, severity: str, kwargs: dict, details: dict) 
     failures = []
     for found in details["problems"]:
         examples = tuple((row, value) for row, value in found["examples"])
-        # Per-column expectations word their own expected values ("not in {'a', 'b'}", "outside 0..9").
-        before, after = PROBLEMS.get(found["problem"]) or ("", f" {found.get('expected') or check[1](kwargs)}")
-        shown = _example_text(examples, with_values=found["problem"] != "null")
-        detail = f"column '{found['column']}': {_count(found['count'], before + 'value')}{after}{shown}"
+        if found["problem"] in ITEMISED:
+            detail = itemised_detail(found, *ITEMISED[found["problem"]])
+        else:
+            # Per-column expectations word their own expected values ("not in {'a', 'b'}", "outside 0..9").
+            before, after = PROBLEMS.get(found["problem"]) or ("", f" {found.get('expected') or check[1](kwargs)}")
+            shown = _example_text(examples, with_values=found["problem"] != "null")
+            detail = f"column '{found['column']}': {_count(found['count'], before + 'value')}{after}{shown}"
         failures.append(ExpectationFailure(kind, severity, found["column"], found["count"], examples, detail))
     missing = details.get("missing_columns") or []
     if missing:
@@ -330,6 +350,16 @@ def column_list_failures(kind: str, severity: str, kwargs: dict, details: dict) 
             ExpectationFailure(kind, severity, None, len(missing), tuple((None, m) for m in missing), detail)
         )
     return failures
+
+
+def itemised_detail(found: dict, noun: str, what_to_do: str) -> str:
+    """'column 'image': 2 files could not be read: row 7 /data/x.png (why); row 9 ...; replace or delete ...'."""
+    pairs = list(zip(found["examples"], found.get("notes") or [], strict=False))[:SHOWN_EXAMPLES]
+    # A path reads best bare; a text quoted, so its opening and its end are visible.
+    items = [f"row {row} {value if noun == 'file' else show_value(value)} ({note})" for (row, value), note in pairs]
+    more = f"; and {found['count'] - len(items)} more" if found["count"] > len(items) else ""
+    head = f"column '{found['column']}': {_count(found['count'], noun)} {found.get('expected', '')}"
+    return f"{head}: {'; '.join(items)}{more}; {what_to_do}"
 
 
 def columns_failure(kwargs: dict, result: dict, frame: pd.DataFrame) -> tuple:
@@ -415,6 +445,19 @@ def shares_failure(kind: str, severity: str, column: str, result: dict) -> Expec
     parts = [f"{o['value']} holds {o['share']:.1%} (expected {o['min']:.0%}..{o['max']:.0%})" for o in outside]
     detail = f"column '{column}': {'; '.join(parts[:5]) or 'column missing or empty'}"
     return ExpectationFailure(kind, severity, column, len(outside), tuple((None, o["value"]) for o in outside), detail)
+
+
+def rare_labels_failure(kind: str, severity: str, column: str, kwargs: dict, result: dict) -> ExpectationFailure:
+    """Name each label with too few rows and its count: the split would refuse them later, less clearly."""
+    below = (result.get("details") or {}).get("below") or []
+    parts = ", ".join(f"{b['value']} ({_count(b['count'], 'row')})" for b in below[:5])
+    more = f" and {len(below) - 5} more" if len(below) > 5 else ""
+    detail = (
+        f"column '{column}': {_count(len(below), 'label')} with under {kwargs['min_count']} rows:"
+        f" {parts or 'column missing or empty'}{more}; a stratified split needs each label in train, validation"
+        " and test: add rows, merge the label into another, or drop its rows"
+    )
+    return ExpectationFailure(kind, severity, column, len(below), tuple((None, b["value"]) for b in below), detail)
 
 
 def values_failure(kind: str, severity: str, column: str | None, kwargs: dict, result: dict) -> ExpectationFailure:

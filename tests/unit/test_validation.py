@@ -1,6 +1,7 @@
 """validate_dataset on tiny frames: what a user sees when a file is wrong, and which problems stop a run.
 
-The digits cases check the bundled spec's suite (an image grid); the table cases each feature type's checks.
+The digits cases check the bundled spec's suite (an image grid); the table cases each feature type's checks;
+the text and image cases free text and image files (written with Pillow into tmp_path).
 """
 
 import json
@@ -12,10 +13,13 @@ import pytest
 
 from tasks.core.config import DriftConfig, ValidationConfig
 from tasks.core.errors import ConfigRejected, DataRejected
+from tasks.core.images import image_facts
 from tasks.core.spec import DIGITS_COLUMNS, DatasetSpec, FeatureSpec, TargetSpec, digits_spec
 from tasks.data.drift import DriftReference, measure_drift, score_drift
+from tasks.data.image_folders import read_image_folder
 from tasks.data.report import DataCheckReport, require_valid_dataset, write_data_report
-from tasks.data.suite import suite_for_spec
+from tasks.data.split import MIN_ROWS_PER_CLASS
+from tasks.data.suite import SPLIT_ROWS_PER_LABEL, suite_for_spec
 from tasks.data.validation import ExpectationFailure, ValidationReport, load_suite, validate_dataset
 
 SOURCE = "data/incoming/digits.csv"
@@ -75,8 +79,8 @@ def test_valid_frame_passes_and_writes_the_result_json(frame, tmp_path):
 
     assert report.passed, [f.detail for f in report.failures]
     assert report.of_severity("critical") == report.of_severity("warning") == ()
-    assert report.evaluated_expectations == len(suite_for_spec(DIGITS)["expectations"]) == 11
-    assert json.loads(report.result_json.read_text())["statistics"]["evaluated_expectations"] == 11
+    assert report.evaluated_expectations == len(suite_for_spec(DIGITS)["expectations"]) == 12
+    assert json.loads(report.result_json.read_text())["statistics"]["evaluated_expectations"] == 12
     assert load_suite(report.suite).name == "digits"  # the generated suite is written beside the result
     require_valid_dataset.fn(checks=checked(report, tmp_path, frame))
 
@@ -409,3 +413,182 @@ def test_a_regression_target_must_be_numbers(table, tmp_path):
     table.loc[9, "spend"] = "lots"
     problems = table_problems(table, tmp_path, spec=spec)
     assert problems["critical"] == ["column 'spend': 1 non-numeric value, e.g. 'lots' (row 9)"]
+
+
+def test_a_label_with_too_few_rows_for_the_split_is_critical(table, tmp_path):
+    table.loc[table["churn"] == "yes", "churn"] = "no"
+    table.loc[[5, 50, 150], "churn"] = "yes"  # 3 rows: the split cannot put one in train, validation and test
+    critical = table_problems(table, tmp_path)["critical"]
+    assert critical == [
+        "column 'churn': 1 label with under 5 rows: yes (3 rows); a stratified split needs each label in train,"
+        " validation and test: add rows, merge the label into another, or drop its rows"
+    ]
+
+
+def test_the_suite_asks_for_as_many_rows_per_label_as_the_split_needs():
+    assert SPLIT_ROWS_PER_LABEL == MIN_ROWS_PER_CLASS
+
+
+# Free text: each present cell a string, within max_chars.
+REVIEWS = DatasetSpec(
+    name="reviews",
+    target=TargetSpec(name="sentiment", task="classification", labels=["negative", "positive"]),
+    features=[FeatureSpec(name="review", type="text", tokenizer="pretrained", max_length=64, max_chars=80)],
+)
+
+
+@pytest.fixture
+def reviews() -> pd.DataFrame:
+    """40 short reviews a file for REVIEWS holds: all checks pass on it."""
+    return pd.DataFrame(
+        {
+            "review": [f"Review {i}: {'works well' if i % 2 else 'broke in a week'}." for i in range(40)],
+            "sentiment": ["positive" if i % 2 else "negative" for i in range(40)],
+        }
+    )
+
+
+def test_good_texts_pass(reviews, tmp_path):
+    assert table_problems(reviews, tmp_path, spec=REVIEWS) == {"critical": [], "warning": []}
+
+
+def test_a_number_or_a_boolean_in_a_text_column_is_critical(reviews, tmp_path):
+    reviews["review"] = reviews["review"].astype(object)  # cells of mixed types, as a shifted column holds them
+    reviews.loc[[4, 9], "review"] = [3.5, True]
+    report = validate(reviews, tmp_path, spec=REVIEWS)
+
+    typed = failure_of(report, "expect_columns_values_to_be_texts", "review")
+    assert typed.severity == "critical" and typed.unexpected_count == 2 and typed.examples == ((4, 3.5), (9, True))
+    assert "column 'review': 2 non-text values, e.g. 3.5, True (rows 4, 9)" in rejection(report, tmp_path)
+
+
+def test_a_text_over_max_chars_is_critical_naming_its_row_and_length(reviews, tmp_path):
+    reviews.loc[6, "review"] = "This blender " * 10  # 130 characters; the spec allows 80
+    report = validate(reviews, tmp_path, spec=REVIEWS)
+
+    long = failure_of(report, "expect_columns_values_to_be_texts", "review")
+    assert long.severity == "critical" and long.unexpected_count == 1
+    assert long.detail == (
+        "column 'review': 1 text longer than max_chars 80: row 6 'This blender This blender This blender T...'"
+        " (130 characters); the service refuses such texts: shorten or drop these rows, or raise max_chars in the spec"
+    )
+    assert long.detail in rejection(report, tmp_path)
+
+
+def test_a_blank_text_is_missing(reviews, tmp_path):
+    reviews.loc[2, "review"] = "   "
+    assert table_problems(reviews, tmp_path, spec=REVIEWS)["critical"] == [
+        "column 'review': 1 value missing (null/NaN) (row 2)"
+    ]
+    nullable = REVIEWS.model_copy(update={"features": [REVIEWS.features[0].model_copy(update={"nullable": True})]})
+    reviews.loc[:24, "review"] = ""  # 25 of 40 blank: past half, the text no longer drives the feature
+    (warning,) = table_problems(reviews, tmp_path, spec=nullable)["warning"]
+    assert warning.startswith("column 'review': 25 values missing (null/NaN)")
+
+
+# Image files: each path a PNG or JPEG that decodes (critical), of the model's channels and not far under its
+# input size (warning).
+PETS = DatasetSpec(
+    name="pets",
+    target=TargetSpec(name="label", task="classification", labels=["cat", "dog"]),
+    features=[FeatureSpec(name="image", type="image", height=64, width=64, channels=3, resize="stretch")],
+)
+
+
+def write_image(path: Path, side: int = 64, mode: str = "RGB", seed: int = 0) -> str:
+    """A PNG of random pixels (so no two files are alike); its path as the table holds it."""
+    from PIL import Image
+
+    bands = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(side, side, bands), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.squeeze(), mode).save(path)
+    return str(path)
+
+
+@pytest.fixture
+def pets(tmp_path) -> pd.DataFrame:
+    """24 readable 64x64 RGB images, cats and dogs alternating: all checks pass on it."""
+    labels = ["cat" if i % 2 else "dog" for i in range(24)]
+    paths = [write_image(tmp_path / "photos" / label / f"{i}.png", seed=i) for i, label in enumerate(labels)]
+    return pd.DataFrame({"image": paths, "label": labels})
+
+
+def test_readable_images_of_the_input_size_pass(pets, tmp_path):
+    report = validate(pets, tmp_path, spec=PETS)
+
+    assert report.passed and report.of_severity("warning") == (), [f.detail for f in report.failures]
+    assert '"expect_columns_image_files_to_be_readable"' in report.suite.read_text()  # the suite a person reviews
+    assert load_suite(report.suite).name == "pets"
+
+
+def test_corrupt_truncated_and_missing_files_are_critical_naming_row_path_and_why(pets, tmp_path):
+    corrupt, truncated, missing = tmp_path / "corrupt.png", tmp_path / "truncated.png", tmp_path / "gone.png"
+    corrupt.write_bytes(np.random.default_rng(1).bytes(600))
+    whole = Path(write_image(tmp_path / "whole.png")).read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 2])
+    pets.loc[[3, 5, 11], "image"] = [str(corrupt), str(truncated), str(missing)]
+    report = validate(pets, tmp_path, spec=PETS)
+
+    unreadable = failure_of(report, "expect_columns_image_files_to_be_readable", "image")
+    assert unreadable.severity == "critical" and unreadable.unexpected_count == 3
+    assert unreadable.examples == ((3, str(corrupt)), (5, str(truncated)), (11, str(missing)))
+    message = rejection(report, tmp_path)
+    assert (
+        f"column 'image': 3 files could not be read: row 3 {corrupt} (not a readable PNG or JPEG image (cannot"
+        f" identify image file)); row 5 {truncated} (not a readable PNG or JPEG image (" in message
+    )
+    assert f"row 11 {missing} (cannot open (No such file or directory)); replace or delete these files" in message
+
+
+def test_an_rgba_image_for_an_rgb_model_is_a_warning(pets, tmp_path):
+    pets.loc[7, "image"] = write_image(tmp_path / "logo.png", mode="RGBA")
+    report = validate(pets, tmp_path, spec=PETS)
+
+    channels = failure_of(report, "expect_columns_image_files_to_fit_the_input", "image")
+    assert report.passed and channels.severity == "warning"
+    assert channels.unexpected_count == 1 and channels.examples == ((7, pets.loc[7, "image"]),)
+    assert channels.detail.startswith(
+        "column 'image': 1 file with other channels than the model's 3 (colour):"
+        f" row 7 {pets.loc[7, 'image']} (4 channels: colour + alpha, or CMYK); each is converted when read"
+    )
+
+
+def test_an_image_far_under_the_input_size_is_a_warning(pets, tmp_path):
+    pets.loc[9, "image"] = write_image(tmp_path / "icon.png", side=4)
+    pets.loc[10, "image"] = write_image(tmp_path / "quarter.png", side=16)  # a quarter of 64: still fine
+    report = validate(pets, tmp_path, spec=PETS)
+
+    small = failure_of(report, "expect_columns_image_files_to_fit_the_input", "image")
+    assert report.passed and small.severity == "warning" and small.examples == ((9, pets.loc[9, "image"]),)
+    assert small.detail.startswith(
+        "column 'image': 1 file under a quarter of the model's 64x64 input (under 16 pixels wide or 16 high):"
+        f" row 9 {pets.loc[9, 'image']} (4x4 pixels); each is upscaled when read"
+    )
+
+
+def test_each_image_file_is_opened_once_for_both_image_checks(pets, tmp_path, monkeypatch):
+    import tasks.data.gx_expectations as expectations
+
+    opened = []
+    monkeypatch.setattr(expectations, "image_facts", lambda path: opened.append(path) or image_facts(path))
+    pets = pd.concat([pets, pets.head(2).assign(label="dog")], ignore_index=True)  # a path twice: read once
+    validate(pets, tmp_path, spec=PETS)
+
+    assert sorted(opened) == sorted(set(pets["image"]))
+
+
+def test_a_class_folder_of_two_images_is_critical_naming_the_label(tmp_path):
+    for i in range(30):
+        write_image(tmp_path / "photos" / ("cat" if i % 2 else "dog") / f"{i}.png", seed=i)
+    for i in range(2):
+        write_image(tmp_path / "photos" / "bird" / f"{i}.png", seed=100 + i)
+    frame, _, _ = read_image_folder(tmp_path / "photos")
+    spec = PETS.model_copy(
+        update={"target": TargetSpec(name="label", task="classification", labels=["bird", "cat", "dog"])}
+    )
+    report = validate(frame, tmp_path, spec=spec)
+
+    rare = failure_of(report, "expect_column_value_counts_to_be_at_least", "label")
+    assert rare.severity == "critical" and rare.examples == ((None, "bird"),)
+    assert "column 'label': 1 label with under 5 rows: bird (2 rows)" in rejection(report, tmp_path)
