@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from PIL import Image
 from pydantic import ValidationError
 
 from tasks.core.config import DriftConfig, ValidationConfig
@@ -15,6 +16,9 @@ from tasks.core.spec import DIGITS_COLUMNS, DatasetSpec, FeatureSpec, TargetSpec
 from tasks.data.drift import (
     DataSummary,
     DriftReference,
+    DriftReport,
+    FeatureDrift,
+    image_figures,
     load_drift_reference,
     measure_drift,
     psi,
@@ -287,3 +291,256 @@ def test_reference_is_the_production_versions_stored_summary(tmp_path, reference
     new = registered_version(tracking_uri, tmp_path, reference.summary)
     found = load_drift_reference.fn(tracking_uri, MODEL, tmp_path / "dl")
     assert found.version == new and found.summary == reference.summary
+
+
+def test_a_constant_numeric_column_that_moves_up_is_flagged(table):
+    """Deciles of a constant column are all one value: it needs a bin of its own, or 5 -> 7 lands in '>= 5'."""
+    constant = table.assign(amount=5.0)
+    drift = table_drift(constant.assign(amount=7.0), constant)
+
+    assert drift.features[0].name == "amount" and drift.features[0].psi > DriftConfig().feature_block_psi
+    assert table_drift(constant, constant).max_feature_psi == 0.0
+
+
+# Text: a review column, drift measured by words per text, vocabulary and empty texts.
+TEXT = DatasetSpec(
+    name="reviews",
+    target=TargetSpec(name="label", task="classification", labels=["neg", "pos"]),
+    features=[
+        FeatureSpec(name="review", type="text", nullable=True, tokenizer="wordpiece", vocab_size=1000, max_length=64)
+    ],
+)
+ENGLISH = (
+    "the film was a long and slow story but actors were good music great i liked it not much plot twist ending"
+    " scene camera light dark funny sad boring fun again never always"
+).split()
+GERMAN = (
+    "der die das ein eine und aber nicht sehr gut schlecht lang kurz schauspieler musik handlung ende szene"
+    " kamera licht dunkel lustig traurig langweilig wieder nie immer"
+).split()
+
+
+def reviews(seed: int, rows: int, words: list[str] = ENGLISH, empty: float = 0.05) -> pd.DataFrame:
+    """Reviews of 3..30 words drawn from `words` (the first ones most often), `empty` of them blank or None."""
+    rng = np.random.default_rng(seed)
+    weights = 1 / np.arange(1, len(words) + 1)  # Zipf-like: a few words make most of the text
+    texts = [
+        " ".join(rng.choice(words, rng.integers(3, 31), p=weights / weights.sum())).capitalize() + "."
+        for _ in range(rows)
+    ]
+    blank = rng.random(rows) < empty
+    texts = [
+        (None if i % 2 else "  ") if gone else text for i, (text, gone) in enumerate(zip(texts, blank, strict=True))
+    ]
+    return pd.DataFrame({"review": texts, "label": rng.choice(["neg", "pos"], rows)})
+
+
+def text_drift(frame: pd.DataFrame, reference_frame: pd.DataFrame) -> DriftReport:
+    reference = DriftReference("3", summarize(reference_frame, "a" * 64, TEXT), "production v3's training data")
+    return score_drift(frame, TEXT, reference, DriftConfig())
+
+
+def by_name(drift: DriftReport) -> dict[str, FeatureDrift]:
+    return {f.name: f for f in drift.features}
+
+
+def test_text_summary_holds_word_counts_a_vocabulary_and_the_empty_texts(tmp_path):
+    frame = reviews(1, 400)
+    summary = summarize(frame, "a" * 64, TEXT)
+
+    assert {k: c.kind for k, c in summary.columns.items()} == {
+        "review.tokens": "bins",
+        "review.vocabulary": "vocabulary",
+        "review.empty": "empty",
+        "label": "values",
+    }
+    empty = int(frame["review"].isna().sum() + (frame["review"] == "  ").sum())
+    assert summary.columns["review.empty"].counts == [400 - empty, empty] and 0 < empty < 40
+    assert sum(summary.columns["review.tokens"].counts) == 400 - empty  # words per non-empty text
+    vocabulary = summary.columns["review.vocabulary"]
+    assert set(vocabulary.values) <= set(ENGLISH) and vocabulary.values[0] == "the"  # lower-cased, most common first
+    assert DataSummary.read(summary.write(tmp_path / "summary.json")) == summary
+
+
+def test_the_vocabulary_is_capped_and_the_cap_shows_in_the_references_own_rate(monkeypatch):
+    monkeypatch.setattr("tasks.data.drift.VOCABULARY_SIZE", 10)
+    frame = reviews(1, 400)
+    vocabulary = summarize(frame, "a" * 64, TEXT).columns["review.vocabulary"]
+
+    assert len(vocabulary.values) == 10 and vocabulary.values[:2] == ["the", "film"]
+    known, unknown = vocabulary.counts
+    assert 0.2 < unknown / (known + unknown) < 0.4  # words ranked 11th to 30th: ~27% of running text
+    oov = by_name(text_drift(reviews(2, 400), frame))["review.vocabulary"]
+    assert oov.reference_share == pytest.approx(unknown / (known + unknown)) and oov.psi < 0.05
+
+
+def test_text_from_the_same_source_scores_low_with_a_low_out_of_vocabulary_rate():
+    drift = text_drift(reviews(2, 300), reviews(1, 1000))
+
+    assert drift.status == "ok" and drift.max_feature_psi < 0.2
+    assert {f.name for f in drift.features} == {"review.tokens", "review.vocabulary", "review.empty"}
+    oov = by_name(drift)["review.vocabulary"]
+    assert oov.unseen_share == 0.0 and oov.reference_share == 0.0  # a closed vocabulary: nothing new here
+
+
+def test_rare_words_new_to_the_reference_are_not_drift_when_the_source_is_the_same():
+    """Natural text keeps bringing words a reference never held; the reference's rate is measured the same way."""
+    many = [f"w{i}" for i in range(20_000)]  # a long tail: most of these appear once or never in 500 texts
+    drift = text_drift(reviews(2, 300, many), reviews(1, 500, many))
+
+    oov = by_name(drift)["review.vocabulary"]
+    assert oov.reference_share > 0.2 and oov.unseen_share == pytest.approx(oov.reference_share, abs=0.03)
+    assert oov.psi < 0.05 and drift.status == "ok"
+
+
+def test_text_in_another_language_blocks_on_its_out_of_vocabulary_rate():
+    drift = text_drift(reviews(2, 300, GERMAN), reviews(1, 1000))
+
+    oov = drift.features[0]
+    assert oov.name == "review.vocabulary" and oov.psi > DriftConfig().feature_block_psi
+    assert oov.unseen_share == 1.0 and oov.reference_share == 0.0 and drift.status == "blocking"
+    assert "review.vocabulary PSI" in drift.top_text() and "(100% out of vocabulary, reference 0%)" in drift.top_text()
+    assert by_name(drift)["review.tokens"].psi < 0.2  # the texts are as long as before: only the words moved
+
+
+def test_many_empty_texts_raise_the_empty_rate_and_the_warning():
+    drift = text_drift(reviews(2, 400, empty=0.5), reviews(1, 1000))
+
+    empty = drift.features[0]
+    assert empty.name == "review.empty" and empty.psi > DriftConfig().feature_warn_psi
+    assert empty.unseen_share == pytest.approx(0.5, abs=0.07) and empty.reference_share == pytest.approx(0.05, abs=0.02)
+    assert drift.status in ("warning", "blocking") and "% empty, reference 5%)" in drift.top_text()
+
+
+def test_all_empty_texts_block_and_leave_words_not_comparable():
+    blank = reviews(2, 200).assign(review="")
+    drift = text_drift(blank, reviews(1, 1000))
+
+    assert [f.name for f in drift.features] == ["review.empty"] and drift.features[0].unseen_share == 1.0
+    assert drift.status == "blocking" and "not comparable" in drift.note and "review.tokens" in drift.note
+
+
+def test_the_report_and_metrics_name_the_text_rows(tmp_path):
+    reference = DriftReference("3", summarize(reviews(1, 1000), "a" * 64, TEXT), "production v3's training data")
+    drift, checks = drift_of(reviews(2, 300, GERMAN), reference, tmp_path, spec=TEXT)
+
+    assert checks.blocked and "review.vocabulary PSI" in checks.message()
+    assert checks.metrics()["drift_psi.review.vocabulary"] == drift.features[0].psi
+    assert "| review.vocabulary |" in checks.markdown("link") and "<td>review.empty</td>" in checks.html.read_text()
+    written = json.loads(drift.report_json.read_text())["features"]
+    assert (
+        written["review.vocabulary"]["unseen_share"] == 1.0 and written["review.vocabulary"]["reference_share"] == 0.0
+    )
+    assert set(DataSummary.read(drift.summary_json).columns) == {
+        "review.tokens",
+        "review.vocabulary",
+        "review.empty",
+        "label",
+    }
+
+
+# Images: files on disk, drift measured by intensity mean and spread, height and width.
+PHOTOS = DatasetSpec(
+    name="photos",
+    target=TargetSpec(name="label", task="classification", labels=["a", "b"]),
+    features=[FeatureSpec(name="photo", type="image", height=16, width=16, channels=1, resize="stretch")],
+)
+
+
+def write_photos(folder: Path, seed: int, rows: int, side: int = 16, brighter: int = 0, inverted: bool = False):
+    """Grayscale PNGs of noise around a brightness of 40..120 (+ brighter), inverted on request."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(rows):
+        pixels = np.clip(rng.normal(rng.uniform(40, 120) + brighter, rng.uniform(10, 30), (side, side)), 0, 255)
+        pixels = 255 - pixels if inverted else pixels
+        Image.fromarray(pixels.astype(np.uint8), "L").save(folder / f"{i}.png")
+        paths.append(str(folder / f"{i}.png"))
+    return pd.DataFrame({"photo": paths, "label": rng.choice(["a", "b"], rows)})
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> pd.DataFrame:
+    return write_photos(tmp_path_factory.mktemp("reference"), 1, 300)
+
+
+def photo_drift(frame: pd.DataFrame, reference_frame: pd.DataFrame) -> DriftReport:
+    reference = DriftReference("5", summarize(reference_frame, "a" * 64, PHOTOS), "production v5's training data")
+    return score_drift(frame, PHOTOS, reference, DriftConfig())
+
+
+def test_image_summary_bins_each_files_intensity_and_size(photos, tmp_path):
+    summary = summarize(photos, "a" * 64, PHOTOS)
+
+    assert set(summary.columns) == {
+        "photo.intensity_mean",
+        "photo.intensity_std",
+        "photo.height",
+        "photo.width",
+        "label",
+    }
+    mean = summary.columns["photo.intensity_mean"]
+    assert mean.kind == "bins" and len(mean.edges) == 9 and 40 < mean.edges[0] < mean.edges[-1] < 120
+    height = summary.columns["photo.height"]  # every file 16 px high: a bin below, at, and above 16
+    assert height.edges[0] == 16.0 and height.counts == [0, 300, 0]
+    assert DataSummary.read(summary.write(tmp_path / "summary.json")) == summary
+
+
+def test_a_large_image_is_measured_on_a_reduced_copy_in_the_specs_channels_with_its_own_size(tmp_path):
+    halves = np.zeros((768, 1024, 3), dtype=np.uint8)
+    halves[:, :512, 0], halves[:, 512:, 2] = 255, 255  # red | blue: gray 76 | 29 (ITU-R 601 luma)
+    Image.fromarray(halves, "RGB").save(tmp_path / "large.png")
+    Image.fromarray(halves[:, :, 0], "L").save(tmp_path / "large_gray.png")
+
+    assert image_figures(str(tmp_path / "large_gray.png"), 1) == (127.5, 127.5, 768, 1024)
+    assert image_figures(str(tmp_path / "large.png"), 1) == pytest.approx((52.5, 23.5, 768, 1024))
+    assert image_figures(str(tmp_path / "large.png"), 3) == pytest.approx((85.0, 120.2, 768, 1024), abs=0.1)
+
+
+def test_images_of_the_same_distribution_score_low(photos, tmp_path):
+    drift = photo_drift(write_photos(tmp_path, 2, 200), photos)
+
+    assert drift.status == "ok" and drift.max_feature_psi < 0.2
+    assert {f.name for f in drift.features} == {
+        "photo.intensity_mean",
+        "photo.intensity_std",
+        "photo.height",
+        "photo.width",
+    }
+
+
+@pytest.mark.parametrize("change", [{"brighter": 80}, {"inverted": True}])
+def test_brighter_or_inverted_images_block_on_their_mean_intensity(photos, tmp_path, change):
+    drift = photo_drift(write_photos(tmp_path, 2, 200, **change), photos)
+
+    assert drift.features[0].name == "photo.intensity_mean" and drift.features[0].psi > DriftConfig().feature_block_psi
+    assert drift.status == "blocking" and by_name(drift)["photo.height"].psi < 0.05
+
+
+@pytest.mark.parametrize("side", [12, 32])
+def test_images_of_another_size_block_on_height_and_width(photos, tmp_path, side):
+    drift = photo_drift(write_photos(tmp_path, 2, 200, side=side), photos)
+
+    assert {f.name for f in drift.features[:2]} == {"photo.height", "photo.width"}
+    assert drift.features[1].psi > DriftConfig().feature_block_psi and drift.status == "blocking"
+
+
+def test_files_that_do_not_decode_are_skipped(photos, tmp_path):
+    frame = write_photos(tmp_path, 2, 100)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    frame.loc[:19, "photo"] = [str(tmp_path / "broken.png")] * 10 + [str(tmp_path / "gone.png")] * 10
+
+    summary = summarize(frame, "a" * 64, PHOTOS)
+    assert sum(summary.columns["photo.intensity_mean"].counts) == 80 and summary.columns["photo.height"].missing == 0
+    drift = photo_drift(frame, photos)
+    assert drift.status == "ok" and len(drift.features) == 4 and drift.max_feature_psi < 0.3
+
+
+def test_when_no_file_decodes_drift_is_skipped_as_not_comparable(photos, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    frame = photos.head(20).assign(photo=str(tmp_path / "broken.png"))
+    drift = photo_drift(frame, photos)
+
+    assert drift.status == "skipped" and drift.features == () and drift.label_psi is None
+    assert "nothing comparable" in drift.note and "photo.intensity_mean" in drift.note
