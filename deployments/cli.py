@@ -336,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="greenlight", description="Greenlight MLOps pipeline")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="validate, train, compress, export, register, build and maybe promote")
-    run.add_argument("--data", help="CSV or Parquet file with any columns; default: the bundled digits")
+    run.add_argument(
+        "--data", help="CSV or Parquet file, or a folder of images with one subfolder per class; default: the digits"
+    )
     run.add_argument("--target", help="the column to predict; its spec is inferred (see `greenlight init`)")
     run.add_argument("--task", choices=["auto", "classification", "regression"], help="default: inferred")
     run.add_argument("--spec", help="a reviewed spec YAML from `greenlight init` (with its data and run settings)")
@@ -370,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--out", default="keys", help="folder for greenlight-signing.pem and greenlight-verify.pem")
     keygen.add_argument("--force", action="store_true", help="replace an existing key pair")
     init = commands.add_parser("init", help="infer a spec from a table and write it as YAML for review")
-    init.add_argument("--data", required=True, help="CSV or Parquet file")
+    init.add_argument("--data", required=True, help="CSV or Parquet file, or a folder of images (subfolder per class)")
     init.add_argument("--target", help="the column to predict (an image folder: its subfolder names)")
     init.add_argument("--task", choices=["auto", "classification", "regression"], help="default: inferred")
     init.add_argument("--out", default="greenlight.yaml", help="spec file to write (default greenlight.yaml)")

@@ -21,6 +21,7 @@ class ModelMetrics:
 
     task: str
     values: dict[str, float]
+    rows: int = 0  # how many labelled rows were scored (0: unknown)
 
     @property
     def main(self) -> str:
@@ -41,7 +42,7 @@ def score_outputs(spec: DatasetSpec, outputs: np.ndarray, targets: np.ndarray) -
             "test_mae": float(mean_absolute_error(targets, predicted)),
             "test_r2": float(r2_score(targets, predicted)),
         }
-        return ModelMetrics("regression", values)
+        return ModelMetrics("regression", values, len(targets))
     return score_labels(spec, np.asarray(outputs).argmax(axis=1), targets)
 
 
@@ -56,7 +57,7 @@ def score_labels(spec: DatasetSpec, predicted: np.ndarray, targets: np.ndarray) 
         "test_min_class_recall": float(recall[present].min()) if present.any() else 0.0,
     }
     values |= {f"test_recall.{text}": float(r) for text, r in zip(spec.label_texts(), recall, strict=True)}
-    return ModelMetrics("classification", values)
+    return ModelMetrics("classification", values, len(targets))
 
 
 def baseline_outputs(spec: DatasetSpec, train_targets: np.ndarray, rows: int) -> tuple[np.ndarray, str]:

@@ -122,6 +122,17 @@ def test_compression_is_judged_on_the_test_rows_and_can_fail():
     assert failed(decision) == ["compression_accuracy_loss_points"]
 
 
+def test_on_a_small_test_split_one_flipped_row_is_within_the_compression_budget_and_two_are_not():
+    fp32 = ModelMetrics("classification", classification(accuracy=1.0).values, rows=80)
+    one_row = ModelMetrics("classification", classification(accuracy=79 / 80).values, rows=80)
+    two_rows = ModelMetrics("classification", classification(accuracy=78 / 80).values, rows=80)
+    passed = decide(candidate=one_row, fp32=fp32)
+    assert passed.promote, failed(passed)
+    check = next(c for c in passed.checks if c.name == "compression_accuracy_loss_points")
+    assert check.threshold == 1.25 and "one of 80 test rows" in check.source
+    assert failed(decide(candidate=two_rows, fp32=fp32)) == ["compression_accuracy_loss_points"]
+
+
 def test_oversized_model_is_refused():
     assert failed(decide(size=20_000_000)) == ["model_size_bytes"]
 

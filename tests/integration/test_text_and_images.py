@@ -1,0 +1,115 @@
+"""Text and images through the CLI as a user runs them, and the production model answering over real HTTP:
+generated reviews with the pretrained encoder, digits written as grayscale PNG and colour JPEG files in one
+folder per class, and a folder holding a file that is not an image."""
+
+import base64
+import os
+from pathlib import Path
+
+import pytest
+from corpora import product_reviews, write_digit_folders
+from mlflow import MlflowClient
+from registry_support import post_json, registry_state, served
+
+from deployments.cli import main
+
+pytestmark = pytest.mark.slow
+LABELS = {"negative", "positive"}
+
+
+@pytest.fixture(scope="module")
+def client(prefect_harness, greenlight_home) -> MlflowClient:
+    return MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+
+
+@pytest.fixture(scope="module")
+def reviews_run(tmp_path_factory, client) -> int:
+    path = tmp_path_factory.mktemp("text") / "reviews.csv"
+    product_reviews(600, seed=3).to_csv(path, index=False)
+    # Twelve epochs keep the frozen encoder's head under half a minute here; the benchmark trains to the end.
+    return main(["run", "--data", str(path), "--target", "sentiment", "--model-name", "reviews", "--max-epochs", "12"])
+
+
+@pytest.fixture(scope="module")
+def gray_folder(tmp_path_factory) -> Path:
+    return write_digit_folders(tmp_path_factory.mktemp("gray") / "digits", "L", side=8)
+
+
+@pytest.fixture(scope="module")
+def gray_run(gray_folder, client) -> int:
+    return main(["run", "--data", str(gray_folder), "--model-name", "digit-photos"])
+
+
+def encoded(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def test_a_text_table_trains_the_pretrained_encoder_and_promotes_it(reviews_run, client):
+    assert reviews_run == 0
+    version = client.get_model_version_by_alias("reviews", "production")
+    assert version.tags["model_family"] == "pretrained_encoder" and version.tags["gate_verdict"] == "passed"
+    assert float(version.tags["test_accuracy"]) >= 0.6  # chance is 0.5; the benchmark measures the full run
+    info = __import__("mlflow").models.get_model_info(f"models:/reviews/{version.version}")
+    review = next(f for f in info.metadata["greenlight_spec"]["dataset"]["features"] if f["name"] == "review")
+    assert (review["type"], review["tokenizer"]) == ("text", "pretrained")
+
+
+def test_the_served_text_model_answers_raw_strings_and_refuses_empty_or_non_text(reviews_run, tmp_path):
+    frame = product_reviews(30, seed=11)
+    records = frame.drop(columns=["sentiment"]).to_dict("records")
+    with served("reviews", tmp_path / "serve.log") as url:
+        status, body = post_json(f"{url}/predict", {"records": records})
+        assert status == 200, body
+        assert set(body["predictions"]) <= LABELS and set(body["probabilities"][0]) == LABELS
+        correct = sum(p == s for p, s in zip(body["predictions"], frame["sentiment"], strict=True))
+        assert correct / len(frame) >= 0.6
+        status, body = post_json(f"{url}/predict", {"records": [records[0], {**records[1], "review": " "}]})
+        assert status == 422 and (body["record"], body["field"]) == (1, "review") and "empty" in body["error"]
+        status, body = post_json(f"{url}/predict", {"records": [{**records[0], "review": 5}]})
+        assert status == 422 and body["field"] == "review" and "not text" in body["error"]
+
+
+def test_an_image_folder_trains_a_cnn_and_promotes_it(gray_run, client):
+    assert gray_run == 0
+    version = client.get_model_version_by_alias("digit-photos", "production")
+    assert version.tags["model_family"] == "image_cnn" and version.tags["gate_verdict"] == "passed"
+    assert float(version.tags["test_accuracy"]) >= 0.9
+
+
+def test_the_served_image_model_answers_base64_files_and_refuses_what_is_not_an_image(gray_run, gray_folder, tmp_path):
+    files = sorted(gray_folder.rglob("*.png"))[::60]
+    with served("digit-photos", tmp_path / "serve.log") as url:
+        status, body = post_json(f"{url}/predict", {"records": [{"image": encoded(p)} for p in files]})
+        assert status == 200, body
+        correct = sum(str(p) == f.parent.name for p, f in zip(body["predictions"], files, strict=True))
+        assert correct / len(files) >= 0.9
+        status, body = post_json(f"{url}/predict", {"records": [{"image": encoded(files[0])}, {"image": "aGVsbG8="}]})
+        assert status == 422 and (body["record"], body["field"]) == (1, "image"), body
+        assert "not a readable PNG or JPEG image" in body["error"]
+
+
+def test_a_colour_jpeg_folder_trains_and_its_endpoint_answers_a_jpeg(tmp_path, client):
+    folder = write_digit_folders(tmp_path / "colour", "RGB", side=16, per_class=40, suffix=".jpg")
+    assert main(["run", "--data", str(folder), "--model-name", "digit-colour"]) == 0
+    version = client.get_model_version_by_alias("digit-colour", "production")
+    info = __import__("mlflow").models.get_model_info(f"models:/digit-colour/{version.version}")
+    (image,) = info.metadata["greenlight_spec"]["dataset"]["features"]
+    assert (image["height"], image["width"], image["channels"]) == (16, 16, 3)
+    jpeg = sorted(folder.rglob("*.jpg"))[0]
+    with served("digit-colour", tmp_path / "serve.log") as url:
+        status, body = post_json(f"{url}/predict", {"records": [{"image": encoded(jpeg)}]})
+        assert status == 200 and body["model_version"] == str(version.version), body
+        assert body["predictions"] == [int(jpeg.parent.name)]
+
+
+def test_a_folder_with_a_file_that_is_not_an_image_is_refused_before_anything_is_registered(
+    gray_run, tmp_path, client, capsys
+):
+    folder = write_digit_folders(tmp_path / "broken", "L", side=8, per_class=15)
+    bad = folder / "3" / "scan.png"
+    bad.write_bytes(b"%PDF-1.4 not an image")
+    before = registry_state(client, "broken-digits")
+    assert main(["run", "--data", str(folder), "--model-name", "broken-digits"]) == 2
+    error = capsys.readouterr().err
+    assert str(bad) in error and "could not be read" in error
+    assert registry_state(client, "broken-digits") == before
