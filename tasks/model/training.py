@@ -161,6 +161,13 @@ def diverged_message(
     )
 
 
+def parameter_groups(model: GreenlightModel, learning_rate: float) -> list:
+    """The network's own groups when its family sets steps per part (a pretrained encoder fine-tunes at a
+    fraction of the head's step), else every parameter at the run's learning rate."""
+    groups = getattr(model.network, "optimizer_groups", None)
+    return groups(learning_rate) if callable(groups) else list(model.parameters())
+
+
 def train_targets(splits: DataSplits, config: TrainingConfig) -> np.ndarray:
     """The training targets; permuted when the config asks for a deliberately useless model (gate drills)."""
     targets = splits.targets("train")
@@ -184,7 +191,9 @@ def train_model(splits: DataSplits, spec: Spec, config: TrainingConfig, work_dir
     model = GreenlightModel(spec, fit_preprocessing(splits.spec, splits.feeds("train"), targets)).to(device)
     train = part_tensors(model, splits, "train", targets, device)
     validation = part_tensors(model, splits, "validation", splits.targets("validation"), device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, config.learning_rate), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     # Halve the step when validation loss stalls for a third of the patience: small tables keep improving
     # with a finer step long after a fixed one has started to bounce.
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, patience // 3))

@@ -17,7 +17,9 @@ A spec with a text feature calls network(numeric, codes, ids, mask) instead, wit
       mask     int64 [n, sequence]: 1 for a real token, 0 for padding
 
 and returns float [n, n_outputs] (classification: logits, one per label in target.labels order;
-regression: n_outputs = 1, the standardised target; [n] is accepted too).
+regression: n_outputs = 1, the standardised target; [n] is accepted too). A network may define
+optimizer_groups(learning_rate) -> AdamW parameter groups, to train parts at their own step (a pretrained
+encoder is fine-tuned at a fraction of its head's).
 """
 
 from collections.abc import Callable, Mapping

@@ -26,6 +26,9 @@ class PretrainedEncoderOptions(FamilyOptions):
 
     # auto: fine-tune on CUDA, freeze on CPU. true / false force it either way.
     fine_tune: bool | Literal["auto"] = "auto"
+    # The usual step for fine-tuning a BERT; training.learning_rate (2e-3) would wreck the pretrained weights
+    # within an epoch. The head and the table side keep training.learning_rate.
+    encoder_learning_rate: float = Field(2e-5, gt=0.0, le=1.0)
     hidden: int = Field(256, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     max_embedding_dim: int = Field(16, ge=1, le=512)
@@ -50,6 +53,7 @@ class PretrainedEncoder(nn.Module):
         self.encoder = load_encoder()
         fine_tune = options.fine_tune
         self.fine_tune = torch.cuda.is_available() if fine_tune == "auto" else bool(fine_tune)
+        self.encoder_learning_rate = options.encoder_learning_rate
         self.encoder.requires_grad_(self.fine_tune)
         self._embeddings: dict[bytes, Tensor] = {}  # frozen encoder only: token ids -> pooled vector
         width = self.encoder.config.hidden_size
@@ -60,6 +64,14 @@ class PretrainedEncoder(nn.Module):
             nn.GELU(),
             nn.Linear(options.hidden, inputs.n_outputs),
         )
+
+    def optimizer_groups(self, learning_rate: float) -> list[dict]:
+        """The encoder at its fine-tuning step (when it trains at all), the rest at the run's learning rate."""
+        rest = [p for name, p in self.named_parameters() if not name.startswith("encoder.")]
+        groups = [{"params": rest, "lr": learning_rate}]
+        if self.fine_tune:
+            groups.append({"params": list(self.encoder.parameters()), "lr": self.encoder_learning_rate})
+        return groups
 
     def train(self, mode: bool = True) -> "PretrainedEncoder":
         super().train(mode)
