@@ -89,9 +89,7 @@ class FeatureSpec(_Strict):
         if self.type == "text" and self.tokenizer != "pretrained" and self.vocab_size is None:
             raise ValueError(f"text feature '{self.name}' with a trained {self.tokenizer} tokenizer needs vocab_size")
         if self.type == "image" and not (self.height and self.width and self.channels in (1, 3)):
-            raise ValueError(
-                f"image feature '{self.name}' needs the input size: height, width and channels (1 or 3)"
-            )
+            raise ValueError(f"image feature '{self.name}' needs the input size: height, width and channels (1 or 3)")
         if self.type == "image_grid":
             cells = (self.height or 0) * (self.width or 0) * (self.channels or 1)
             if not self.columns or len(self.columns) != cells:
@@ -352,6 +350,4 @@ def digits_spec() -> Spec:
         channels=1,
     )
     target = TargetSpec(name="target", task="classification", why="the digit drawn", labels=list(range(10)))
-    return Spec(
-        dataset=DatasetSpec(name="digits", target=target, features=[grid]), model=ModelSpec(family="image_cnn")
-    )
+    return Spec(dataset=DatasetSpec(name="digits", target=target, features=[grid]), model=ModelSpec(family="image_cnn"))

@@ -7,6 +7,7 @@ checksummed and signed file carries the exact tokenizer it was trained with.
 Padding is to the longest text of the batch (never past max_length), so short requests stay cheap.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,11 @@ def pretrained_tokenizer_json() -> str:
 
 
 def train_tokenizer_json(texts: list[str], kind: str, vocab_size: int) -> str:
-    """A lower-casing WordPiece or BPE tokenizer with BERT's special tokens, trained on these texts."""
+    """A lower-casing WordPiece or BPE tokenizer with BERT's special tokens, trained on these texts.
+
+    BPE is what inference proposes: the same texts give the same tokenizer. The WordPiece trainer picks a
+    slightly different vocabulary from run to run (tokenizers 0.23; huggingface/tokenizers#1794), so a
+    seeded run with wordpiece does not repeat exactly."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     if kind == "bpe":
@@ -51,11 +56,27 @@ def train_tokenizer_json(texts: list[str], kind: str, vocab_size: int) -> str:
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.train_from_iterator(texts, trainer)
+    tokenizer = renumbered(tokenizer)
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
     )
     return tokenizer.to_str()
+
+
+def renumbered(tokenizer):
+    """The trained vocabulary numbered in a fixed order (special tokens first, then by token). The trainer
+    numbers the same tokens differently from run to run (huggingface/tokenizers#1794), so a seeded run would
+    otherwise train a different model each time."""
+    from tokenizers import Tokenizer
+
+    document = json.loads(tokenizer.to_str())
+    vocab = document["model"]["vocab"]
+    order = SPECIAL_TOKENS + sorted(token for token in vocab if token not in SPECIAL_TOKENS)
+    document["model"]["vocab"] = {token: index for index, token in enumerate(order)}
+    for added in document.get("added_tokens") or []:
+        added["id"] = document["model"]["vocab"][added["content"]]
+    return Tokenizer.from_str(json.dumps(document))
 
 
 @dataclass

@@ -73,7 +73,7 @@ MAX_IMAGE_SIDE = 64
 # A trained tokenizer's vocabulary: 8,000 word pieces cover tens of thousands of reviews; the trainer
 # makes fewer when the training texts hold fewer distinct pieces.
 TRAINED_VOCABULARY = 8000
-# Tokens per word of English text under WordPiece (~1.3), with room to spare; plus [CLS] and [SEP].
+# Tokens per word of English text under BERT's WordPiece (~1.3), with room to spare; plus [CLS] and [SEP].
 TOKENS_PER_WORD = 1.5
 # '007', '02134': codes whose leading zeros matter, so they stay text even though they parse as numbers.
 LEADING_ZERO = re.compile(r"^[+-]?0\d")
@@ -242,12 +242,12 @@ def pretrained_available() -> bool:
 
 
 def free_text_feature(name: str, values: ColumnValues, words: pd.Series) -> FeatureSpec:
-    """A text feature: the pretrained tokenizer when installed (else WordPiece trained on the training texts),
+    """A text feature: the pretrained tokenizer when installed (else BPE trained on the training texts),
     max_length covering the 95th percentile of lengths, max_chars well above the longest text seen."""
     typical = float(np.percentile(words, 95))
     max_length = int(min(512, max(32, 16 * math.ceil((typical * TOKENS_PER_WORD + 2) / 16))))
     longest = int(values.present.str.len().max())
-    tokenizer = "pretrained" if pretrained_available() else "wordpiece"
+    tokenizer = "pretrained" if pretrained_available() else "bpe"
     why = (
         f"text with {count(values.distinct)} distinct values, {float(words.mean()):.1f} words on average"
         f" (95% within {typical:.0f}): free text -> text, {tokenizer} tokenizer, {max_length} tokens"

@@ -70,6 +70,7 @@ def describe_inputs(spec: Spec, preprocessing: Preprocessing) -> InputDescriptio
         image_shape=(image.channels, image.height, image.width) if image else None,
         options=dict(spec.model.options),
         text=TextDescription(text.kind, text.vocab_size, text.max_length) if text else None,
+        training_rows=preprocessing.rows,
     )
 
 

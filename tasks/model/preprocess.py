@@ -111,6 +111,7 @@ class Preprocessing:
     image: ImageScale | None = None
     target: TargetScale | None = None
     text: TextTokens | None = None
+    rows: int = 0  # training rows it was fitted on (a family may size its work by them); 0: unknown
 
     def codes(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """int64 codes [n, m] of a categorical feed, as the ONNX graph's LabelEncoders compute them."""
@@ -142,6 +143,7 @@ class Preprocessing:
             image=ImageScale(**raw["image"]) if raw.get("image") else None,
             target=TargetScale(**raw["target"]) if raw.get("target") else None,
             text=TextTokens(**raw["text"]) if raw.get("text") else None,
+            rows=int(raw.get("rows", 0)),
         )
 
 
@@ -198,6 +200,7 @@ def fit_preprocessing(spec: DatasetSpec, feeds: dict[str, np.ndarray], targets: 
         image=fit_image(spec, feeds[PIXELS_INPUT]) if PIXELS_INPUT in feeds else None,
         target=fit_target(spec, targets),
         text=fit_text(spec, feeds[TEXT_INPUT]) if TEXT_INPUT in feeds else None,
+        rows=len(targets),
     )
 
 

@@ -26,8 +26,9 @@ def client(prefect_harness, greenlight_home) -> MlflowClient:
 def reviews_run(tmp_path_factory, client) -> int:
     path = tmp_path_factory.mktemp("text") / "reviews.csv"
     product_reviews(600, seed=3).to_csv(path, index=False)
-    # Twelve epochs keep the frozen encoder's head under half a minute here; the benchmark trains to the end.
-    return main(["run", "--data", str(path), "--target", "sentiment", "--model-name", "reviews", "--max-epochs", "12"])
+    # 360 training texts: the encoder is fine-tuned on a CPU too (~5 s an epoch here); 4 epochs is where the
+    # benchmark's fine-tuning levels off.
+    return main(["run", "--data", str(path), "--target", "sentiment", "--model-name", "reviews", "--max-epochs", "4"])
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_a_text_table_trains_the_pretrained_encoder_and_promotes_it(reviews_run,
     assert reviews_run == 0
     version = client.get_model_version_by_alias("reviews", "production")
     assert version.tags["model_family"] == "pretrained_encoder" and version.tags["gate_verdict"] == "passed"
-    assert float(version.tags["test_accuracy"]) >= 0.6  # chance is 0.5; the benchmark measures the full run
+    assert float(version.tags["test_accuracy"]) >= 0.8  # chance is 0.5, 4% of labels are flipped on purpose
     info = __import__("mlflow").models.get_model_info(f"models:/reviews/{version.version}")
     review = next(f for f in info.metadata["greenlight_spec"]["dataset"]["features"] if f["name"] == "review")
     assert (review["type"], review["tokenizer"]) == ("text", "pretrained")
@@ -62,7 +63,7 @@ def test_the_served_text_model_answers_raw_strings_and_refuses_empty_or_non_text
         assert status == 200, body
         assert set(body["predictions"]) <= LABELS and set(body["probabilities"][0]) == LABELS
         correct = sum(p == s for p, s in zip(body["predictions"], frame["sentiment"], strict=True))
-        assert correct / len(frame) >= 0.6
+        assert correct / len(frame) >= 0.7
         status, body = post_json(f"{url}/predict", {"records": [records[0], {**records[1], "review": " "}]})
         assert status == 422 and (body["record"], body["field"]) == (1, "review") and "empty" in body["error"]
         status, body = post_json(f"{url}/predict", {"records": [{**records[0], "review": 5}]})

@@ -33,7 +33,7 @@ SENTIMENT = TargetSpec(name="sentiment", task="classification", labels=["negativ
 
 def text_spec(**text) -> Spec:
     review = FeatureSpec(
-        name="review", type="text", **{"tokenizer": "wordpiece", "vocab_size": 500, "max_length": 32, **text}
+        name="review", type="text", **{"tokenizer": "bpe", "vocab_size": 500, "max_length": 32, **text}
     )
     channel = FeatureSpec(name="channel", type="categorical", values=["app", "store", "web"])
     return Spec(
@@ -51,6 +51,11 @@ def text_model(tmp_path_factory):
     trained = train_model.fn(splits, spec, TrainingConfig(max_epochs=8), work)
     model = load_checkpoint(trained.checkpoint_path)
     return model, splits, export_onnx(model, work / "model.onnx")
+
+
+def test_the_same_training_texts_give_the_same_bpe_tokenizer_so_a_seeded_run_repeats():
+    texts = product_reviews(300)["review"].tolist()
+    assert train_tokenizer_json(texts, "bpe", 400) == train_tokenizer_json(list(texts), "bpe", 400)
 
 
 def test_a_trained_tokenizer_truncates_to_max_length_and_pads_only_to_the_longest_text():

@@ -55,6 +55,7 @@ class InputDescription:
     # builder reads its own.
     options: Mapping[str, Any] = field(default_factory=dict)
     text: TextDescription | None = None  # a spec with a text feature: forward takes (numeric, codes, ids, mask)
+    training_rows: int = 0  # rows of the training split (0: unknown, e.g. when a checkpoint is rebuilt)
 
 
 class FamilyOptions(BaseModel):
