@@ -20,7 +20,18 @@ from typing import Any
 from tasks.core.locations import PROJECT_ROOT
 
 # Libraries whose version changes what a stage computes.
-COMPUTING_LIBRARIES = ("torch", "onnx", "onnxruntime", "great-expectations", "pandas", "numpy", "scikit-learn")
+COMPUTING_LIBRARIES = (
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "great-expectations",
+    "pandas",
+    "numpy",
+    "scikit-learn",
+    "tokenizers",
+    "transformers",
+    "pillow",
+)
 MAX_GENERATIONS = 50
 
 
@@ -64,6 +75,26 @@ def frame_digest(frame) -> str:
         digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
     except TypeError:  # unhashable cells (lists, dicts): their text is the content
         digest.update(frame.astype(str).to_csv().encode())
+    digest.update(image_files_digest(frame).encode())
+    return digest.hexdigest()
+
+
+def image_files_digest(frame) -> str:
+    """Size and modification time of every image file a column of paths names: the frame holds only the paths,
+    so an image replaced at the same path must still change the key (a stat per file, not a read)."""
+    from tasks.core.images import is_path_column
+
+    digest = hashlib.sha256()
+    for column in frame.columns:
+        if not is_path_column(frame[column]):
+            continue
+        values = frame[column].dropna()
+        for path in values:
+            try:
+                status = Path(path).stat()
+                digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}".encode())
+            except OSError:
+                digest.update(f"{path}\0absent".encode())
     return digest.hexdigest()
 
 

@@ -120,6 +120,22 @@ def image_pixels(source, feature) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).reshape(feature.height, feature.width, feature.channels)
 
 
+def is_path_column(series) -> bool:
+    """Text (a pandas column) whose every present value names an image file (ends in .png, .jpg or .jpeg)."""
+    import pandas as pd
+
+    if not (pd.api.types.is_string_dtype(series) or series.dtype == object):
+        return False
+    present = series.dropna()
+    first = present.iloc[0] if len(present) else None
+    # The first value decides most columns at once (cache keys ask this of every text column of every frame).
+    if not isinstance(first, str) or not first.strip().lower().endswith(IMAGE_SUFFIXES):
+        return False
+    if not all(isinstance(v, str) for v in present):
+        return False
+    return bool(present.str.strip().str.lower().str.endswith(IMAGE_SUFFIXES).all())
+
+
 def decode_base64(text: str) -> bytes:
     """A request's base64 field as bytes (a data: URL prefix is accepted); ImageUnreadable when it is not base64."""
     if text.startswith("data:") and "," in text:

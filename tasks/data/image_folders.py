@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.core.errors import DataRejected
-from tasks.core.images import IMAGE_SUFFIXES
+from tasks.core.images import IMAGE_SUFFIXES, is_path_column
 
 IMAGE_COLUMN, LABEL_COLUMN = "image", "label"
 
@@ -76,16 +76,6 @@ def folder_sha256(root: Path, paths: pd.Series) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
-
-
-def is_path_column(series: pd.Series) -> bool:
-    """Text whose every present value names an image file (ends in .png, .jpg or .jpeg)."""
-    if not (pd.api.types.is_string_dtype(series) or series.dtype == object):
-        return False
-    present = series.dropna()
-    if present.empty or not all(isinstance(v, str) for v in present):
-        return False
-    return bool(present.str.strip().str.lower().str.endswith(IMAGE_SUFFIXES).all())
 
 
 def resolve_image_paths(frame: pd.DataFrame, table: Path) -> pd.DataFrame:

@@ -33,7 +33,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from tasks.core.errors import DataRejected, GreenlightError
-from tasks.core.images import ImageUnreadable, image_facts
+from tasks.core.images import ImageUnreadable, image_facts, is_path_column
 from tasks.core.spec import (
     MODEL_TYPES,
     DatasetSpec,
@@ -44,7 +44,6 @@ from tasks.core.spec import (
     validation_problems,
     value_text,
 )
-from tasks.data.image_folders import is_path_column
 
 # An integer column with this many distinct values or fewer is a code (rating 1..5, month, class, year),
 # not a quantity: an embedding per value learns it without assuming the values are evenly spaced. Above
