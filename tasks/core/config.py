@@ -66,6 +66,9 @@ class CompressionConfig(_Section):
     max_latency_ratio: float = Field(1.0, gt=0.0)
     calibration_rows: int = Field(512, ge=16)
     latency_batch_size: int = Field(64, ge=1)
+    # What the served candidate is the best of, among those within the budgets: the smallest file (size), or
+    # the fastest single request (latency, batch 1).
+    objective: Literal["size", "latency"] = "size"
 
 
 Metric = Literal["test_accuracy", "test_macro_f1", "test_min_class_recall", "test_r2", "test_rmse", "test_mae"]

@@ -6,7 +6,7 @@ of fp32 is served. The test rows stay untouched for the gate. A quantizer that f
 LabelEncoders, an op it does not know) leaves its candidate skipped with the reason, never the run failed.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,16 +54,19 @@ class CompressionResult:
     reason: str
     metric_name: str = "accuracy"  # what CandidateScore.metric is: "accuracy" or "r2"
     skipped: tuple[SkippedCandidate, ...] = ()
+    plot: Path | None = None  # the candidates' metric against batch-1 latency (plot_candidates)
+    batch_size: int = 64  # the rows of latency_ms_per_batch
 
     def table_markdown(self) -> str:
         rows = [
             f"| {c.name}{' (chosen)' if c is self.chosen else ''} | {c.size_bytes / 1024:.1f} | "
-            f"{c.metric:.4f} | {c.latency_ms_per_batch:.3f} |"
+            f"{c.metric:.4f} | {c.latency_ms_batch1:.3f} | {c.latency_ms_per_batch:.3f} |"
             for c in self.candidates
         ]
-        rows += [f"| {s.name} (skipped) | | | {s.reason} |" for s in self.skipped]
+        rows += [f"| {s.name} (skipped) | | | | {s.reason} |" for s in self.skipped]
         header = (
-            f"| candidate | size (KiB) | validation {self.metric_name} | latency per batch (ms) |\n|---|---|---|---|"
+            f"| candidate | size (KiB) | validation {self.metric_name} | latency batch 1 (ms) |"
+            f" latency batch {self.batch_size} (ms) |\n|---|---|---|---|---|"
         )
         return "\n".join([header, *rows, "", self.reason])
 
@@ -152,6 +155,7 @@ def score_candidate(
         size_bytes=path.stat().st_size,
         metric=metrics.value(MAIN_METRIC[spec.task]),
         latency_ms_per_batch=median_latency_ms(session, batch_of(feeds, batch_size)),
+        latency_ms_batch1=median_latency_ms(session, batch_of(feeds, 1)),
     )
 
 
@@ -161,9 +165,12 @@ def select_serving_candidate(candidates: list[CandidateScore], config: Compressi
     floor = fp32.metric - config.accuracy_budget_points / 100.0
     ceiling = fp32.latency_ms_per_batch * config.max_latency_ratio
     eligible = [fp32] + [c for c in candidates[1:] if c.metric >= floor and c.latency_ms_per_batch <= ceiling]
-    chosen = min(eligible, key=lambda c: (c.size_bytes, c.latency_ms_per_batch))
+    if config.objective == "latency":
+        chosen, best = min(eligible, key=lambda c: (c.latency_ms_batch1, c.size_bytes)), "fastest at batch 1"
+    else:
+        chosen, best = min(eligible, key=lambda c: (c.size_bytes, c.latency_ms_per_batch)), "smallest"
     reason = (
-        f"chose {chosen.name}: smallest of {[c.name for c in eligible]} with validation metric >= {floor:.4f} "
+        f"chose {chosen.name}: {best} of {[c.name for c in eligible]} with validation metric >= {floor:.4f} "
         f"(fp32 {fp32.metric:.4f} minus {config.accuracy_budget_points} points) and latency <= {ceiling:.3f} ms "
         f"({config.max_latency_ratio}x fp32)"
     )
@@ -172,7 +179,9 @@ def select_serving_candidate(candidates: list[CandidateScore], config: Compressi
 
 @task(
     name="compress_model",
-    cache_key_fn=stage_cache_key("compression", ignore=[], files_of=lambda r: [c.path for c in r.candidates]),
+    cache_key_fn=stage_cache_key(
+        "compression", ignore=[], files_of=lambda r: [*(c.path for c in r.candidates), *([r.plot] if r.plot else [])]
+    ),
     persist_result=True,
 )
 def compress_model(fp32_path: Path, splits: DataSplits, config: CompressionConfig) -> CompressionResult:
@@ -186,4 +195,32 @@ def compress_model(fp32_path: Path, splits: DataSplits, config: CompressionConfi
     ]
     chosen, reason = select_serving_candidate(scores, config)
     metric_name = MAIN_METRIC[splits.spec.task].removeprefix("test_")
-    return CompressionResult(tuple(scores), chosen, reason, metric_name, tuple(skipped))
+    result = CompressionResult(
+        tuple(scores), chosen, reason, metric_name, tuple(skipped), batch_size=config.latency_batch_size
+    )
+    return replace(result, plot=plot_candidates(result, fp32_path.parent / "compression_candidates.png"))
+
+
+def plot_candidates(result: CompressionResult, path: Path) -> Path:
+    """The candidates' validation metric against batch-1 latency, marker area by file size, the chosen one
+    ringed: where a smaller or faster file costs accuracy, and where it does not."""
+    from tasks.model.evaluation import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    largest = max(c.size_bytes for c in result.candidates)
+    for c in result.candidates:
+        area = 60 + 900 * c.size_bytes / largest
+        ax.scatter(c.latency_ms_batch1, c.metric, s=area, alpha=0.6, label=f"{c.name} ({c.size_bytes / 1024:,.0f} KiB)")
+        if c is result.chosen:
+            ax.scatter(c.latency_ms_batch1, c.metric, s=area * 1.6, facecolors="none", edgecolors="black")
+    ax.set(
+        xlabel="latency of one request, batch 1 (ms)",
+        ylabel=f"validation {result.metric_name}",
+        title=f"Compression candidates (served: {result.chosen.name})",
+    )
+    ax.legend(fontsize=8, loc="best", markerscale=0.35)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

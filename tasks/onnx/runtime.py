@@ -48,7 +48,8 @@ class CandidateScore:
     path: Path
     size_bytes: int
     metric: float  # accuracy or R^2 on the validation rows
-    latency_ms_per_batch: float
+    latency_ms_per_batch: float  # one batch of CompressionConfig.latency_batch_size rows
+    latency_ms_batch1: float = 0.0  # one row: what a single request waits (0: not measured)
 
 
 def open_session(model: Path | bytes, threads: int = 2) -> ort.InferenceSession:

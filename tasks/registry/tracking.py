@@ -188,11 +188,17 @@ def log_compression(
             f"{key}_size_bytes": c.size_bytes,
             f"{key}_validation_metric": c.metric,
             f"{key}_latency_ms": c.latency_ms_per_batch,
+            f"{key}_latency_ms_batch1": c.latency_ms_batch1,
         }
     log_metrics(run, metrics)
     set_run_tags(run, {"compression_choice": compression.chosen.name})
     log_files(run, [c.path for c in compression.candidates], "onnx_candidates")
-    create_markdown_artifact(key="compression", markdown=compression.table_markdown(), description="INT8 candidates")
+    markdown = compression.table_markdown()
+    if compression.plot is not None:
+        log_files(run, [compression.plot], "compression")
+        link = run_artifact_link(run, f"compression/{compression.plot.name}")
+        markdown += f"\n\n[Candidates: validation metric against latency]({link})"
+    create_markdown_artifact(key="compression", markdown=markdown, description="Compression candidates")
 
 
 @task(name="register_model", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)

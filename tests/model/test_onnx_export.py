@@ -37,3 +37,7 @@ def test_int8_candidates_are_smaller_and_the_choice_respects_the_budget(trained,
     assert by_name["int8-static-qdq"].size_bytes < by_name["fp32"].size_bytes / 3
     assert result.chosen.metric >= by_name["fp32"].metric - 0.005
     assert result.chosen.latency_ms_per_batch <= by_name["fp32"].latency_ms_per_batch
+    assert all(c.latency_ms_batch1 > 0 for c in result.candidates)
+    # The candidates' plot is a real PNG beside them, and the table shows both latencies.
+    assert result.plot is not None and result.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "latency batch 1 (ms)" in result.table_markdown() and "latency batch 64 (ms)" in result.table_markdown()

@@ -13,8 +13,8 @@ from tasks.onnx.compress import quantize_candidates, select_serving_candidate
 from tasks.onnx.runtime import CandidateScore
 
 
-def candidate(name: str, size: int, metric: float, latency: float) -> CandidateScore:
-    return CandidateScore(name, Path(f"{name}.onnx"), size, metric, latency)
+def candidate(name: str, size: int, metric: float, latency: float, batch1: float = 0.0) -> CandidateScore:
+    return CandidateScore(name, Path(f"{name}.onnx"), size, metric, latency, batch1)
 
 
 FP32 = candidate("fp32", 600_000, 0.985, 1.5)
@@ -45,6 +45,16 @@ def test_candidate_slower_than_fp32_is_skipped_even_if_smaller():
     static = candidate("int8-static-qdq", 160_000, 0.985, 0.6)
     chosen, _ = select_serving_candidate([FP32, static, slow], CompressionConfig())
     assert chosen is static
+
+
+def test_the_latency_objective_serves_the_fastest_single_request_within_the_budgets():
+    fp32 = candidate("fp32", 600_000, 0.985, 1.5, batch1=0.20)
+    static = candidate("int8-static-qdq", 160_000, 0.984, 0.6, batch1=0.30)  # smallest, slower alone
+    dynamic = candidate("int8-dynamic", 170_000, 0.985, 1.0, batch1=0.12)
+    lossy = candidate("pruned", 100_000, 0.960, 0.5, batch1=0.05)  # fastest, but over the budget
+    assert select_serving_candidate([fp32, static, dynamic, lossy], CompressionConfig())[0] is static
+    chosen, reason = select_serving_candidate([fp32, static, dynamic, lossy], CompressionConfig(objective="latency"))
+    assert chosen is dynamic and "fastest at batch 1" in reason
 
 
 def test_latency_budget_is_configurable():
