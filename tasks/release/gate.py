@@ -123,6 +123,7 @@ class GateDecision:
     baseline: Baseline | None
     approval: Approval | None = None
     data: DataVerdict | None = None
+    served: str = ""  # the compression candidate served and why (CompressionResult.reason)
 
     @property
     def verdict(self) -> str:
@@ -146,7 +147,8 @@ class GateDecision:
             approval = f"\n\nHuman review: {answer} by {self.approval.reviewer}: {self.approval.comment}"
         summary = f"**Gate {self.verdict}**: {self.reason}\n\nPolicy: {self.policy} (baseline: {baseline})."
         data = f"\n\n{self.data.markdown()}" if self.data is not None else ""
-        return f"{summary}{data}\n\n{head}" + "\n".join(rows) + approval
+        served = f"\n\nServed file: {self.served}." if self.served else ""
+        return f"{summary}{data}{served}\n\n{head}" + "\n".join(rows) + approval
 
     def write_json(self, path: Path) -> Path:
         path.write_text(json.dumps({"verdict": self.verdict, **asdict(self)}, indent=2, default=str))
@@ -354,4 +356,5 @@ def decide_promotion(evidence: GateEvidence, production: Baseline | None, config
         promote, reason = False, "no production version yet and the first-run policy is never_promote"
     elif approval is not None and not approval.approved:
         promote, reason = False, f"rejected by {approval.reviewer}: {approval.comment}"
-    return GateDecision(promote, reason, policy, tuple(checks), candidate, production, approval, evidence.data)
+    served = evidence.compression.reason
+    return GateDecision(promote, reason, policy, tuple(checks), candidate, production, approval, evidence.data, served)

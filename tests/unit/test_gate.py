@@ -32,7 +32,8 @@ def compression(size: int = 160_000) -> CompressionResult:
     served = CandidateScore(
         name="int8-static-qdq", path=Path("q.onnx"), size_bytes=size, metric=0.98, latency_ms_per_batch=0.6
     )
-    return CompressionResult(candidates=(fp32, served), chosen=served, reason="test")
+    reason = "chose int8-static-qdq: smallest of ['fp32', 'int8-static-qdq'] within the budgets"
+    return CompressionResult(candidates=(fp32, served), chosen=served, reason=reason)
 
 
 def evidence(
@@ -58,6 +59,7 @@ def test_first_run_is_promoted_when_every_check_passes_and_says_which_policy_app
     assert decision.promote and decision.verdict == "passed"
     assert decision.policy == "first run: promote_if_thresholds_pass"
     assert not any("vs_production" in c.name for c in decision.checks)
+    assert "Served file: chose int8-static-qdq: smallest of ['fp32', 'int8-static-qdq']" in decision.report_markdown()
 
 
 def test_no_absolute_threshold_applies_unless_configured():
