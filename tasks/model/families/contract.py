@@ -81,6 +81,13 @@ class Family:
     max_model_bytes: int = 10_000_000
 
 
+def require_text(family: str, inputs: InputDescription) -> TextDescription:
+    """A text family's tokens; a spec without a text feature is refused, naming the family for tables."""
+    if inputs.text is None:
+        raise ConfigRejected(f"model family '{family}' needs a text feature in the spec; for a table use 'tabular_mlp'")
+    return inputs.text
+
+
 def parse_options(kind: type[OptionsT], family: str, options: Mapping[str, Any]) -> OptionsT:
     """A family's options validated; a wrong or unknown option is refused, naming it and the known ones."""
     try:

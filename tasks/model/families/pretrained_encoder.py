@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from tasks.core.errors import ConfigRejected
 from tasks.core.spec import ModelSpec
 from tasks.core.text import pretrained_model_dir
-from tasks.model.families.contract import Family, FamilyOptions, InputDescription, parse_options
+from tasks.model.families.contract import Family, FamilyOptions, InputDescription, parse_options, require_text
 from tasks.model.families.tabular_mlp import TableInputs
 from tasks.model.families.text_transformer import masked_mean
 
@@ -122,14 +122,11 @@ class PretrainedEncoder(nn.Module):
 
 def build(model: ModelSpec, inputs: InputDescription) -> nn.Module:
     options = parse_options(PretrainedEncoderOptions, model.family, model.options)
-    if inputs.text is None:
-        raise ConfigRejected(
-            f"model family '{model.family}' needs a text feature in the spec; for a table use 'tabular_mlp'"
-        )
-    if inputs.text.tokenizer != "pretrained":
+    text = require_text(model.family, inputs)
+    if text.tokenizer != "pretrained":
         raise ConfigRejected(
             f"model family '{model.family}' reads the pretrained tokenizer's ids: set the text feature's"
-            f" tokenizer: pretrained (it is {inputs.text.tokenizer}), or use family text_transformer"
+            f" tokenizer: pretrained (it is {text.tokenizer}), or use family text_transformer"
         )
     return PretrainedEncoder(inputs, options)
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from tasks.core.errors import ConfigRejected
 from tasks.core.spec import ModelSpec
-from tasks.model.families.contract import Family, FamilyOptions, InputDescription, parse_options
+from tasks.model.families.contract import Family, FamilyOptions, InputDescription, parse_options, require_text
 from tasks.model.families.tabular_mlp import TableInputs
 
 
@@ -90,10 +90,7 @@ class TextTransformer(nn.Module):
 
 def build(model: ModelSpec, inputs: InputDescription) -> nn.Module:
     options = parse_options(TextTransformerOptions, model.family, model.options)
-    if inputs.text is None:
-        raise ConfigRejected(
-            f"model family '{model.family}' needs a text feature in the spec; for a table use 'tabular_mlp'"
-        )
+    require_text(model.family, inputs)
     if options.width % options.heads:
         raise ConfigRejected(
             f"model.options of '{model.family}': width {options.width} must divide by heads {options.heads}"
