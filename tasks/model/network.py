@@ -4,8 +4,9 @@ target's units. What is trained is what is exported, so the ONNX graph carries t
 Its inputs are the ONNX hand-off (tasks.core.spec) in spec.onnx_inputs() order, except that the categorical
 texts arrive as int64 codes (Preprocessing.codes; the exporter prepends the text -> code lookup) and a text
 feature arrives as token ids and attention mask (tokenized outside the graph by tasks.core.text).
-The checkpoint holds the spec (dataset and model family with its options), the learned preprocessing and the
-weights, so load_checkpoint rebuilds the model from the file alone.
+The checkpoint holds the spec (dataset and model family with its options), the learned preprocessing, the
+weights and every module's sizes (a structurally pruned model is narrower than its options say), so
+load_checkpoint rebuilds the model from the file alone.
 """
 
 from pathlib import Path
@@ -150,9 +151,41 @@ def save_checkpoint(model: GreenlightModel, state: dict[str, Tensor], path: Path
         "spec": model.spec.model_dump(mode="json"),
         "preprocessing": model.preprocessing.to_dict(),
         "state_dict": {k: v.detach().to("cpu") for k, v in state.items()},
+        "sizes": size_attributes(model),
     }
     torch.save(checkpoint, path)
     return path
+
+
+def size_attributes(model: nn.Module) -> dict[str, dict[str, int | tuple[int, ...]]]:
+    """Every module's size attributes (in_features, out_channels, normalized_shape, an attention's heads, ...)
+    by module name: what structured pruning changes, and what a rebuilt model must take back."""
+    sizes = {}
+    for name, module in model.named_modules():
+        found = {key: value for key, value in vars(module).items() if not key.startswith("_") and is_size(value)}
+        if found:
+            sizes[name] = found
+    return sizes
+
+
+def is_size(value: Any) -> bool:
+    if isinstance(value, tuple):
+        return bool(value) and all(is_size(v) for v in value)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def take_sizes(model: nn.Module, sizes: dict[str, dict], state: dict[str, Tensor]) -> None:
+    """Give a freshly built model a pruned checkpoint's sizes: its modules' attributes, and each parameter and
+    buffer the shape of its saved value (load_state_dict then fills them)."""
+    modules = dict(model.named_modules())
+    for name, attributes in sizes.items():
+        for key, value in attributes.items():
+            if name in modules:
+                setattr(modules[name], key, value)
+    tensors = dict(model.named_parameters()) | dict(model.named_buffers())
+    for name, value in state.items():
+        if name in tensors and tensors[name].shape != value.shape:
+            tensors[name].data = torch.empty(value.shape, dtype=value.dtype)
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -171,5 +204,6 @@ def load_checkpoint(path: Path) -> GreenlightModel:
     checkpoint = read_checkpoint(path)
     spec = Spec.model_validate(checkpoint["spec"])
     model = GreenlightModel(spec, Preprocessing.from_dict(checkpoint["preprocessing"]))
+    take_sizes(model, checkpoint.get("sizes", {}), checkpoint["state_dict"])
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()

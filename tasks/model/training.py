@@ -10,6 +10,7 @@ import copy
 import math
 import random
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,18 +105,29 @@ def compute_loss(model: GreenlightModel, output: Tensor, targets: Tensor) -> Ten
     return nn.functional.mse_loss(output.float().reshape(-1), targets)
 
 
-def run_epoch(model: GreenlightModel, train: PartTensors, optimizer, config: TrainingConfig, autocast) -> float:
+# loss(model, output, targets, index): what a batch is trained on; index = its rows in the part (distillation
+# looks up the teacher's outputs for the same rows).
+BatchLoss = Callable[[GreenlightModel, Tensor, Tensor, Tensor], Tensor]
+
+
+def task_loss(model: GreenlightModel, output: Tensor, targets: Tensor, index: Tensor) -> Tensor:
+    return compute_loss(model, output, targets)
+
+
+def run_epoch(
+    model: GreenlightModel, train: PartTensors, optimizer, config: TrainingConfig, autocast, loss: BatchLoss = task_loss
+) -> float:
     """One seeded, shuffled pass over the training rows; returns the mean loss."""
     model.train()
     total, rows = 0.0, len(train.targets)
     for index in torch.randperm(rows, device=train.targets.device).split(config.batch_size):
         inputs, targets = train.batch(index)
         with autocast():
-            loss = compute_loss(model, model.network_output(*inputs), targets)
+            batch_loss = loss(model, model.network_output(*inputs), targets, index)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        batch_loss.backward()
         optimizer.step()
-        total += loss.item() * len(index)
+        total += batch_loss.item() * len(index)
     return total / rows
 
 
@@ -139,7 +151,7 @@ def evaluate_loss(
 
 
 def diverged_message(
-    family: str, epoch: int, train_loss: float, val_loss: float, splits: DataSplits, config: TrainingConfig
+    what: str, epoch: int, train_loss: float, val_loss: float, splits: DataSplits, config: TrainingConfig
 ) -> str:
     """What diverged, at which epoch, and the likely cause among the settings and the data."""
     causes = []
@@ -156,7 +168,7 @@ def diverged_message(
         or "extreme values in the inputs or the target (see the data report), or a too-high learning rate"
     )
     return (
-        f"training {family} diverged at epoch {epoch}: training loss {train_loss:g}, validation loss {val_loss:g}"
+        f"{what} diverged at epoch {epoch}: training loss {train_loss:g}, validation loss {val_loss:g}"
         f" (no model was registered). Likely cause: {cause}."
     )
 
@@ -174,21 +186,38 @@ def train_targets(splits: DataSplits, config: TrainingConfig) -> np.ndarray:
     return np.random.default_rng(config.seed).permutation(targets) if config.shuffle_labels else targets
 
 
-# Cached on the splits' content, the spec, the settings and the code (seeded: the same inputs train the same model).
-@task(
-    name="train_model",
-    cache_key_fn=stage_cache_key("training", ignore=["work_dir"], files_of=lambda r: [r.checkpoint_path]),
-    persist_result=True,
-)
-def train_model(splits: DataSplits, spec: Spec, config: TrainingConfig, work_dir: Path) -> TrainedModel:
-    """Learn the preprocessing, train the spec's family with early stopping, keep the best checkpoint."""
-    seed_everything(config.seed)
-    device, family = pick_device(), get_family(spec.model.family)
-    max_epochs, patience = config.max_epochs or family.max_epochs, config.patience or family.patience
+@dataclass(frozen=True)
+class FitResult:
+    """The best weights of an early-stopped fit and its epochs."""
+
+    best_state: dict[str, Tensor]
+    best_epoch: int
+    history: tuple[EpochMetrics, ...]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FitSchedule:
+    """How long a fit may run and what it is called in progress bars and errors."""
+
+    label: str  # "training tabular_mlp", "fine-tuning pruned-30", ...
+    max_epochs: int
+    patience: int
+
+
+def fit_model(
+    model: GreenlightModel,
+    splits: DataSplits,
+    targets: np.ndarray,
+    config: TrainingConfig,
+    schedule: FitSchedule,
+    loss: BatchLoss = task_loss,
+) -> FitResult:
+    """The loop every fit shares (training, a pruned model's fine-tune, a student's distillation): AdamW, the step
+    halved when validation loss stalls, early stopping on validation loss, the best weights kept."""
+    device = next(model.parameters()).device
     # bf16 autocast only on CUDA: on CPU it is slower than fp32 for models this small.
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
-    targets = train_targets(splits, config)
-    model = GreenlightModel(spec, fit_preprocessing(splits.spec, splits.feeds("train"), targets)).to(device)
     train = part_tensors(model, splits, "train", targets, device)
     validation = part_tensors(model, splits, "validation", splits.targets("validation"), device)
     optimizer = torch.optim.AdamW(
@@ -196,17 +225,18 @@ def train_model(splits: DataSplits, spec: Spec, config: TrainingConfig, work_dir
     )
     # Halve the step when validation loss stalls for a third of the patience: small tables keep improving
     # with a finer step long after a fixed one has started to bounce.
+    patience = schedule.patience
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, patience // 3))
 
     started, history = time.perf_counter(), []
     best_loss, best_epoch, best_state = float("inf"), 0, None
-    progress = tqdm(range(1, max_epochs + 1), desc=f"training {family.name}", unit="epoch")
+    progress = tqdm(range(1, schedule.max_epochs + 1), desc=schedule.label, unit="epoch")
     for epoch in progress:
-        train_loss = run_epoch(model, train, optimizer, config, autocast)
+        train_loss = run_epoch(model, train, optimizer, config, autocast, loss)
         val_loss, val_metric = evaluate_loss(model, validation, splits, autocast)
         scheduler.step(val_loss)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            raise GreenlightError(diverged_message(family.name, epoch, train_loss, val_loss, splits, config))
+            raise GreenlightError(diverged_message(schedule.label, epoch, train_loss, val_loss, splits, config))
         history.append(EpochMetrics(epoch, train_loss, val_loss, val_metric))
         progress.set_postfix(train_loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val=f"{val_metric:.4f}")
         if val_loss < best_loss:
@@ -217,11 +247,30 @@ def train_model(splits: DataSplits, spec: Spec, config: TrainingConfig, work_dir
     progress.close()
     if best_state is None:
         raise GreenlightError(
-            f"training {family.name} produced no finite validation loss in {len(history)} epochs (it diverged); "
+            f"{schedule.label} produced no finite validation loss in {len(history)} epochs (it diverged); "
             "lower training.learning_rate or check the target for extreme values"
         )
+    return FitResult(best_state, best_epoch, tuple(history), time.perf_counter() - started)
 
-    checkpoint_path = save_checkpoint(model, best_state, work_dir / "best.pt")
+
+# Cached on the splits' content, the spec, the settings and the code (seeded: the same inputs train the same model).
+@task(
+    name="train_model",
+    cache_key_fn=stage_cache_key("training", ignore=["work_dir"], files_of=lambda r: [r.checkpoint_path]),
+    persist_result=True,
+)
+def train_model(splits: DataSplits, spec: Spec, config: TrainingConfig, work_dir: Path) -> TrainedModel:
+    """Learn the preprocessing, train the spec's family with early stopping, keep the best checkpoint."""
+    seed_everything(config.seed)
+    device, family = pick_device(), get_family(spec.model.family)
+    schedule = FitSchedule(
+        f"training {family.name}", config.max_epochs or family.max_epochs, config.patience or family.patience
+    )
+    targets = train_targets(splits, config)
+    model = GreenlightModel(spec, fit_preprocessing(splits.spec, splits.feeds("train"), targets)).to(device)
+    fit = fit_model(model, splits, targets, config, schedule)
+    checkpoint_path = save_checkpoint(model, fit.best_state, work_dir / "best.pt")
     metric_name = MAIN_METRIC[splits.spec.task].removeprefix("test_")
-    seconds = time.perf_counter() - started
-    return TrainedModel(checkpoint_path, family.name, best_epoch, tuple(history), device.type, seconds, metric_name)
+    return TrainedModel(
+        checkpoint_path, family.name, fit.best_epoch, fit.history, device.type, fit.seconds, metric_name
+    )
