@@ -223,7 +223,7 @@ def command_status(args: argparse.Namespace, locations: Locations) -> int:
         tags = v.tags
         print(
             f"{marker} v{v.version:<4} gate={tags.get('gate_verdict', '?'):<8} {main_metric(tags):<20}"
-            f" {tags.get('compression', '?'):<16} {tags.get('bento_tag', '')}"
+            f" {tags.get('compression', '?'):<25} {tags.get('bento_tag', '')}"
         )
     return 0
 

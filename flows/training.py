@@ -18,10 +18,12 @@ from tasks.data.resolve import ResolvedDataset, resolve_dataset
 from tasks.data.split import DataSplits, split_dataset
 from tasks.data.validation import validate_dataset
 from tasks.data.workspace import prepare_workspace
+from tasks.model.distillation import distill_model
 from tasks.model.evaluation import evaluate_model
+from tasks.model.pruning import ShrinkResult, prune_model
 from tasks.model.training import TrainedModel, train_model
 from tasks.onnx.compress import CompressionResult, compress_model
-from tasks.onnx.export import check_parity, export_model
+from tasks.onnx.export import check_parity, export_model, export_smaller_models
 from tasks.onnx.runtime import ParityReport
 from tasks.registry.client import ModelVersionRef, TrackingRun
 from tasks.registry.lineage import describe_lineage
@@ -64,8 +66,9 @@ def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # no
         log_spec(run=run, spec=data.spec, origin=data.origin, work_dir=work_dir)
         splits, summary, verdict = check_data(run=run, data=data, config=config, work_dir=work_dir)
         trained = train_and_evaluate(run=run, data=data, splits=splits, config=config, work_dir=work_dir)
+        shrunk = shrink_model(splits=splits, trained=trained, config=config, work_dir=work_dir)
         compression, parity, parity_served = export_candidates(
-            run=run, splits=splits, trained=trained, config=config, work_dir=work_dir
+            run=run, splits=splits, trained=trained, shrunk=shrunk, config=config, work_dir=work_dir
         )
         version = register_candidate(
             run=run,
@@ -139,16 +142,50 @@ def train_and_evaluate(
     return trained
 
 
-@timed_stage("ONNX + compression")
+@timed_stage("pruning + distillation")
+def shrink_model(splits: DataSplits, trained: TrainedModel, config: RunConfig, work_dir: Path) -> list[ShrinkResult]:
+    """Smaller torch models of the trained one: pruned at each level and fine-tuned, and a distilled student."""
+    pruned = prune_model(
+        checkpoint_path=trained.checkpoint_path,
+        splits=splits,
+        config=config.compression,
+        training=config.training,
+        out_dir=work_dir / "smaller",
+    )
+    distilled = distill_model(
+        checkpoint_path=trained.checkpoint_path,
+        splits=splits,
+        config=config.compression.distillation,
+        training=config.training,
+        out_dir=work_dir / "smaller",
+    )
+    return [pruned, distilled]
+
+
+@timed_stage("ONNX + quantization")
 def export_candidates(
-    run: TrackingRun, splits: DataSplits, trained: TrainedModel, config: RunConfig, work_dir: Path
+    run: TrackingRun,
+    splits: DataSplits,
+    trained: TrainedModel,
+    shrunk: list[ShrinkResult],
+    config: RunConfig,
+    work_dir: Path,
 ) -> tuple[CompressionResult, ParityReport, ParityReport]:
-    """ONNX with its parity check, INT8 candidates chosen on the validation rows, the served one's parity."""
+    """Every torch model as ONNX with its parity check, INT8 files of each, one chosen on the validation rows,
+    and the served file's parity against the torch model it came from."""
     fp32_path = export_model(checkpoint_path=trained.checkpoint_path, out_dir=work_dir / "onnx")
     parity = check_parity(onnx_path=fp32_path, checkpoint_path=trained.checkpoint_path, splits=splits)
-    compression = compress_model(fp32_path=fp32_path, splits=splits, config=config.compression)
+    smaller, skipped = export_smaller_models(shrunk=shrunk, splits=splits, out_dir=work_dir / "onnx")
+    compression = compress_model(
+        fp32_path=fp32_path,
+        splits=splits,
+        config=config.compression,
+        smaller=smaller,
+        skipped=skipped,
+        teacher_checkpoint=trained.checkpoint_path,
+    )
     parity_served = check_parity(
-        onnx_path=compression.chosen.path, checkpoint_path=trained.checkpoint_path, splits=splits
+        onnx_path=compression.chosen.path, checkpoint_path=compression.chosen_checkpoint, splits=splits
     )
     log_compression(run=run, compression=compression, parity_fp32=parity, parity_served=parity_served)
     return compression, parity, parity_served

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from tasks.core.spec import ModelSpec
+
 
 class _Section(BaseModel):
     # Unknown keys are typos ("learnig_rate"); refusing them beats silently training with defaults.
@@ -55,8 +57,52 @@ class TrainingConfig(_Section):
     shuffle_labels: bool = False
 
 
+class PruningConfig(_Section):
+    """Structured pruning with torch-pruning: whole neurons, convolution channels and attention heads removed
+    (the network gets narrower, so it is smaller and faster, unlike masking), then a short fine-tune."""
+
+    # Share of each prunable layer's neurons / channels / heads removed, one candidate per level; empty = none.
+    # The output layer, embeddings and frozen parts are never pruned.
+    levels: tuple[float, ...] = Field((0.3, 0.6), max_length=6)
+    # Epochs of fine-tuning after pruning (the best on validation loss kept); empty = a tenth of the family's
+    # training epochs, at least 2 (tables 30, CNN 4, text transformer 4, pretrained encoder 2).
+    fine_tune_epochs: int | None = Field(None, ge=0, le=1000)
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_are_shares(cls, levels: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0.0 < level < 1.0 for level in levels):
+            raise ValueError(f"pruning levels are shares of each layer removed, each above 0 and below 1: {levels}")
+        if len(set(levels)) != len(levels):
+            raise ValueError(f"pruning levels repeat a level: {levels}")
+        return levels
+
+
+class DistillationConfig(_Section):
+    """Knowledge distillation: a smaller student of the same task trained on the trained model's (the
+    teacher's) softened outputs and the labels (Hinton et al. 2015)."""
+
+    enabled: bool = True
+    # Both models' logits are divided by this before the softmax: above 1 the teacher's near-misses (which
+    # wrong label it found plausible) carry signal; 2-5 is the usual range.
+    temperature: float = Field(4.0, gt=0.0, le=100.0)
+    # Weight of the teacher's soft targets in the loss; 1 - alpha goes to the labels. Regression: the student
+    # fits alpha of the teacher's predictions and 1 - alpha of the targets (squared error on both).
+    alpha: float = Field(0.7, ge=0.0, le=1.0)
+    # Text only: this many altered copies of each training text join the student's training rows, labelled by
+    # the teacher (15% of tokens replaced by others from the corpus; Tang et al. 2019): a few thousand texts
+    # teach a student little, the teacher's answers on variations of them much more.
+    text_copies: int = Field(4, ge=0, le=32)
+    # Empty = the student family's own training epochs (tables 300, CNN 40, text 40), early-stopped.
+    max_epochs: int | None = Field(None, ge=1, le=5000)
+    # Empty = the teacher family's own student (a narrower MLP or CNN; a small text transformer for the
+    # pretrained encoder). A custom family names no student: set one here to distil it.
+    student: ModelSpec | None = Field(None, description="empty = the family's own smaller student")
+
+
 class CompressionConfig(_Section):
-    """INT8 post-training quantization with ONNX Runtime."""
+    """Smaller candidates of the trained model (pruned, distilled, INT8 from ONNX Runtime), and the choice
+    among them on the validation rows."""
 
     # A candidate may lose at most this many points of the task's main metric (accuracy, or R^2 x 100)
     # against the fp32 model.
@@ -69,6 +115,8 @@ class CompressionConfig(_Section):
     # What the served candidate is the best of, among those within the budgets: the smallest file (size), or
     # the fastest single request (latency, batch 1).
     objective: Literal["size", "latency"] = "size"
+    pruning: PruningConfig = PruningConfig()
+    distillation: DistillationConfig = DistillationConfig()
 
 
 Metric = Literal["test_accuracy", "test_macro_f1", "test_min_class_recall", "test_r2", "test_rmse", "test_mae"]

@@ -212,13 +212,15 @@ def fit_model(
     config: TrainingConfig,
     schedule: FitSchedule,
     loss: BatchLoss = task_loss,
+    train: PartTensors | None = None,
 ) -> FitResult:
     """The loop every fit shares (training, a pruned model's fine-tune, a student's distillation): AdamW, the step
-    halved when validation loss stalls, early stopping on validation loss, the best weights kept."""
+    halved when validation loss stalls, early stopping on validation loss, the best weights kept. `train`: rows
+    to fit instead of the training split's (a distillation's transfer set)."""
     device = next(model.parameters()).device
     # bf16 autocast only on CUDA: on CPU it is slower than fp32 for models this small.
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
-    train = part_tensors(model, splits, "train", targets, device)
+    train = train or part_tensors(model, splits, "train", targets, device)
     validation = part_tensors(model, splits, "validation", splits.targets("validation"), device)
     optimizer = torch.optim.AdamW(
         parameter_groups(model, config.learning_rate), lr=config.learning_rate, weight_decay=config.weight_decay

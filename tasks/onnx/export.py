@@ -11,6 +11,7 @@ tasks.onnx.runtime finds it.
 
 import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -26,7 +27,8 @@ from tasks.core.text import MAX_LENGTH_KEY, TEXT_IDS, TEXT_MASK, TOKENIZER_KEY
 from tasks.data.split import DataSplits
 from tasks.model.network import GreenlightModel, load_checkpoint, predict_outputs
 from tasks.model.preprocess import MISSING_CODE, OOV_CODE, Vocabulary
-from tasks.onnx.runtime import ParityReport, compare_outputs, run_model
+from tasks.model.pruning import ShrinkResult
+from tasks.onnx.runtime import ParityReport, SkippedCandidate, compare_outputs, run_model
 
 # torch.onnx.export keeps exporter state in module globals: two flows exporting at once in one
 # process (threads of a worker, concurrent test runs) fail with "GLOBALS.in_onnx_export must be False".
@@ -167,6 +169,40 @@ def export_onnx(model: GreenlightModel, path: Path) -> Path:
 def export_model(checkpoint_path: Path, out_dir: Path) -> Path:
     """Export the best checkpoint to out_dir/model.onnx with a dynamic batch axis."""
     return export_onnx(load_checkpoint(checkpoint_path), out_dir / "model.onnx")
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """A smaller torch model (pruned or distilled) as an ONNX file, with its parity against itself."""
+
+    name: str
+    onnx_path: Path
+    checkpoint_path: Path
+    parity: ParityReport
+    how: str  # what made it (ShrunkModel.how)
+    seconds: float  # pruning + fine-tuning, or distillation
+
+
+@task(
+    name="export_smaller_models",
+    cache_key_fn=stage_cache_key("export-smaller", ignore=["out_dir"], files_of=lambda r: [m.onnx_path for m in r[0]]),
+    persist_result=True,
+)
+def export_smaller_models(
+    shrunk: list[ShrinkResult], splits: DataSplits, out_dir: Path
+) -> tuple[tuple[ExportedModel, ...], tuple[SkippedCandidate, ...]]:
+    """Each pruned or distilled model exported like the trained one and checked against its own torch model;
+    one the exporter refuses is skipped with its reason. The skipped ones of pruning and distillation pass on."""
+    exported, skipped = [], [s for result in shrunk for s in result.skipped]
+    for model in (m for result in shrunk for m in result.models):
+        try:
+            path = export_onnx(load_checkpoint(model.checkpoint_path), out_dir / f"{model.name}.onnx")
+        except GreenlightError as error:
+            skipped.append(SkippedCandidate(model.name, str(error)))
+            continue
+        parity = check_parity.fn(path, model.checkpoint_path, splits)
+        exported.append(ExportedModel(model.name, path, model.checkpoint_path, parity, model.how, model.seconds))
+    return tuple(exported), tuple(skipped)
 
 
 @task(name="check_parity", cache_policy=NO_CACHE)

@@ -50,6 +50,19 @@ class CandidateScore:
     metric: float  # accuracy or R^2 on the validation rows
     latency_ms_per_batch: float  # one batch of CompressionConfig.latency_batch_size rows
     latency_ms_batch1: float = 0.0  # one row: what a single request waits (0: not measured)
+    source: str = "fp32"  # the torch model the file came from: "fp32" (the trained one), "pruned-30", "distilled"
+    # Classification: validation rows where this file's answer differs from the fp32 file's, of `rows`
+    # (None: regression, or not measured).
+    changed_rows: int | None = None
+    rows: int = 0
+
+
+@dataclass(frozen=True)
+class SkippedCandidate:
+    """A candidate that could not be produced, and why (the quantizer's or the pruner's own message)."""
+
+    name: str
+    reason: str
 
 
 def open_session(model: Path | bytes, threads: int = 2) -> ort.InferenceSession:

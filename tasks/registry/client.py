@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
 import numpy as np
 from mlflow import MlflowClient
@@ -405,6 +405,15 @@ def run_artifact_link(run: TrackingRun, artifact_path: str) -> str:
         base = run.tracking_uri.rstrip("/")
         return f"{base}/#/experiments/{run.experiment_id}/runs/{run.run_id}/artifacts/{artifact_path}"
     return f"{run.client().get_run(run.run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+
+
+def run_artifact_image_url(run: TrackingRun, artifact_path: str) -> str | None:
+    """A URL a browser loads the artifact's own bytes from (the tracking server's get-artifact route), for the
+    Prefect UI to show an image; None for a local store, whose files a web page cannot read."""
+    if urlparse(run.tracking_uri).scheme not in ("http", "https"):
+        return None
+    query = urlencode({"path": artifact_path, "run_uuid": run.run_id})
+    return f"{run.tracking_uri.rstrip('/')}/get-artifact?{query}"
 
 
 # Where a local SQLite store keeps absolute artifact locations (MLflow 3.17's schema).

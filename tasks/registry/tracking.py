@@ -7,7 +7,7 @@ from pathlib import Path
 from uuid import UUID
 
 from prefect import task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.artifacts import create_image_artifact, create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
@@ -34,6 +34,7 @@ from tasks.registry.client import (
     log_metric_series,
     log_metrics,
     register_onnx_model,
+    run_artifact_image_url,
     run_artifact_link,
     set_run_tags,
     start_tracking_run,
@@ -183,7 +184,7 @@ def log_compression(
         "parity_served_agreement": parity_served.agreement,
     }
     for c in compression.candidates:
-        key = c.name.replace("-", "_")
+        key = c.name.replace("-", "_").replace("+", "_")
         metrics |= {
             f"{key}_size_bytes": c.size_bytes,
             f"{key}_validation_metric": c.metric,
@@ -193,11 +194,17 @@ def log_compression(
     log_metrics(run, metrics)
     set_run_tags(run, {"compression_choice": compression.chosen.name})
     log_files(run, [c.path for c in compression.candidates], "onnx_candidates")
+    if compression.chosen.source != "fp32" and compression.chosen_checkpoint is not None:
+        # The served file came from a pruned or distilled model: keep that torch model beside the trained one's.
+        log_files(run, [compression.chosen_checkpoint], "compression")
     markdown = compression.table_markdown()
     if compression.plot is not None:
         log_files(run, [compression.plot], "compression")
         link = run_artifact_link(run, f"compression/{compression.plot.name}")
-        markdown += f"\n\n[Candidates: validation metric against latency]({link})"
+        markdown += f"\n\n[Candidates: validation metric against latency, and their Pareto front]({link})"
+        image = run_artifact_image_url(run, f"compression/{compression.plot.name}")
+        if image is not None:  # a tracking server: the Prefect UI shows the plot itself
+            create_image_artifact(image_url=image, key="compression-plot", description="Compression candidates")
     create_markdown_artifact(key="compression", markdown=markdown, description="Compression candidates")
 
 

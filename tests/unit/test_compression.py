@@ -1,6 +1,7 @@
 """Compression: the smallest candidate within the metric and latency budgets of fp32, and a quantizer that
 fails leaves its candidate skipped with the reason instead of failing the run."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,33 @@ def test_latency_budget_is_configurable():
     slow = candidate("int8-dynamic", 150_000, 0.985, 15.0)
     chosen, _ = select_serving_candidate([FP32, slow], CompressionConfig(max_latency_ratio=20.0))
     assert chosen is slow
+
+
+def test_another_model_is_served_only_with_evidence_that_it_answers_as_fp32_does():
+    # A distilled model that answered all 60 validation rows as fp32 did is still a gamble on 80 test rows (one
+    # lost 3 of them); on 700 identical answers the 95% bound is within 0.5 points, on 200 within 2 points.
+    fp32 = replace(FP32, rows=60, changed_rows=0)
+    student = replace(candidate("distilled", 10_000, 0.985, 0.3), rows=60, changed_rows=0, source="distilled")
+    int8 = replace(candidate("int8-static-qdq", 160_000, 0.985, 0.6), rows=60, changed_rows=1)
+    chosen, reason = select_serving_candidate([fp32, int8, student], CompressionConfig())
+    assert chosen is int8 and "not served: ['distilled']" in reason
+    many = [replace(c, rows=700) for c in (fp32, int8, student)]
+    assert select_serving_candidate(many, CompressionConfig())[0].name == "distilled"
+    two_points = CompressionConfig(accuracy_budget_points=2)
+    assert select_serving_candidate([replace(c, rows=200) for c in (fp32, student)], two_points)[0].name == "distilled"
+    assert select_serving_candidate([fp32, replace(student, rows=200, changed_rows=5)], two_points)[0] is fp32
+    # Regression has no answers to compare: another model must not lose any R^2 on the validation rows.
+    regression = replace(student, changed_rows=None, metric=0.984)
+    assert select_serving_candidate([fp32, regression], CompressionConfig())[0] is fp32
+
+
+def test_the_pareto_front_keeps_only_candidates_nothing_beats_on_both_speed_and_metric():
+    fast_weak = candidate("distilled", 10_000, 0.95, 0.2, batch1=0.05)
+    slow_best = candidate("fp32", 600_000, 0.99, 1.5, batch1=0.30)
+    dominated = candidate("pruned-30", 300_000, 0.94, 1.0, batch1=0.20)  # slower and worse than distilled
+    middle = candidate("int8-static-qdq", 160_000, 0.98, 0.6, batch1=0.10)
+    front = compress.pareto_front((slow_best, dominated, middle, fast_weak))
+    assert [c.name for c in front] == ["distilled", "int8-static-qdq", "fp32"]
 
 
 def linear_model(path: Path) -> Path:

