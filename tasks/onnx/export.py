@@ -195,12 +195,13 @@ def export_smaller_models(
     one the exporter refuses is skipped with its reason. The skipped ones of pruning and distillation pass on."""
     exported, skipped = [], [s for result in shrunk for s in result.skipped]
     for model in (m for result in shrunk for m in result.models):
+        torch_model = load_checkpoint(model.checkpoint_path)  # once, for the export and its parity
         try:
-            path = export_onnx(load_checkpoint(model.checkpoint_path), out_dir / f"{model.name}.onnx")
+            path = export_onnx(torch_model, out_dir / f"{model.name}.onnx")
         except GreenlightError as error:
             skipped.append(SkippedCandidate(model.name, str(error)))
             continue
-        parity = check_parity.fn(path, model.checkpoint_path, splits)
+        parity = parity_against(torch_model, path, splits)
         exported.append(ExportedModel(model.name, path, model.checkpoint_path, parity, model.how, model.seconds))
     return tuple(exported), tuple(skipped)
 
@@ -208,7 +209,11 @@ def export_smaller_models(
 @task(name="check_parity", cache_policy=NO_CACHE)
 def check_parity(onnx_path: Path, checkpoint_path: Path, splits: DataSplits) -> ParityReport:
     """ONNX Runtime on the test rows' raw feeds against PyTorch on the same rows (codes from the vocabulary)."""
-    model = load_checkpoint(checkpoint_path)
+    return parity_against(load_checkpoint(checkpoint_path), onnx_path, splits)
+
+
+def parity_against(model: GreenlightModel, onnx_path: Path, splits: DataSplits) -> ParityReport:
+    """The ONNX file's outputs on the test rows against this torch model's."""
     feeds = splits.feeds("test")
     reference = predict_outputs(model, feeds)
     return compare_outputs(splits.spec.task, reference, run_model(onnx_path, feeds), model.target_std)
