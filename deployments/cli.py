@@ -71,6 +71,8 @@ def load_run_config(args: argparse.Namespace) -> RunConfig:
         training["max_epochs"] = args.max_epochs
     if args.shuffle_labels:
         training["shuffle_labels"] = True
+    if getattr(args, "nproc_per_node", None) is not None:
+        training["distributed"] = {**training.get("distributed", {}), "nproc_per_node": args.nproc_per_node}
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as error:
@@ -346,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model-name", help="registered model name (default: digits-classifier, or the data file's name)")
     run.add_argument("--max-epochs", type=int, help="override training.max_epochs")
     run.add_argument("--shuffle-labels", action="store_true", help="train on permuted labels (a gate drill)")
+    run.add_argument(
+        "--nproc-per-node", type=int, help="train data-parallel in N processes (torchrun: gloo on CPU, NCCL on GPU)"
+    )
     serve = commands.add_parser("serve", help="serve the production model's bento over HTTP")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=3000)

@@ -42,6 +42,14 @@ class SplitConfig(_Section):
     seed: int = 42
 
 
+class DistributedConfig(_Section):
+    """Data-parallel training (torch DistributedDataParallel) launched by torchrun: one process per GPU, or per
+    group of CPU cores; each sees its own shard of every epoch and the gradients are averaged."""
+
+    # 1 = train in the flow's own process. Above 1: gloo on CPU, NCCL on GPU (one GPU per process).
+    nproc_per_node: int = Field(1, ge=1, le=64)
+
+
 class TrainingConfig(_Section):
     """Hyper-parameters of the optimiser; the network itself is the spec's model family."""
 
@@ -55,6 +63,7 @@ class TrainingConfig(_Section):
     seed: int = 42
     # Train on a random permutation of the labels: a deliberately useless model, for gate drills.
     shuffle_labels: bool = False
+    distributed: DistributedConfig = DistributedConfig()
 
 
 class PruningConfig(_Section):

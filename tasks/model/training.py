@@ -213,10 +213,12 @@ def fit_model(
     schedule: FitSchedule,
     loss: BatchLoss = task_loss,
     train: PartTensors | None = None,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
 ) -> FitResult:
     """The loop every fit shares (training, a pruned model's fine-tune, a student's distillation): AdamW, the step
     halved when validation loss stalls, early stopping on validation loss, the best weights kept. `train`: rows
-    to fit instead of the training split's (a distillation's transfer set)."""
+    to fit instead of the training split's (a distillation's transfer set). `on_epoch`: called after each epoch
+    (a sweep reports to its pruner there, and may stop the fit by raising)."""
     device = next(model.parameters()).device
     # bf16 autocast only on CUDA: on CPU it is slower than fp32 for models this small.
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
@@ -241,6 +243,8 @@ def fit_model(
             raise GreenlightError(diverged_message(schedule.label, epoch, train_loss, val_loss, splits, config))
         history.append(EpochMetrics(epoch, train_loss, val_loss, val_metric))
         progress.set_postfix(train_loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val=f"{val_metric:.4f}")
+        if on_epoch is not None:
+            on_epoch(history[-1])
         if val_loss < best_loss:
             best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())
         elif epoch - best_epoch >= patience:
