@@ -52,10 +52,11 @@ from tasks.data.files import digits_frame
 from tasks.data.infer import infer_spec
 from tasks.data.split import DataSplits, split_dataset
 from tasks.model.distillation import distill_model
+from tasks.model.loop import seed_everything
 from tasks.model.metrics import MAIN_METRIC, score_outputs
 from tasks.model.network import load_checkpoint, model_tensors, predict_outputs
 from tasks.model.pruning import ShrinkResult, prune_model
-from tasks.model.training import seed_everything, train_model
+from tasks.model.training import train_model
 from tasks.onnx.compress import quantize_candidates
 from tasks.onnx.export import export_onnx
 from tasks.onnx.runtime import batch_of, compare_outputs, graph_feeds, open_session, run_model

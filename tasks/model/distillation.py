@@ -22,9 +22,7 @@ from tasks.core.config import DistillationConfig, TrainingConfig
 from tasks.core.spec import ModelSpec
 from tasks.data.split import DataSplits
 from tasks.model.families import get_family
-from tasks.model.network import GreenlightModel, load_checkpoint, save_checkpoint
-from tasks.model.pruning import ShrinkResult, ShrunkModel, checkpoints_of, count_parameters
-from tasks.model.training import (
+from tasks.model.loop import (
     BatchLoss,
     FitSchedule,
     PartTensors,
@@ -35,6 +33,8 @@ from tasks.model.training import (
     seed_everything,
     train_targets,
 )
+from tasks.model.network import GreenlightModel, load_checkpoint, save_checkpoint
+from tasks.model.pruning import ShrinkResult, ShrunkModel, checkpoints_of, count_parameters
 from tasks.onnx.runtime import SkippedCandidate
 
 TEACHER_CHUNK_ROWS = 256  # the teacher's outputs are computed in chunks (an encoder over thousands of texts)

@@ -13,9 +13,10 @@ from sklearn.metrics import confusion_matrix
 
 from tasks.core.spec import DatasetSpec
 from tasks.data.split import DataSplits
+from tasks.model.loop import EpochMetrics
 from tasks.model.metrics import ModelMetrics, baseline_outputs, score_outputs
 from tasks.model.network import load_checkpoint, predict_outputs
-from tasks.model.training import EpochMetrics, TrainedModel
+from tasks.model.training import TrainedModel
 
 
 @dataclass(frozen=True)

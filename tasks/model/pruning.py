@@ -22,8 +22,7 @@ from tasks.core.config import CompressionConfig, TrainingConfig
 from tasks.core.errors import GreenlightError
 from tasks.data.split import DataSplits
 from tasks.model.families import get_family
-from tasks.model.network import GreenlightModel, load_checkpoint, model_tensors, read_checkpoint, save_checkpoint
-from tasks.model.training import (
+from tasks.model.loop import (
     EpochMetrics,
     FitSchedule,
     fit_model,
@@ -31,6 +30,7 @@ from tasks.model.training import (
     seed_everything,
     train_targets,
 )
+from tasks.model.network import GreenlightModel, load_checkpoint, model_tensors, read_checkpoint, save_checkpoint
 from tasks.onnx.runtime import SkippedCandidate
 
 EXAMPLE_ROWS = 4  # rows traced by torch-pruning to find which channels are coupled

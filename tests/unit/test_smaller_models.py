@@ -17,9 +17,10 @@ from tasks.data.files import digits_frame
 from tasks.data.infer import infer_spec
 from tasks.data.split import DataSplits, split_dataset
 from tasks.model.distillation import altered_texts, distill_model, distillation_loss, transfer_set
+from tasks.model.loop import part_tensors, train_targets
 from tasks.model.network import load_checkpoint, predict_outputs
 from tasks.model.pruning import count_parameters, prune_model
-from tasks.model.training import part_tensors, train_model, train_targets
+from tasks.model.training import train_model
 from tasks.onnx.export import check_parity, export_onnx
 
 QUICK = TrainingConfig(max_epochs=3, seed=0)
