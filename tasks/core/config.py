@@ -64,6 +64,14 @@ class TrainingConfig(_Section):
     # Train on a random permutation of the labels: a deliberately useless model, for gate drills.
     shuffle_labels: bool = False
     distributed: DistributedConfig = DistributedConfig()
+    # On a GPU, batch_size x this rows per step (a 64-row step leaves a GPU mostly idle), with the learning rate
+    # scaled by its square root (the usual rule for Adam-type optimisers), but only when an epoch keeps at least
+    # 16 such steps: a small table learns from the number of steps, not their width. 1 = the CPU recipe.
+    gpu_batch_multiplier: int = Field(4, ge=1, le=64)
+    # torch.compile the network for training. auto: on a GPU, for networks of 1M+ trainable parameters in one
+    # process (benchmarks/training_throughput.py measures what it pays); smaller ones wait on kernel launches,
+    # and the compile's tracing (tens of seconds) would not pay back. Never on CPU in auto.
+    compile: Literal["auto", "on", "off"] = "auto"
 
 
 class PruningConfig(_Section):

@@ -19,14 +19,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from tasks.core.config import TrainingConfig
 from tasks.core.errors import GreenlightError
+from tasks.core.spec import Spec
 from tasks.core.text import TEXT_IDS, TEXT_MASK
 from tasks.data.parts import DataSplits, Part
+from tasks.model.families import get_family
 from tasks.model.metrics import MAIN_METRIC, score_outputs
 from tasks.model.network import GreenlightModel, model_tensors
+from tasks.model.preprocess import fit_preprocessing
 
 
 @dataclass(frozen=True)
@@ -45,16 +50,23 @@ class PartTensors:
     targets: Tensor
     raw_targets: np.ndarray  # label indices or values in the target's units, for the main metric
     token_inputs: tuple[int, ...] = ()  # positions of a text's ids and mask, padded to the part's longest text
+    # Where batches go when the part itself stays in host memory (too large for the GPU); None: already there.
+    batch_device: torch.device | None = None
 
     def batch(self, index: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
         """The rows of index; token inputs cut to the batch's own longest text (a batch of short texts stays cheap)."""
+        index = index if self.batch_device is None else index.cpu()
         inputs = [t[index] for t in self.inputs]
         if self.token_inputs:
             mask = inputs[self.token_inputs[1]]
             longest = max(int(mask.sum(dim=1).max()), 1)
             for position in self.token_inputs:
                 inputs[position] = inputs[position][:, :longest]
-        return tuple(inputs), self.targets[index]
+        targets = self.targets[index]
+        if self.batch_device is not None:  # pinned, so the copy runs while the GPU still works on the last batch
+            inputs = [t.pin_memory().to(self.batch_device, non_blocking=True) for t in inputs]
+            targets = targets.pin_memory().to(self.batch_device, non_blocking=True)
+        return tuple(inputs), targets
 
 
 def pick_device() -> torch.device:
@@ -75,11 +87,24 @@ def training_targets(model: GreenlightModel, raw: np.ndarray) -> Tensor:
     return torch.from_numpy(((raw - model.target_mean) / model.target_std).astype(np.float32))
 
 
+def fits_on_device(tensors: list[Tensor], device: torch.device) -> bool:
+    """Whether a part can live on the device for the whole fit: always on CPU; on a GPU when it takes at most a
+    quarter of the free memory (the rest is for the model, its activations and the optimiser's state)."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return sum(t.nbytes for t in tensors) <= free // 4
+
+
 def part_tensors(model: GreenlightModel, splits: DataSplits, part: Part, raw: np.ndarray, device) -> PartTensors:
-    """A part's feeds encoded by the model's own preprocessing values, moved to the device once."""
-    inputs = tuple(t.to(device) for t in model_tensors(model, splits.feeds(part)))
+    """A part's feeds encoded by the model's own preprocessing values, moved to the device once (or, when too
+    large for the GPU, kept in host memory and sent a batch at a time)."""
+    tensors = [*model_tensors(model, splits.feeds(part)), training_targets(model, raw)]
     tokens = tuple(model.input_names.index(name) for name in (TEXT_IDS, TEXT_MASK) if name in model.input_names)
-    return PartTensors(inputs, training_targets(model, raw).to(device), raw, tokens)
+    if not fits_on_device(tensors, torch.device(device)):
+        return PartTensors(tuple(tensors[:-1]), tensors[-1], raw, tokens, batch_device=torch.device(device))
+    tensors = [t.to(device) for t in tensors]
+    return PartTensors(tuple(tensors[:-1]), tensors[-1], raw, tokens)
 
 
 def compute_loss(model: GreenlightModel, output: Tensor, targets: Tensor) -> Tensor:
@@ -97,37 +122,148 @@ def task_loss(model: GreenlightModel, output: Tensor, targets: Tensor, index: Te
     return compute_loss(model, output, targets)
 
 
+@dataclass(frozen=True)
+class DataParallel:
+    """This process's place among the processes torchrun started (tasks.model.distributed): its shard of each
+    epoch, and sums and outputs gathered from all of them, so every process takes the same decisions."""
+
+    rank: int
+    world_size: int
+    device: torch.device  # where collectives run: the process's GPU under NCCL, the CPU under gloo
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    def epoch_rows(self, rows: int, epoch: int, seed: int) -> Tensor:
+        """This process's share of a seeded shuffle of the rows, a new one each epoch."""
+        sampler = DistributedSampler(range(rows), num_replicas=self.world_size, rank=self.rank, seed=seed)
+        sampler.set_epoch(epoch)
+        return torch.tensor(list(sampler), dtype=torch.long)
+
+    def own_rows(self, rows: int) -> range:
+        """A contiguous share of the rows, for evaluation (the shares in rank order are the rows in order)."""
+        return range(rows * self.rank // self.world_size, rows * (self.rank + 1) // self.world_size)
+
+    def sum(self, *values: float) -> list[float]:
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(tensor)
+        return tensor.tolist()
+
+    def gather(self, output: Tensor) -> Tensor:
+        shares: list = [None] * self.world_size
+        torch.distributed.all_gather_object(shares, output.cpu())
+        return torch.cat(shares)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How training batches run: the forward to call (the network's output, maybe compiled or wrapped in
+    DistributedDataParallel), the autocast, the rows per step, and the processes sharing the work."""
+
+    forward: Callable[..., Tensor]
+    autocast: Callable
+    batch_size: int
+    parallel: DataParallel | None = None
+
+
+class NetworkOutput(nn.Module):
+    """The network's own output as a module's forward, which DistributedDataParallel and torch.compile wrap
+    (the model's forward is the export's: outputs in the target's units)."""
+
+    def __init__(self, model: GreenlightModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.model.network_output(*inputs)
+
+
+# Below this many trainable parameters a network's training step waits on kernel launches, not arithmetic.
+COMPILE_MIN_PARAMETERS = 1_000_000
+GPU_MIN_STEPS_PER_EPOCH = 16
+
+
+def should_compile(model: GreenlightModel, config: TrainingConfig, parallel: DataParallel | None) -> bool:
+    device = next(model.parameters()).device
+    if config.compile != "auto":
+        return config.compile == "on"
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return device.type == "cuda" and parallel is None and trainable >= COMPILE_MIN_PARAMETERS
+
+
+def prepare_engine(
+    model: GreenlightModel, config: TrainingConfig, rows: int, parallel: DataParallel | None
+) -> tuple[Engine, float]:
+    """The forward, autocast and rows per step for the model's device, and the learning rate that goes with them.
+
+    CPU: the configured batch, fp32. GPU: bf16 autocast, TF32 matmuls, wider steps (gpu_batch_multiplier).
+    Several processes: each takes its share of the step, so the optimisation matches one process's.
+    """
+    device = next(model.parameters()).device
+    batch_size, learning_rate, autocast = config.batch_size, config.learning_rate, nullcontext
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
+        wide = batch_size * config.gpu_batch_multiplier
+        if rows >= GPU_MIN_STEPS_PER_EPOCH * wide:
+            batch_size, learning_rate = wide, learning_rate * math.sqrt(config.gpu_batch_multiplier)
+    forward: nn.Module = NetworkOutput(model)
+    if parallel is not None:
+        batch_size = max(1, math.ceil(batch_size / parallel.world_size))
+        # find_unused_parameters: a family's network may hold parameters a forward does not reach (a
+        # pretrained encoder's pooler); DDP would otherwise wait for their gradients forever.
+        device_ids = [device.index] if device.type == "cuda" else None
+        forward = DistributedDataParallel(forward, device_ids=device_ids, find_unused_parameters=True)
+    if should_compile(model, config, parallel):
+        forward = torch.compile(forward)
+    return Engine(forward, autocast, batch_size, parallel), learning_rate
+
+
 def run_epoch(
-    model: GreenlightModel, train: PartTensors, optimizer, config: TrainingConfig, autocast, loss: BatchLoss = task_loss
+    model: GreenlightModel, train: PartTensors, optimizer, engine: Engine, epoch: int, seed: int, loss: BatchLoss
 ) -> float:
-    """One seeded, shuffled pass over the training rows; returns the mean loss."""
+    """One seeded, shuffled pass over the training rows (this process's shard of them); returns the mean loss."""
     model.train()
-    total, rows = 0.0, len(train.targets)
-    for index in torch.randperm(rows, device=train.targets.device).split(config.batch_size):
+    rows = len(train.targets)
+    if engine.parallel is None:
+        order = torch.randperm(rows, device=train.targets.device)
+    else:
+        order = engine.parallel.epoch_rows(rows, epoch, seed).to(train.targets.device)
+    total = torch.zeros((), dtype=torch.float64, device=train.targets.device)
+    for index in order.split(engine.batch_size):
         inputs, targets = train.batch(index)
-        with autocast():
-            batch_loss = loss(model, model.network_output(*inputs), targets, index)
+        with engine.autocast():
+            batch_loss = loss(model, engine.forward(*inputs), targets, index)
         optimizer.zero_grad(set_to_none=True)
         batch_loss.backward()
         optimizer.step()
-        total += batch_loss.item() * len(index)
-    return total / rows
+        total += batch_loss.detach() * len(index)  # summed on the device: a GPU is not stopped at every step
+    if engine.parallel is None:
+        return total.item() / rows
+    total, seen = engine.parallel.sum(total.item(), len(order))
+    return total / seen
 
 
 def evaluate_loss(
-    model: GreenlightModel, part: PartTensors, splits: DataSplits, autocast, chunk: int = 1024
+    model: GreenlightModel, part: PartTensors, splits: DataSplits, engine: Engine, chunk: int = 1024
 ) -> tuple[float, float]:
     """Validation loss and the task's main metric (accuracy or R^2) on a part already on the device, in chunks
-    (an encoder's attention over thousands of texts at once would not fit in memory)."""
+    (an encoder's attention over thousands of texts at once would not fit in memory); with several processes
+    each scores its share and all score the gathered outputs."""
     model.eval()
     rows = len(part.targets)
-    with torch.inference_mode(), autocast():
+    share = range(rows) if engine.parallel is None else engine.parallel.own_rows(rows)
+    device = part.targets.device
+    with torch.inference_mode(), engine.autocast():
         outputs = [
-            model.network_output(*part.batch(torch.arange(i, min(i + chunk, rows), device=part.targets.device))[0])
-            for i in range(0, rows, chunk)
+            model.network_output(*part.batch(torch.arange(i, min(i + chunk, share.stop), device=device))[0])
+            for i in range(share.start, share.stop, chunk)
         ]
-        output = torch.cat(outputs).float()
-    loss = compute_loss(model, output, part.targets).item()
+        output = torch.cat(outputs).float() if outputs else torch.empty(0, device=device)
+    if engine.parallel is not None:
+        output = engine.parallel.gather(output).to(device)
+    loss = compute_loss(model, output, part.targets.to(output.device)).item()
     outputs = model.in_target_units(output).cpu().numpy()
     metrics = score_outputs(splits.spec, outputs, part.raw_targets)
     return loss, metrics.value(MAIN_METRIC[splits.spec.task])
@@ -197,18 +333,19 @@ def fit_model(
     loss: BatchLoss = task_loss,
     train: PartTensors | None = None,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
+    parallel: DataParallel | None = None,
 ) -> FitResult:
     """The loop every fit shares (training, a pruned model's fine-tune, a student's distillation): AdamW, the step
     halved when validation loss stalls, early stopping on validation loss, the best weights kept. `train`: rows
     to fit instead of the training split's (a distillation's transfer set). `on_epoch`: called after each epoch
-    (a sweep reports to its pruner there, and may stop the fit by raising)."""
+    (a sweep reports to its pruner there, and may stop the fit by raising). `parallel`: this process's place
+    among torchrun's (tasks.model.distributed)."""
     device = next(model.parameters()).device
-    # bf16 autocast only on CUDA: on CPU it is slower than fp32 for models this small.
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
     train = train or part_tensors(model, splits, "train", targets, device)
     validation = part_tensors(model, splits, "validation", splits.targets("validation"), device)
+    engine, learning_rate = prepare_engine(model, config, len(train.targets), parallel)
     optimizer = torch.optim.AdamW(
-        parameter_groups(model, config.learning_rate), lr=config.learning_rate, weight_decay=config.weight_decay
+        parameter_groups(model, learning_rate), lr=learning_rate, weight_decay=config.weight_decay
     )
     # Halve the step when validation loss stalls for a third of the patience: small tables keep improving
     # with a finer step long after a fixed one has started to bounce.
@@ -217,10 +354,11 @@ def fit_model(
 
     started, history = time.perf_counter(), []
     best_loss, best_epoch, best_state = float("inf"), 0, None
-    progress = tqdm(range(1, schedule.max_epochs + 1), desc=schedule.label, unit="epoch")
+    quiet = parallel is not None and not parallel.leader  # one progress bar, not one per process
+    progress = tqdm(range(1, schedule.max_epochs + 1), desc=schedule.label, unit="epoch", disable=quiet)
     for epoch in progress:
-        train_loss = run_epoch(model, train, optimizer, config, autocast, loss)
-        val_loss, val_metric = evaluate_loss(model, validation, splits, autocast)
+        train_loss = run_epoch(model, train, optimizer, engine, epoch, config.seed, loss)
+        val_loss, val_metric = evaluate_loss(model, validation, splits, engine)
         scheduler.step(val_loss)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             raise GreenlightError(diverged_message(schedule.label, epoch, train_loss, val_loss, splits, config))
@@ -231,7 +369,8 @@ def fit_model(
         if val_loss < best_loss:
             best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())
         elif epoch - best_epoch >= patience:
-            progress.write(f"early stop at epoch {epoch}: no lower validation loss since epoch {best_epoch}")
+            if not quiet:
+                progress.write(f"early stop at epoch {epoch}: no lower validation loss since epoch {best_epoch}")
             break
     progress.close()
     if best_state is None:
@@ -240,3 +379,23 @@ def fit_model(
             "lower training.learning_rate or check the target for extreme values"
         )
     return FitResult(best_state, best_epoch, tuple(history), time.perf_counter() - started)
+
+
+def train_on_device(
+    splits: DataSplits,
+    spec: Spec,
+    config: TrainingConfig,
+    device: torch.device,
+    parallel: DataParallel | None = None,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
+) -> tuple[GreenlightModel, FitResult]:
+    """Learn the preprocessing, then fit the spec's family with early stopping: one process's training, or one
+    of torchrun's processes (each learns the same preprocessing from the same rows). `on_epoch`: see fit_model."""
+    seed_everything(config.seed)
+    family = get_family(spec.model.family)
+    schedule = FitSchedule(
+        f"training {family.name}", config.max_epochs or family.max_epochs, config.patience or family.patience
+    )
+    targets = train_targets(splits, config)
+    model = GreenlightModel(spec, fit_preprocessing(splits.spec, splits.feeds("train"), targets)).to(device)
+    return model, fit_model(model, splits, targets, config, schedule, on_epoch=on_epoch, parallel=parallel)

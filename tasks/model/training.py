@@ -16,11 +16,11 @@ from tasks.core.cache import stage_cache_key
 from tasks.core.config import TrainingConfig
 from tasks.core.spec import Spec
 from tasks.data.parts import DataSplits
+from tasks.model.distributed import train_distributed
 from tasks.model.families import get_family
-from tasks.model.loop import EpochMetrics, FitSchedule, fit_model, pick_device, seed_everything, train_targets
+from tasks.model.loop import EpochMetrics, FitResult, pick_device, train_on_device
 from tasks.model.metrics import MAIN_METRIC
-from tasks.model.network import GreenlightModel, save_checkpoint
-from tasks.model.preprocess import fit_preprocessing
+from tasks.model.network import save_checkpoint
 
 
 @dataclass(frozen=True)
@@ -43,17 +43,18 @@ class TrainedModel:
     persist_result=True,
 )
 def train_model(splits: DataSplits, spec: Spec, config: TrainingConfig, work_dir: Path) -> TrainedModel:
-    """Learn the preprocessing, train the spec's family with early stopping, keep the best checkpoint."""
-    seed_everything(config.seed)
-    device, family = pick_device(), get_family(spec.model.family)
-    schedule = FitSchedule(
-        f"training {family.name}", config.max_epochs or family.max_epochs, config.patience or family.patience
-    )
-    targets = train_targets(splits, config)
-    model = GreenlightModel(spec, fit_preprocessing(splits.spec, splits.feeds("train"), targets)).to(device)
-    fit = fit_model(model, splits, targets, config, schedule)
+    """Learn the preprocessing, train the spec's family with early stopping, keep the best checkpoint; in
+    torchrun's processes when training.distributed asks for several."""
+    if config.distributed.nproc_per_node > 1:
+        done = train_distributed(splits, spec, config, work_dir)
+        return trained_model(done.checkpoint_path, spec, splits, done.fit, f"{done.device} x{done.processes}")
+    device = pick_device()
+    model, fit = train_on_device(splits, spec, config, device)
     checkpoint_path = save_checkpoint(model, fit.best_state, work_dir / "best.pt")
+    return trained_model(checkpoint_path, spec, splits, fit, device.type)
+
+
+def trained_model(checkpoint_path: Path, spec: Spec, splits: DataSplits, fit: FitResult, device: str) -> TrainedModel:
     metric_name = MAIN_METRIC[splits.spec.task].removeprefix("test_")
-    return TrainedModel(
-        checkpoint_path, family.name, fit.best_epoch, fit.history, device.type, fit.seconds, metric_name
-    )
+    family = get_family(spec.model.family).name
+    return TrainedModel(checkpoint_path, family, fit.best_epoch, fit.history, device, fit.seconds, metric_name)
