@@ -100,7 +100,10 @@ def train_distributed(splits: DataSplits, spec: Spec, config: TrainingConfig, wo
     log_dir = job_dir / "logs"
     print(f"training in {processes} processes (torchrun); each rank's output in {log_dir}")
     command = torchrun_command(job_path, processes, log_dir)
-    finished = subprocess.run(command, cwd=PROJECT_ROOT, env=process_environment(processes))
+    try:
+        finished = subprocess.run(command, cwd=PROJECT_ROOT, env=process_environment(processes))
+    finally:
+        job_path.unlink(missing_ok=True)  # a second copy of the data, needed only while the processes start
     if finished.returncode != 0:
         failure = rank_failure(job_dir, log_dir, processes)
         if isinstance(failure, GreenlightError):

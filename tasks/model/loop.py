@@ -216,6 +216,8 @@ def prepare_engine(
         device_ids = [device.index] if device.type == "cuda" else None
         forward = DistributedDataParallel(forward, device_ids=device_ids, find_unused_parameters=True)
     if should_compile(model, config, parallel):
+        # In auto, a network that torch.compile cannot trace (a user's custom one) trains eagerly instead.
+        torch._dynamo.config.suppress_errors = config.compile == "auto"
         forward = torch.compile(forward)
     return Engine(forward, autocast, batch_size, parallel), learning_rate
 
