@@ -123,9 +123,11 @@ def test_init_writes_a_spec_that_a_reviewed_run_reads_back(tables, client, tmp_p
     spec = yaml.safe_load(out.read_text())
     spec["model_name"] = "cancer"
     spec["dataset"]["features"] = [f for f in spec["dataset"]["features"] if f["name"] != "worst symmetry"]
+    spec["training"] = {"distributed": {"nproc_per_node": 2}}  # ...and trains in two torchrun processes
     out.write_text(yaml.safe_dump(spec))  # a reviewer drops a column
     assert main(["run", "--spec", str(out)]) == 0
     version = client.get_model_version_by_alias("cancer", "production")
+    assert client.get_run(version.run_id).data.tags["device"] == "cpu x2"
     info = __import__("mlflow").models.get_model_info(f"models:/cancer/{version.version}")
     assert "worst symmetry" not in info.signature.inputs.input_names()
     assert info.metadata["greenlight_spec"]["dataset"]["target"]["labels"] == ["benign", "malignant"]
