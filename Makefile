@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: install run test lint up down lock clean
+.PHONY: install run test lint up up-production down lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ lint: install
 up: install
 	@$(BIN)/python -m deployments.stack up
 
+# The production shape on one machine: PostgreSQL (Debian's package) for Prefect, MLflow and Optuna, moto's S3
+# server for MLflow's artifacts, two workers. Ports: GREENLIGHT_{PREFECT,MLFLOW,POSTGRES,S3}_PORT.
+up-production: install
+	@$(BIN)/python -m deployments.production up
+
+# Stops whichever stack `make up` or `make up-production` started.
 down:
 	@$(BIN)/python -m deployments.stack down
 

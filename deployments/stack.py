@@ -1,7 +1,8 @@
 """`python -m deployments.stack up|down`: Prefect server, worker and MLflow UI for this checkout, on 127.0.0.1.
 
 `up` starts each service in its own process group and records the groups in <home>/stack/pids.json, then
-creates the process work pool and applies deployments/prefect.yaml. `down` stops exactly the recorded groups.
+creates the process work pool and applies deployments/prefect.yaml. `down` stops exactly the recorded groups,
+whichever stack recorded them (deployments/production.py starts the production shape with this launcher).
 """
 
 import argparse
@@ -60,18 +61,23 @@ class StartedProcess:
     pid: int
     started: str
     log: str
+    # How the service shuts down cleanly (`pg_ctl stop`), tried before the group is signalled; empty: SIGTERM.
+    stop_command: tuple[str, ...] = ()
+
+
+def port_setting(environ: dict[str, str], variable: str, default: int) -> int:
+    raw = environ.get(variable) or str(default)
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise StackError(f"{variable} must be a TCP port number (1-65535), got {raw!r}")
+    return int(raw)
 
 
 def read_ports(environ: dict[str, str]) -> Ports:
     """GREENLIGHT_PREFECT_PORT / GREENLIGHT_MLFLOW_PORT, else Prefect's and MLflow's usual 4200 and 5000."""
-    ports = {}
-    defaults = [("prefect", "GREENLIGHT_PREFECT_PORT", 4200), ("mlflow", "GREENLIGHT_MLFLOW_PORT", 5000)]
-    for name, variable, default in defaults:
-        raw = environ.get(variable) or str(default)
-        if not raw.isdigit() or not 0 < int(raw) < 65536:
-            raise StackError(f"{variable} must be a TCP port number (1-65535), got {raw!r}")
-        ports[name] = int(raw)
-    return Ports(**ports)
+    return Ports(
+        prefect=port_setting(environ, "GREENLIGHT_PREFECT_PORT", 4200),
+        mlflow=port_setting(environ, "GREENLIGHT_MLFLOW_PORT", 5000),
+    )
 
 
 def executable(name: str) -> str:
@@ -118,9 +124,17 @@ def wait_for_exit(proc: StartedProcess, timeout_s: float) -> bool:
 
 
 def stop_group(proc: StartedProcess) -> str:
-    """SIGTERM the whole group, SIGKILL it after STOP_GRACE_S; says what happened."""
+    """The service's own stop command if it has one, else SIGTERM to the whole group, SIGKILL after STOP_GRACE_S;
+    says what happened."""
     if not group_alive(proc):
         return f"{proc.name:<15} had already exited (pid {proc.pid})"
+    if proc.stop_command:
+        try:
+            subprocess.run(proc.stop_command, capture_output=True, timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass  # signalled below
+        if wait_for_exit(proc, STOP_GRACE_S):
+            return f"{proc.name:<15} stopped by its stop command (process group {proc.pid})"
     os.killpg(proc.pid, signal.SIGTERM)
     if wait_for_exit(proc, STOP_GRACE_S):
         return f"{proc.name:<15} stopped (process group {proc.pid})"
@@ -136,25 +150,37 @@ def log_tail(path: str | Path, lines: int = 25) -> str:
         return "(no log)"
 
 
-def read_record(path: Path) -> tuple[Ports, list[StartedProcess]] | None:
+@dataclass(frozen=True)
+class StackRecord:
+    """What pids.json says: which stack (`embedded` or `production`), its ports as recorded, its processes."""
+
+    kind: str
+    ports: dict[str, int]
+    processes: list[StartedProcess]
+
+
+def read_record(path: Path) -> StackRecord | None:
     if not path.exists():
         return None
     record = json.loads(path.read_text())
-    return Ports(**record["ports"]), [StartedProcess(**p) for p in record["processes"]]
+    processes = [StartedProcess(**{**p, "stop_command": tuple(p.get("stop_command", ()))}) for p in record["processes"]]
+    return StackRecord(record.get("kind", "embedded"), record["ports"], processes)
 
 
 class Launcher:
     """Starts services in their own sessions, logging to <stack_dir>/<name>.log, and records each in pids.json
     the moment it exists, so that `down` can stop whatever an interrupted `up` left behind."""
 
-    def __init__(self, stack_dir: Path, ports: Ports, env: dict[str, str]):
-        self.stack_dir, self.ports, self.env = stack_dir, ports, env
+    def __init__(self, stack_dir: Path, ports: Ports, env: dict[str, str], kind: str = "embedded"):
+        self.stack_dir, self.ports, self.env, self.kind = stack_dir, ports, env, kind
         self.record_path = stack_dir / "pids.json"
         self.started: list[StartedProcess] = []
         self.popens: dict[str, subprocess.Popen] = {}
         self.launched_at: dict[str, float] = {}
 
-    def start(self, name: str, command: list[str], extra_env: dict[str, str] | None = None) -> StartedProcess:
+    def start(
+        self, name: str, command: list[str], extra_env: dict[str, str] | None = None, stop_command: tuple[str, ...] = ()
+    ) -> StartedProcess:
         log = self.stack_dir / f"{name}.log"
         with log.open("ab") as out:
             popen = subprocess.Popen(
@@ -166,11 +192,11 @@ class Launcher:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, which `down` signals as a whole
             )
-        proc = StartedProcess(name, popen.pid, started_at(popen.pid) or "", str(log))
+        proc = StartedProcess(name, popen.pid, started_at(popen.pid) or "", str(log), stop_command)
         self.started.append(proc)
         self.popens[name] = popen
         self.launched_at[name] = time.monotonic()
-        record = {"ports": asdict(self.ports), "processes": [asdict(p) for p in self.started]}
+        record = {"kind": self.kind, "ports": asdict(self.ports), "processes": [asdict(p) for p in self.started]}
         self.record_path.write_text(json.dumps(record, indent=2))
         return proc
 
@@ -275,19 +301,21 @@ def mlflow_command(locations: Locations, ports: Ports) -> list[str]:
     return command + (["--default-artifact-root", artifacts, "--artifacts-destination", artifacts] if artifacts else [])
 
 
-def start_services(launcher: Launcher, locations: Locations, serve_mlflow: bool) -> None:
-    """Server, pool, deployment, worker; MLflow starts alongside, as both spend ~15 s migrating their databases."""
-    ports, env, prefect = launcher.ports, launcher.env, executable("prefect")
-    server_command = [prefect, "server", "start", "--host", HOST, "--port", str(ports.prefect)]
-    # The UI's own idea of where the API is; without it the browser calls port 4200 whatever --port says.
-    server = launcher.start("prefect-server", server_command, {"PREFECT_SERVER_UI_API_URL": ports.prefect_api_url})
-    if serve_mlflow:
-        if locations.tracking_uri.startswith("sqlite:///"):
-            Path(locations.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        # The server's job runner (GenAI jobs: 7 huey consumers, ~1 GB of memory) has nothing to do here.
-        no_jobs = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        mlflow = launcher.start("mlflow-ui", mlflow_command(locations, ports), no_jobs)
+# The server's job runner (GenAI jobs: 7 huey consumers, ~1 GB of memory) has nothing to do here.
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
+
+def start_prefect_server(launcher: Launcher, extra_env: dict[str, str] | None = None) -> StartedProcess:
+    ports = launcher.ports
+    command = [executable("prefect"), "server", "start", "--host", HOST, "--port", str(ports.prefect)]
+    # The UI's own idea of where the API is; without it the browser calls port 4200 whatever --port says.
+    env = {"PREFECT_SERVER_UI_API_URL": ports.prefect_api_url, **(extra_env or {})}
+    return launcher.start("prefect-server", command, env)
+
+
+def deploy_when_ready(launcher: Launcher, server: StartedProcess) -> None:
+    """Wait for the Prefect API, then create the work pool and apply the deployment; later processes get its URL."""
+    ports, env = launcher.ports, launcher.env
     health = f"{ports.prefect_api_url}/health"
     took = launcher.wait_until(lambda: http_json(health) is True, server, f"answer on {health}")
     print(f"prefect server  up in {took:.1f} s")
@@ -297,16 +325,41 @@ def start_services(launcher: Launcher, locations: Locations, serve_mlflow: bool)
     deploy(ports, launcher.stack_dir, env)
     print(f"deployment      {DEPLOYMENT} applied in {time.monotonic() - began:.1f} s (work pool {pool})")
 
-    # A fresh name: the previous stack's worker still reads ONLINE until its heartbeat goes stale.
+
+def start_worker(
+    launcher: Launcher, process_name: str = "prefect-worker", limit: int | None = None
+) -> tuple[StartedProcess, str]:
+    """A process worker on the pool under a fresh name (the previous stack's worker still reads ONLINE until its
+    heartbeat goes stale); `limit` caps the flow runs it executes at once. Returns the process and the name."""
     name = f"greenlight-{uuid.uuid4().hex[:8]}"
-    worker_command = [prefect, "worker", "start", "--pool", WORK_POOL, "--type", "process", "--name", name]
-    worker = launcher.start("prefect-worker", worker_command + ["--install-policy", "never"])
-    took = launcher.wait_until(lambda: worker_online(ports, name), worker, f"worker {name} online in {WORK_POOL}")
-    print(f"prefect worker  online in {took:.1f} s")
+    command = [executable("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process", "--name", name]
+    command += ["--install-policy", "never"] + (["--limit", str(limit)] if limit else [])
+    return launcher.start(process_name, command), name
+
+
+def wait_for_worker(launcher: Launcher, worker: StartedProcess, name: str) -> None:
+    online = f"worker {name} online in {WORK_POOL}"
+    took = launcher.wait_until(lambda: worker_online(launcher.ports, name), worker, online)
+    print(f"{worker.name:<15} online in {took:.1f} s")
+
+
+def wait_for_mlflow(launcher: Launcher, mlflow: StartedProcess) -> None:
+    health = f"{launcher.ports.mlflow_url}/health"
+    took = launcher.wait_until(lambda: http_ok(health), mlflow, f"answer on {health}")
+    print(f"{mlflow.name:<15} up in {took:.1f} s")
+
+
+def start_services(launcher: Launcher, locations: Locations, serve_mlflow: bool) -> None:
+    """Server, pool, deployment, worker; MLflow starts alongside, as both spend ~15 s migrating their databases."""
+    server = start_prefect_server(launcher)
     if serve_mlflow:
-        health = f"{ports.mlflow_url}/health"
-        took = launcher.wait_until(lambda: http_ok(health), mlflow, f"answer on {health}")
-        print(f"mlflow ui       up in {took:.1f} s")
+        if locations.tracking_uri.startswith("sqlite:///"):
+            Path(locations.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        mlflow = launcher.start("mlflow-ui", mlflow_command(locations, launcher.ports), MLFLOW_SERVER_ENV)
+    deploy_when_ready(launcher, server)
+    wait_for_worker(launcher, *start_worker(launcher))
+    if serve_mlflow:
+        wait_for_mlflow(launcher, mlflow)
 
 
 def print_urls(locations: Locations, ports: Ports, serve_mlflow: bool) -> None:
@@ -323,24 +376,39 @@ def print_urls(locations: Locations, ports: Ports, serve_mlflow: bool) -> None:
 # --- commands --------------------------------------------------------------------------------------------
 
 
-def already_up(record_path: Path, locations: Locations) -> bool:
-    """True if every process a previous `up` recorded still runs; drops a record whose processes all exited."""
+def running_record(record_path: Path, kind: str) -> StackRecord | None:
+    """The recorded stack when every process of it still runs; None (dropping the record) when all exited.
+    A half-up stack, or the other kind of stack running from this home, is an error saying what to do."""
     recorded = read_record(record_path)
     if recorded is None:
-        return False
-    ports, processes = recorded
-    running = [proc.name for proc in processes if group_alive(proc)]
-    if len(running) == len(processes):
-        print(f"Greenlight stack already running ({', '.join(running)}; recorded in {record_path}):")
-        print_urls(locations, ports, serve_mlflow=any(proc.name == "mlflow-ui" for proc in processes))
-        return True
-    if running:
+        return None
+    running = [proc.name for proc in recorded.processes if group_alive(proc)]
+    recipe = "make up" if kind == "embedded" else "make up-production"
+    if running and recorded.kind != kind:
+        raise StackError(
+            f"the {recorded.kind} stack is running from {record_path.parent.parent} ({', '.join(running)}): "
+            f"stop it with `make down` before `{recipe}`"
+        )
+    if running and len(running) < len(recorded.processes):
         raise StackError(
             f"stack is half up: {', '.join(running)} still running, the rest exited (logs in {record_path.parent}); "
-            "run `make down`, then `make up`"
+            f"run `make down`, then `{recipe}`"
         )
+    if running:
+        print(f"Greenlight {kind} stack already running ({', '.join(running)}; recorded in {record_path}):")
+        return recorded
     record_path.unlink()
-    return False
+    return None
+
+
+def already_up(record_path: Path, locations: Locations) -> bool:
+    """True (and the URLs printed again) if every process a previous `make up` recorded still runs."""
+    recorded = running_record(record_path, "embedded")
+    if recorded is None:
+        return False
+    ports = Ports(prefect=recorded.ports["prefect"], mlflow=recorded.ports["mlflow"])
+    print_urls(locations, ports, serve_mlflow=any(proc.name == "mlflow-ui" for proc in recorded.processes))
+    return True
 
 
 def up(locations: Locations, ports: Ports) -> int:
@@ -374,7 +442,7 @@ def down(locations: Locations) -> int:
     if recorded is None:
         print(f"nothing to stop: no stack recorded in {record_path}")
         return 0
-    for proc in reversed(recorded[1]):
+    for proc in reversed(recorded.processes):
         print(stop_group(proc))
     record_path.unlink()
     return 0

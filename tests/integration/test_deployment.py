@@ -7,7 +7,6 @@ a temporary folder and free ports; the tests talk to it over HTTP only.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from stack_support import free_ports, group_exists, log_tail, request_json
 
 pytestmark = pytest.mark.slow  # starts Prefect, a worker and MLflow, then trains a small model
 
@@ -40,39 +40,9 @@ class Stack:
         return self.home / "stack" / "pids.json"
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def stack_command(action: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "deployments.stack", action]
     return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
-
-
-def request_json(url: str, body: dict | None = None, headers: dict[str, str] | None = None) -> object:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data, {"Content-Type": "application/json", **(headers or {})})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def log_tail(stack: Stack, name: str) -> str:
-    path = stack.home / "stack" / f"{name}.log"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-40:]) if path.exists() else "(no log)"
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +84,8 @@ def finished_run(stack: Stack, deployment: dict) -> dict:
         if flow_run["state_type"] in FINAL_STATES:
             return flow_run
         time.sleep(3)
-    pytest.fail(f"run still {flow_run['state_type']} after {RUN_TIMEOUT_S} s:\n{log_tail(stack, 'prefect-worker')}")
+    worker_log = log_tail(stack.home, "prefect-worker")
+    pytest.fail(f"run still {flow_run['state_type']} after {RUN_TIMEOUT_S} s:\n{worker_log}")
 
 
 def test_up_deploys_the_nightly_schedule_from_this_checkout(deployment):
@@ -155,7 +126,7 @@ def test_up_again_keeps_the_running_stack(stack):
 
 def test_a_triggered_run_is_executed_by_the_worker_and_completes(stack, finished_run):
     assert finished_run["state_type"] == "COMPLETED", (
-        f"{finished_run['state_name']}: {finished_run['state']['message']}\n{log_tail(stack, 'prefect-worker')}"
+        f"{finished_run['state_name']}: {finished_run['state']['message']}\n{log_tail(stack.home, 'prefect-worker')}"
     )
     assert finished_run["parameters"] == OVERRIDE
     assert finished_run["work_pool_name"] == "greenlight-process"
