@@ -73,6 +73,10 @@ def load_run_config(args: argparse.Namespace) -> RunConfig:
         training["shuffle_labels"] = True
     if getattr(args, "nproc_per_node", None) is not None:
         training["distributed"] = {**training.get("distributed", {}), "nproc_per_node": args.nproc_per_node}
+    sweep_flags = {name: getattr(args, name, None) for name in ("trials", "concurrency", "study_name")}
+    if any(value is not None for value in sweep_flags.values()):
+        sweep = raw.setdefault("sweep", {}) if isinstance(raw.get("sweep", {}), dict) else raw["sweep"]
+        sweep |= {name: value for name, value in sweep_flags.items() if value is not None}
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as error:
@@ -140,7 +144,25 @@ def start_temporary_prefect_server() -> threading.Thread | None:
 
 
 def command_run(args: argparse.Namespace, locations: Locations) -> int:
+    return run_pipeline(load_run_config(args), locations)
+
+
+def command_sweep(args: argparse.Namespace, locations: Locations) -> int:
+    """A run whose training stage is a sweep: the study's trials, then the best trial's model through the rest."""
     config = load_run_config(args)
+    if not config.sweep.trials:
+        raise ConfigRejected("greenlight sweep needs --trials N (or sweep.trials in the spec or --config file)")
+    if config.spec_path:  # the spec names the family: a model option it refuses is refused before anything starts
+        from tasks.model.sweep import check_model_options
+
+        check_model_options(config.sweep, read_spec_file(Path(config.spec_path).expanduser())[0].model)
+    code = run_pipeline(config, locations)
+    print("Sweep trials      nested runs of the MLflow run above (expand it in the run list; tags.mlflow.parentRunId)")
+    return code
+
+
+def run_pipeline(config: RunConfig, locations: Locations) -> int:
+    """Check what a run needs, start Prefect, run the flow, print what it did; the exit code says how it ended."""
     check_data_file(config)  # a missing file is refused in well under a second, before anything starts
     check_tracking_store(locations.tracking_uri, create=True)
     check_store_location(locations.tracking_uri)
@@ -334,10 +356,8 @@ def command_init(args: argparse.Namespace, locations: Locations) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="greenlight", description="Greenlight MLOps pipeline")
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="validate, train, compress, export, register, build and maybe promote")
+def add_run_arguments(run: argparse.ArgumentParser) -> None:
+    """The flags `run` and `sweep` share: the data, its spec, the settings, the model's name."""
     run.add_argument(
         "--data", help="CSV or Parquet file, or a folder of images with one subfolder per class; default: the digits"
     )
@@ -351,6 +371,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--nproc-per-node", type=int, help="train data-parallel in N processes (torchrun: gloo on CPU, NCCL on GPU)"
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="greenlight", description="Greenlight MLOps pipeline")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="validate, train, compress, export, register, build and maybe promote")
+    add_run_arguments(run)
+    sweep = commands.add_parser("sweep", help="a run whose training is an Optuna sweep; its best model goes on")
+    add_run_arguments(sweep)
+    sweep.add_argument("--trials", type=int, help="trials the study should end with (a resumed study counts its own)")
+    sweep.add_argument("--concurrency", type=int, help="trials trained at once (default 1)")
+    sweep.add_argument("--study-name", help="the study to create or resume (default: model name + data fingerprint)")
     serve = commands.add_parser("serve", help="serve the production model's bento over HTTP")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=3000)
@@ -392,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     export_locations(locations, create=args.command == "init")
     handler = {
         "run": command_run,
+        "sweep": command_sweep,
         "serve": command_serve,
         "status": command_status,
         "history": command_history,

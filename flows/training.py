@@ -4,6 +4,7 @@ The flow reads as the pipeline; each stage below it only wires tasks (plain func
 Prefect would serialise the splits' frames as sub-flow parameters on every call).
 """
 
+from functools import partial
 from pathlib import Path
 
 from prefect import flow
@@ -21,12 +22,14 @@ from tasks.data.workspace import prepare_workspace
 from tasks.model.distillation import distill_model
 from tasks.model.evaluation import evaluate_model
 from tasks.model.pruning import ShrinkResult, prune_model
+from tasks.model.sweep import open_study, run_trials, summarize_sweep
 from tasks.model.training import TrainedModel, train_model
 from tasks.onnx.compress import CompressionResult, compress_model
 from tasks.onnx.export import check_parity, export_model, export_smaller_models
 from tasks.onnx.runtime import ParityReport
 from tasks.registry.client import ModelVersionRef, TrackingRun
 from tasks.registry.lineage import describe_lineage
+from tasks.registry.sweeps import log_sweep, log_trial
 from tasks.registry.tracking import (
     PipelineSummary,
     close_tracking_run,
@@ -65,7 +68,10 @@ def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # no
         )
         log_spec(run=run, spec=data.spec, origin=data.origin, work_dir=work_dir)
         splits, summary, verdict = check_data(run=run, data=data, config=config, work_dir=work_dir)
-        trained = train_and_evaluate(run=run, data=data, splits=splits, config=config, work_dir=work_dir)
+        # A sweep's best trial: its model, and the spec and settings it trained with, go on from here.
+        trained, data, config = train_and_evaluate(
+            run=run, data=data, splits=splits, config=config, work_dir=work_dir, study_storage=locations.study_storage
+        )
         shrunk = shrink_model(splits=splits, trained=trained, config=config, work_dir=work_dir)
         compression, parity, parity_served = export_candidates(
             run=run, splits=splits, trained=trained, shrunk=shrunk, config=config, work_dir=work_dir
@@ -133,13 +139,42 @@ def check_data(
 
 @timed_stage("training")
 def train_and_evaluate(
-    run: TrackingRun, data: ResolvedDataset, splits: DataSplits, config: RunConfig, work_dir: Path
-) -> TrainedModel:
-    """Train the spec's model family, score it on the test rows, log curves and plots."""
-    trained = train_model(splits=splits, spec=data.spec, config=config.training, work_dir=work_dir)
+    run: TrackingRun, data: ResolvedDataset, splits: DataSplits, config: RunConfig, work_dir: Path, study_storage: str
+) -> tuple[TrainedModel, ResolvedDataset, RunConfig]:
+    """Train the spec's model family, or sweep its settings (config.sweep.trials) and keep the best trial's model;
+    score it on the test rows, log curves and plots. Returns the model and the spec and settings it trained with."""
+    if config.sweep.trials:
+        trained, data, config = sweep_settings(
+            run=run, data=data, splits=splits, config=config, work_dir=work_dir, study_storage=study_storage
+        )
+    else:
+        trained = train_model(splits=splits, spec=data.spec, config=config.training, work_dir=work_dir)
     evaluation = evaluate_model(trained=trained, splits=splits, out_dir=work_dir / "evaluation")
     log_training(run=run, splits=splits, trained=trained, evaluation=evaluation)
-    return trained
+    return trained, data, config
+
+
+def sweep_settings(
+    run: TrackingRun, data: ResolvedDataset, splits: DataSplits, config: RunConfig, work_dir: Path, study_storage: str
+) -> tuple[TrainedModel, ResolvedDataset, RunConfig]:
+    """An Optuna study of the sweep's space, each trial a task and a nested MLflow run; the best trial's model
+    (trained again from its settings when an earlier run of the study found it), spec and settings."""
+    study = open_study(storage=study_storage, data=data, config=config)
+    trials = run_trials(
+        study=study,
+        splits=splits,
+        spec=data.spec,
+        config=config,
+        work_dir=work_dir / "sweep",
+        on_trial=partial(log_trial, run=run, study=study),
+    )
+    sweep = summarize_sweep(study=study, trials=trials, data=data, config=config, out_dir=work_dir / "sweep")
+    log_sweep(run=run, sweep=sweep)
+    log_spec(run=run, spec=sweep.data.spec, origin=sweep.data.origin, work_dir=work_dir / "sweep")
+    trained = sweep.trained or train_model(
+        splits=splits, spec=sweep.data.spec, config=sweep.config.training, work_dir=work_dir
+    )
+    return trained, sweep.data, sweep.config
 
 
 @timed_stage("pruning + distillation")

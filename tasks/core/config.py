@@ -2,9 +2,19 @@
 
 import types
 import typing
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tasks.core.spec import ModelSpec
 
@@ -242,6 +252,154 @@ class DriftConfig(_Section):
         return self
 
 
+class FloatRange(_Section):
+    """A number from low to high; log: spread evenly over the orders of magnitude (steps, decays)."""
+
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _a_range(self) -> "FloatRange":
+        check_range(self.low, self.high, self.log)
+        return self
+
+
+class IntRange(_Section):
+    """A whole number from low to high, every `step`; log: spread evenly over the orders of magnitude."""
+
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _a_range(self) -> "IntRange":
+        check_range(self.low, self.high, self.log)
+        if self.log and self.step != 1:
+            raise ValueError("an int range is either log or stepped (step > 1), not both")
+        return self
+
+
+class Choice(_Section):
+    """One of the listed values: numbers, text, yes/no, or lists of numbers (a network's layer widths)."""
+
+    type: Literal["choice"]
+    choices: list[Any] = Field(min_length=1)
+
+    @field_validator("choices")
+    @classmethod
+    def _plain_values(cls, choices: list[Any]) -> list[Any]:
+        plain = (type(None), bool, int, float, str)
+        for choice in choices:
+            if not isinstance(choice, plain) and not (
+                isinstance(choice, list) and all(isinstance(item, plain) for item in choice)
+            ):
+                raise ValueError(f"choice {choice!r} is not a number, text, yes/no, or a list of those")
+        if len({repr(choice) for choice in choices}) != len(choices):
+            raise ValueError(f"choices list a value twice: {choices}")
+        return choices
+
+
+def check_range(low: float, high: float, log: bool) -> None:
+    if low > high:
+        raise ValueError(f"low {low} is above high {high}")
+    if log and low <= 0:
+        raise ValueError(f"a log range needs low above 0 (got {low})")
+
+
+# Picked by the entry's own type (a callable discriminator: the sections' before-validator rules out a plain one).
+Distribution = Annotated[
+    Annotated[FloatRange, Tag("float")] | Annotated[IntRange, Tag("int")] | Annotated[Choice, Tag("choice")],
+    Discriminator(lambda entry: entry.get("type") if isinstance(entry, dict) else getattr(entry, "type", None)),
+]
+DISTRIBUTIONS = {"float": FloatRange, "int": IntRange, "choice": Choice}
+# The training settings a sweep may vary; the model family's options go under "model.options.<option>".
+TUNABLE_TRAINING = ("learning_rate", "weight_decay", "batch_size", "patience", "max_epochs")
+MODEL_OPTION = "model.options."
+
+
+def check_space_entry(name: str, distribution: FloatRange | IntRange | Choice) -> None:
+    """A space entry names a tunable training setting (every value it can draw valid there) or a model option (the
+    family checks those when the sweep starts: the family is known only once the spec is)."""
+    if name.startswith(MODEL_OPTION) and name.removeprefix(MODEL_OPTION).isidentifier():
+        return
+    setting = name.removeprefix("training.")
+    if not name.startswith("training.") or setting not in TUNABLE_TRAINING:
+        known = ", ".join(f"training.{s}" for s in TUNABLE_TRAINING)
+        raise ValueError(f"'{name}' is not a setting a sweep can vary; use {known}, or model.options.<option>")
+    if isinstance(distribution, FloatRange) and TrainingConfig.model_fields[setting].annotation is not float:
+        raise ValueError(f"'{name}' takes whole numbers: give it type int or choice, not float")
+    values = distribution.choices if isinstance(distribution, Choice) else [distribution.low, distribution.high]
+    for value in values:
+        try:
+            TrainingConfig.model_validate({setting: value})
+        except ValidationError as error:
+            raise ValueError(f"'{name}' can draw {value!r}: {error.errors()[0]['msg']}") from None
+
+
+class SweepConfig(_Section):
+    """A hyper-parameter sweep: an Optuna study of `trials` trainings, each with settings drawn from `space`, bad
+    ones pruned early; the best trial's model (lowest validation loss) goes on through the pipeline."""
+
+    # 0 = no sweep: one training with the settings above. On a study that already has trials (the same name and
+    # storage: a resumed sweep, or another worker's), the total of trials it should end with.
+    trials: int = Field(0, ge=0, le=10_000)
+    # Setting -> distribution: training.<setting> or model.options.<option of the family>. The default is not
+    # tuned to any dataset: AdamW's usual decades around the 2e-3 default, decay from negligible to strong, and
+    # batch sizes around the default 64. A space written here replaces it whole.
+    space: dict[str, Distribution] = Field(
+        default_factory=lambda: {
+            "training.learning_rate": FloatRange(type="float", low=1e-4, high=1e-2, log=True),
+            "training.weight_decay": FloatRange(type="float", low=1e-6, high=1e-2, log=True),
+            "training.batch_size": Choice(type="choice", choices=[32, 64, 128]),
+        },
+        min_length=1,
+    )
+    # Trials trained at once, in threads of the flow's process. 1 on a 2-core CPU: a small network's step is
+    # mostly Python and the GIL, so two trials at once take about as long as one after the other.
+    concurrency: int = Field(1, ge=1, le=64)
+    # median: stop a trial whose validation loss is worse than the median of earlier trials at the same epoch;
+    # hyperband: successive halving over epochs; none: every trial trains until early stopping.
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    # Trials that finish before the median pruner judges any, and epochs every trial trains before it can be
+    # pruned (the first epochs' validation loss says little about the last's).
+    startup_trials: int = Field(5, ge=0, le=1000)
+    warmup_epochs: int = Field(10, ge=0, le=5000)
+    # After the warm-up, a trial asks the pruner every this many epochs. Each ask reads the trial back from the
+    # study's database (~6 ms on SQLite): asked every epoch, it took a third of a sweep of 2-20 ms table epochs.
+    prune_interval_epochs: int = Field(5, ge=1, le=1000)
+    seed: int = Field(42, description="the sampler's seed (TPE)")
+    study_name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="empty = the model name and a fingerprint of the data and settings",
+    )
+    timeout_s: float | None = Field(None, gt=0, description="start no trial after this many seconds; empty = none")
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _typed_entries(cls, space: Any) -> Any:
+        """Each entry says its type: {low: 0, high: 1} could mean the whole numbers 0 and 1 or anything between."""
+        for name, entry in space.items() if isinstance(space, dict) else ():
+            kind = entry.get("type") if isinstance(entry, dict) else None
+            if isinstance(entry, dict) and kind not in DISTRIBUTIONS:
+                raise ValueError(
+                    f"'{name}' needs type: float (low, high, log), int (low, high, step, log) or choice (choices);"
+                    f" got {entry}"
+                )
+        return space
+
+    @field_validator("space")
+    @classmethod
+    def _known_settings(cls, space: dict[str, Any]) -> dict[str, Any]:
+        for name, distribution in space.items():
+            check_space_entry(name, distribution)
+        return space
+
+
 class RunConfig(_Section):
     """Everything one training run needs; where things live comes from the environment instead."""
 
@@ -263,10 +421,14 @@ class RunConfig(_Section):
     gate: GateConfig = GateConfig()
     validation: ValidationConfig = ValidationConfig()
     drift: DriftConfig = DriftConfig()
+    sweep: SweepConfig = SweepConfig()
 
     @model_validator(mode="after")
     def _target_names_a_column_of_the_data(self) -> "RunConfig":
         # Refused here, before a flow run starts, rather than seconds later inside it.
         if self.target and not self.data_path and not self.spec_path:
             raise ValueError("target needs data_path: the table whose column it names")
+        if self.sweep.trials and self.training.distributed.nproc_per_node > 1:
+            # A trial reports each epoch to its pruner from the flow's process; torchrun's processes cannot (yet).
+            raise ValueError("sweep.trials and training.distributed.nproc_per_node > 1 do not go together (yet)")
         return self

@@ -19,6 +19,9 @@ class Locations:
     tracking_uri: str
     bentoml_home: Path
     prefect_home: Path
+    # Optuna's studies (greenlight sweep). Their own database, never MLflow's file: both keep their schema's
+    # revision in a table named alembic_version, and each would read the other's revision as its own.
+    study_storage: str
 
     @property
     def runs_dir(self) -> Path:
@@ -27,7 +30,8 @@ class Locations:
 
 
 def resolve_locations(environ: dict[str, str] | None = None) -> Locations:
-    """Read GREENLIGHT_HOME, MLFLOW_TRACKING_URI, BENTOML_HOME and PREFECT_HOME, filling defaults."""
+    """Read GREENLIGHT_HOME, MLFLOW_TRACKING_URI, BENTOML_HOME, PREFECT_HOME and GREENLIGHT_STUDY_STORAGE (an
+    SQLAlchemy URL: PostgreSQL in the production stack), filling defaults."""
     env = os.environ if environ is None else environ
     home = Path(env.get("GREENLIGHT_HOME") or PROJECT_ROOT / "data").resolve()
     return Locations(
@@ -35,6 +39,7 @@ def resolve_locations(environ: dict[str, str] | None = None) -> Locations:
         tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
         bentoml_home=Path(env.get("BENTOML_HOME") or home / "bentoml").resolve(),
         prefect_home=Path(env.get("PREFECT_HOME") or home / "prefect").resolve(),
+        study_storage=env.get("GREENLIGHT_STUDY_STORAGE") or f"sqlite:///{home / 'studies.db'}",
     )
 
 

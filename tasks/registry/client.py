@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from tasks.core.locations import code_version, sqlite_database
 from tasks.core.spec import SPEC_METADATA_KEY, FeatureSpec, Spec
@@ -92,8 +93,25 @@ def start_tracking_run(
     experiment_id = get_or_create_experiment(client, experiment_name, tracking_uri)
     run = client.create_run(experiment_id, run_name=run_name, tags={"git_commit": code_version()[0], **tags})
     tracking = TrackingRun(tracking_uri, experiment_id, run.info.run_id)
-    client.log_batch(tracking.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()], synchronous=True)
+    log_params(tracking, params)
     return tracking
+
+
+def start_nested_run(
+    parent: TrackingRun, run_name: str, params: dict[str, str], tags: dict[str, str], start_ms: int
+) -> TrackingRun:
+    """A run under the parent (MLflow's UI lists it beneath it; search it by tags.mlflow.parentRunId)."""
+    run = parent.client().create_run(
+        parent.experiment_id, start_time=start_ms, run_name=run_name, tags={MLFLOW_PARENT_RUN_ID: parent.run_id, **tags}
+    )
+    nested = TrackingRun(parent.tracking_uri, parent.experiment_id, run.info.run_id)
+    log_params(nested, params)
+    return nested
+
+
+def log_params(run: TrackingRun, params: dict[str, str]) -> None:
+    """Log parameters in one batch (a value is cut at MLflow's 6,000 characters)."""
+    run.client().log_batch(run.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()], synchronous=True)
 
 
 def log_metrics(run: TrackingRun, metrics: dict[str, float], step: int = 0) -> None:
@@ -126,10 +144,11 @@ def set_run_tags(run: TrackingRun, tags: dict[str, str]) -> None:
         client.set_tag(run.run_id, key, str(value))
 
 
-def finish_tracking_run(run: TrackingRun, succeeded: bool) -> None:
-    """Mark the run FINISHED or FAILED so the UI does not show it as running forever."""
+def finish_tracking_run(run: TrackingRun, succeeded: bool, end_ms: int | None = None) -> None:
+    """Mark the run FINISHED or FAILED so the UI does not show it as running forever (end_ms: when it ended,
+    if not now)."""
     status = RunStatus.to_string(RunStatus.FINISHED if succeeded else RunStatus.FAILED)
-    run.client().set_terminated(run.run_id, status=status)
+    run.client().set_terminated(run.run_id, status=status, end_time=end_ms)
 
 
 def end_abandoned_run(tracking_uri: str, run_id: str, reason: str) -> None:

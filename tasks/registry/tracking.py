@@ -19,6 +19,7 @@ from tasks.data.files import LoadedDataset, file_sha256
 from tasks.data.report import DataCheckReport
 from tasks.data.split import DataSplits
 from tasks.model.evaluation import EvaluationReport
+from tasks.model.loop import EpochMetrics
 from tasks.model.training import TrainedModel
 from tasks.onnx.compress import CompressionResult
 from tasks.onnx.runtime import ParityReport
@@ -153,16 +154,20 @@ def log_spec(run: TrackingRun, spec: Spec, origin: str, work_dir: Path) -> Path:
     return path
 
 
-@task(name="log_training", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
-def log_training(run: TrackingRun, splits: DataSplits, trained: TrainedModel, evaluation: EvaluationReport) -> None:
-    """Per-epoch curves, test metrics and plots, each in as few calls as possible."""
-    curves = [
+def epoch_curves(history: tuple[EpochMetrics, ...]) -> list[tuple[str, float, int]]:
+    """(metric, value, epoch) points of a fit's history: train_loss, val_loss, val_metric per epoch."""
+    return [
         (name, float(value), m.epoch)
-        for m in trained.history
+        for m in history
         for name, value in asdict(m).items()
         if name != "epoch" and isinstance(value, int | float)
     ]
-    log_metric_series(run, curves)
+
+
+@task(name="log_training", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
+def log_training(run: TrackingRun, splits: DataSplits, trained: TrainedModel, evaluation: EvaluationReport) -> None:
+    """Per-epoch curves, test metrics and plots, each in as few calls as possible."""
+    log_metric_series(run, epoch_curves(trained.history))
     sizes = {f"rows_{k}": float(v) for k, v in splits.sizes().items()}
     log_metrics(
         run, {**evaluation.metrics(), **sizes, "best_epoch": trained.best_epoch, "train_seconds": trained.seconds}

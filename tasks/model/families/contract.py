@@ -85,6 +85,14 @@ class Family:
     # The smaller model that distillation trains on this family's outputs: the student's ModelSpec from the
     # teacher's (None: no default student; compression.distillation.student names one).
     student: Callable[[ModelSpec], ModelSpec] | None = None
+    # What model.options it reads (a sweep checks the options it varies against it before the first trial);
+    # None: options the family does not check (a custom builder reads its own).
+    options: type[FamilyOptions] | None = None
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Refuse options this family cannot build with (ConfigRejected naming the option and the known ones)."""
+        if self.options is not None:
+            parse_options(self.options, self.name, options)
 
 
 def require_text(family: str, inputs: InputDescription) -> TextDescription:

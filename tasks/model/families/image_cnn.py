@@ -90,6 +90,7 @@ FAMILY = Family(
     patience=6,
     summary="3x3 convolution stages, max-pools and a small head over the image (any size and channels)",
     student=student,
+    options=ImageCNNOptions,
 )
 # The name the digits CNN had before it took any image size; specs written with it still train.
 GRID_ALIAS = Family(
@@ -99,4 +100,5 @@ GRID_ALIAS = Family(
     patience=6,
     summary="the former name of image_cnn",
     student=student,
+    options=ImageCNNOptions,
 )

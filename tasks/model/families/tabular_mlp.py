@@ -80,4 +80,5 @@ FAMILY = Family(
     patience=25,
     summary="numeric inputs + an embedding per categorical feature, then an MLP",
     student=student,
+    options=TabularMLPOptions,
 )

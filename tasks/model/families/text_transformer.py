@@ -128,4 +128,5 @@ FAMILY = Family(
     summary="a small Transformer encoder trained from scratch on the text's tokens (no download)",
     student=student,
     max_model_bytes=60_000_000,  # ~1-16 MB with a trained or the pretrained vocabulary's embeddings
+    options=TextTransformerOptions,
 )
