@@ -332,6 +332,29 @@ def test_the_served_production_model_answers_and_follows_a_rollback(stack, concu
         log.close()
 
 
+def test_a_sweep_keeps_its_study_in_postgres_and_its_trials_as_nested_runs(stack, wine, mlflow_client, concurrent_runs):
+    config = stack.home / "small-sweep.json"
+    config.write_text(json.dumps({**SMALL_RUN, "training": {"max_epochs": 5}}))
+    args = ["--data", str(wine), "--target", "cultivar", "--model-name", MODEL, "--config", str(config)]
+    swept = greenlight(stack, "sweep", *args, "--trials", "2", "--study-name", "wine-shared")
+    assert swept.returncode in (0, 3), f"{swept.stdout[-3000:]}\n{swept.stderr[-3000:]}"  # 3: the gate may refuse
+
+    with stack.database("optuna") as db:
+        states = db.execute(
+            "select t.state from trials t join studies s on s.study_id = t.study_id where s.study_name = %s",
+            ["wine-shared"],
+        ).fetchall()
+    assert len(states) == 2 and {state for (state,) in states} <= {"COMPLETE", "PRUNED"}
+    [parent] = mlflow_client.search_runs(
+        [mlflow_client.get_experiment_by_name("greenlight").experiment_id],
+        filter_string="tags.`sweep.study` = 'wine-shared'",
+    )
+    nested = mlflow_client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert len(nested) == 2
+
+
 def test_down_stops_every_process_up_started_and_postgres(stack):
     recorded = stack.record()["processes"]
     stopped = production_command("down", stack.env)
