@@ -141,6 +141,16 @@ def build_bento(model: bentoml.Model, name: str, version: int) -> bentoml.Bento:
     )
 
 
+def build_version(tracking_uri: str, name: str, version: int) -> tuple[bentoml.Model, bentoml.Bento]:
+    """Import a registered version into the BentoML store (verified by its checksum) and build its bento."""
+    require_existing_sqlite(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    model_version = read_model_version(client, name, version)
+    model = import_to_store(name, model_version, recorded_checksum(name, model_version))
+    print(f"model {model.tag} in {os.environ.get('BENTOML_HOME')}", file=sys.stderr)
+    return model, build_bento(model, name, version)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Import, build, print the tags as one JSON line; exit 1 with one line on stderr on failure."""
     args = parse_args(argv)
@@ -151,13 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Libraries print progress on stdout; the caller parses stdout, so it carries only the result.
         with contextlib.redirect_stdout(sys.stderr):
-            require_existing_sqlite(locations.tracking_uri)
-            client = MlflowClient(tracking_uri=locations.tracking_uri)
-            model_version = read_model_version(client, args.model_name, args.model_version)
-            checksum = recorded_checksum(args.model_name, model_version)
-            model = import_to_store(args.model_name, model_version, checksum)
-            print(f"model {model.tag} in {locations.bentoml_home}", file=sys.stderr)
-            bento = build_bento(model, args.model_name, args.model_version)
+            model, bento = build_version(locations.tracking_uri, args.model_name, args.model_version)
     except Exception as exc:  # the caller is a pipeline step: one readable line, not a traceback
         print(f"bentos.build: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

@@ -28,3 +28,18 @@ for key, value in {
 @pytest.fixture(scope="session")
 def greenlight_home() -> Path:
     return _HOME
+
+
+@pytest.fixture(scope="session")
+def triton_model_config():
+    """Triton's model-config schema (model_config.proto) as the protobuf module tritonclient ships, loaded by path:
+    tritonclient's grpc package imports grpcio, which is not installed; the schema needs only protobuf."""
+    import importlib.util
+
+    import tritonclient
+
+    path = Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location("triton_model_config_pb2", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -23,15 +23,26 @@ BUILD_TIMEOUT_S = 600
 @task(name="build_bento", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
 def build_bento(version: ModelVersionRef) -> str:
     """Import the version from MLflow into the BentoML store and build its bento; returns the bento tag."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": version.tracking_uri, "BENTOML_DO_NOT_TRACK": "true"}
-    command = [sys.executable, "-m", "bentos.build", "--model-name", version.name, "--model-version", version.version]
+    arguments = ["--model-name", version.name, "--model-version", version.version]
+    built = run_bentos_module("bentos.build", arguments, version.tracking_uri, f"bento build for {version.uri}")
+    return built["bento_tag"]
+
+
+def run_bentos_module(module: str, arguments: list[str], tracking_uri: str, what: str) -> dict:
+    """Run `python -m <module>` (bentos/ owns all BentoML work) and return the JSON line it prints last.
+
+    Raises:
+        GreenlightError: naming `what` with the child's last lines of stderr, when it exits non-zero.
+    """
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "BENTOML_DO_NOT_TRACK": "true"}
+    command = [sys.executable, "-m", module, *arguments]
     # A child that dies with this run: a killed run leaves no build finishing behind it.
-    build = start_child(command, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(PROJECT_ROOT))
+    child = start_child(command, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(PROJECT_ROOT))
     try:
-        stdout, stderr = (text.decode(errors="replace") for text in build.communicate(timeout=BUILD_TIMEOUT_S))
+        stdout, stderr = (text.decode(errors="replace") for text in child.communicate(timeout=BUILD_TIMEOUT_S))
     finally:
-        stop_child(build)
-    if build.returncode != 0:
+        stop_child(child)
+    if child.returncode != 0:
         tail = "\n".join(stderr.strip().splitlines()[-15:])
-        raise GreenlightError(f"bento build for {version.uri} failed (exit {build.returncode}):\n{tail}")
-    return json.loads(stdout.strip().splitlines()[-1])["bento_tag"]
+        raise GreenlightError(f"{what} failed (exit {child.returncode}):\n{tail}")
+    return json.loads(stdout.strip().splitlines()[-1])

@@ -4,10 +4,15 @@ Order matters and is part of the story: a first run promotes, bad data changes n
 deliberately worse model is registered but never reaches production.
 """
 
+import hashlib
 import os
 from pathlib import Path
 
+import kubernetes_validate
+import onnx
 import pytest
+import yaml
+from google.protobuf import text_format
 from mlflow import MlflowClient
 from registry_support import MODEL, bentos, post_json, registry_state, served
 
@@ -93,6 +98,67 @@ def test_production_bento_answers_predict_over_http(first_run, keys, tmp_path, m
         assert correct / len(frame) >= 0.97
         status, body = post_json(f"{url}/predict", {"rows": [[0] * 63]})
         assert 400 <= status < 500
+
+
+def test_export_hands_production_to_kubernetes_and_triton(first_run, tmp_path, triton_model_config):
+    _, client = first_run
+    version = client.get_model_version_by_alias(MODEL, "production")
+    k8s = tmp_path / "k8s"
+    assert main(["export", "k8s", "--out", str(k8s), "--tracking-uri", "http://mlflow.mlops:5000"]) == 0
+    # BentoML's own Dockerfile for the version's bento: its base, the bento copied in, non-root, the port it serves.
+    dockerfile = (k8s / "image" / "env" / "docker" / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in dockerfile and "COPY --chown=bentoml:bentoml . ./" in dockerfile
+    assert "USER bentoml" in dockerfile and "EXPOSE 3000" in dockerfile and "HEALTHCHECK" not in dockerfile
+    assert 'ENTRYPOINT [ "/home/bentoml/bento/env/docker/entrypoint.sh" ]' in dockerfile
+    (model,) = (k8s / "image" / "models").rglob("*.onnx")  # the model travels inside the image
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == version.tags["onnx_sha256"]
+    assert yaml.safe_load((k8s / "image" / "bento.yaml").read_text())["labels"]["model_version"] == str(version.version)
+    manifests = {path.name: yaml.safe_load(path.read_text()) for path in (k8s / "kubernetes").glob("*.yaml")}
+    assert sorted(manifests) == ["deployment.yaml", "hpa.yaml", "pdb.yaml", "service.yaml"]
+    for manifest in manifests.values():
+        kubernetes_validate.validate(manifest, "1.30", strict=True)
+    env = manifests["deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.mlops:5000"} in env
+
+    triton = tmp_path / "triton"
+    assert main(["export", "triton", "--out", str(triton)]) == 0
+    graph = onnx.load(str(triton / MODEL / "1" / "model.onnx"))
+    assert hashlib.sha256((triton / MODEL / "1" / "model.onnx").read_bytes()).hexdigest() == version.tags["onnx_sha256"]
+    config = text_format.Parse((triton / MODEL / "config.pbtxt").read_text(), triton_model_config.ModelConfig())
+    assert (config.name, config.platform) == (MODEL, "onnxruntime_onnx")
+    assert (
+        [(i.name, list(i.dims)) for i in config.input]
+        == [("pixels", [64])]
+        == [(i.name, [d.dim_value for d in i.type.tensor_type.shape.dim[1:]]) for i in graph.graph.input]
+    )
+    assert [o.name for o in config.output] == [o.name for o in graph.graph.output] == ["logits"]
+    assert (triton / MODEL / "labels.txt").read_text().split() == [str(digit) for digit in range(10)]
+
+
+def test_export_refusals_name_the_problem_and_write_nothing(first_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["export", "triton", "--model-name", "nope", "--out", str(out)]) == 1
+    assert "no production version of 'nope'" in capsys.readouterr().err
+    assert main(["export", "triton", "--version", "999", "--out", str(out)]) == 1
+    assert f"'{MODEL}' has no version 999" in capsys.readouterr().err
+    assert main(["export", "k8s", "--pinned", "--out", str(tmp_path / "missing" / "out")]) == 2
+    assert "parent folder" in capsys.readouterr().err
+    assert main(["export", "k8s", "--out", str(out)]) == 2  # the store is a file here: the pods could not follow it
+    assert "--tracking-uri" in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_export_builds_the_bento_from_the_registry_when_this_store_lacks_it(first_run, tmp_path, monkeypatch):
+    """A version trained elsewhere (a Kubernetes job, another machine) exports from the registry alone."""
+    _, client = first_run
+    version = client.get_model_version_by_alias(MODEL, "production")
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "empty-store"))
+    assert main(["export", "k8s", "--pinned", "--out", str(tmp_path / "k8s")]) == 0
+    (model,) = (tmp_path / "k8s" / "image" / "models").rglob("*.onnx")
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == version.tags["onnx_sha256"]
+    deployment = yaml.safe_load((tmp_path / "k8s" / "kubernetes" / "deployment.yaml").read_text())
+    built = deployment["metadata"]["annotations"]["greenlight/bento"]
+    assert built != version.tags["bento_tag"] and built.startswith(f"digits_classifier:v{version.version}-")
 
 
 def test_bad_data_is_rejected_with_exit_2_and_changes_nothing(first_run, tmp_path, capsys):
