@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from deployments.export import add_export_parser, command_export
 from deployments.preflight import (
     check_data_file,
     check_prefect_api,
@@ -30,7 +31,7 @@ from tasks.core.spec import read_spec_file, validation_problems
 
 EXIT_PROMOTED, EXIT_ERROR, EXIT_DATA_REJECTED, EXIT_GATE_REFUSED = 0, 1, 2, 3
 # Commands that only work on an existing store: they never create one (a mistyped URI says nothing is there).
-READS_STORE = ("serve", "status", "history", "rollback", "promote", "show")
+READS_STORE = ("serve", "status", "history", "rollback", "promote", "show", "export")
 
 
 def read_settings_file(path: Path) -> dict:
@@ -415,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--out", default="greenlight.yaml", help="spec file to write (default greenlight.yaml)")
     init.add_argument("--model-name", help="registered model name to record (default: the data file's name)")
     init.add_argument("--force", action="store_true", help="replace --out if it exists")
+    add_export_parser(commands)
     return parser
 
 
@@ -434,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         "show": command_show,
         "keygen": command_keygen,
         "relocate": command_relocate,
+        "export": command_export,
     }[args.command]
     try:
         if args.command in READS_STORE:
