@@ -115,3 +115,22 @@ def test_the_worker_refuses_a_template_without_the_pod_fields_it_insists_on(miss
     render = KubernetesWorkerJobConfiguration.from_template_and_values(broken, {}, client=NoServer())
     with pytest.raises(ValueError, match=f"missing required attributes.*{missing}"):
         asyncio.run(render)
+
+
+def test_the_pipeline_image_holds_the_flow_where_the_deployment_runs_it_pinned_and_not_as_root():
+    import tomllib
+
+    dockerfile = (ROOT / "deployments" / "kubernetes" / "Dockerfile").read_text()
+    lines = [line.strip() for line in dockerfile.splitlines() if line.strip() and not line.startswith("#")]
+    pull = yaml.safe_load(KUBERNETES_PREFECT_FILE.read_text())["pull"][0]
+    directory = pull["prefect.deployments.steps.set_working_directory"]["directory"]
+    assert f"WORKDIR {directory}" in lines
+    assert f"PIP_CONSTRAINT={directory}/constraints.txt" in dockerfile
+    assert "COPY pyproject.toml constraints.txt" in dockerfile
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    copied = {line.split()[1].rstrip("/") for line in lines if line.startswith("COPY ")}
+    assert {package.split(".")[0] for package in packages} <= copied
+    install = next(line for line in lines if line.startswith("RUN pip install"))
+    assert "-e ." in install
+    users = [line for line in lines if line.startswith("USER ")]
+    assert users and users[-1] != "USER root" and lines.index(users[-1]) > lines.index(install)
