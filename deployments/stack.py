@@ -1,4 +1,4 @@
-"""`python -m deployments.stack up|down`: Prefect server, worker and MLflow UI for this checkout, on 127.0.0.1.
+"""`python -m deployments.stack up|down`: Prefect server, worker, new-data watcher and MLflow UI, on 127.0.0.1.
 
 `up` starts each service in its own process group and records the groups in <home>/stack/pids.json, then
 creates the process work pool and applies deployments/prefect.yaml. `down` stops exactly the recorded groups,
@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from deployments.watch import DEPLOYMENT as NEW_DATA_DEPLOYMENT
+from deployments.watch import watch_roots
 from tasks.core.errors import GreenlightError
 from tasks.core.locations import PROJECT_ROOT, Locations, export_locations, resolve_locations
 from tasks.registry.client import default_artifact_location
@@ -349,8 +351,25 @@ def wait_for_mlflow(launcher: Launcher, mlflow: StartedProcess) -> None:
     print(f"{mlflow.name:<15} up in {took:.1f} s")
 
 
+def start_watcher(launcher: Launcher) -> None:
+    """`greenlight watch`: its events start runs of the on-new-data deployment. Ready when its log (appended to
+    across stacks) says, after this start, where it sends them."""
+    log = launcher.stack_dir / "watcher.log"
+    start = log.stat().st_size if log.exists() else 0
+
+    def sending() -> bool:
+        with log.open("rb") as lines:
+            lines.seek(start)
+            return b"events go to" in lines.read()
+
+    watcher = launcher.start("watcher", [executable("greenlight"), "watch"])
+    took = launcher.wait_until(sending, watcher, f"scan (see {log})")
+    print(f"{watcher.name:<15} up in {took:.1f} s")
+
+
 def start_services(launcher: Launcher, locations: Locations, serve_mlflow: bool) -> None:
-    """Server, pool, deployment, worker; MLflow starts alongside, as both spend ~15 s migrating their databases."""
+    """Server, pool, deployments, worker, watcher; MLflow starts alongside, as both spend ~15 s migrating their
+    databases."""
     server = start_prefect_server(launcher)
     if serve_mlflow:
         if locations.tracking_uri.startswith("sqlite:///"):
@@ -358,6 +377,7 @@ def start_services(launcher: Launcher, locations: Locations, serve_mlflow: bool)
         mlflow = launcher.start("mlflow-ui", mlflow_command(locations, launcher.ports), MLFLOW_SERVER_ENV)
     deploy_when_ready(launcher, server)
     wait_for_worker(launcher, *start_worker(launcher))
+    start_watcher(launcher)
     if serve_mlflow:
         wait_for_mlflow(launcher, mlflow)
 
@@ -370,6 +390,9 @@ def print_urls(locations: Locations, ports: Ports, serve_mlflow: bool) -> None:
     print(f"  PREFECT_API_URL={ports.prefect_api_url} {executable('prefect')} deployment run {DEPLOYMENT} \\")
     print("""      --params '{"config": {"training": {"max_epochs": 10}}}'""")
     print("  or in the Prefect UI: Deployments -> nightly -> Run -> Custom run (the RunConfig form)")
+    roots = ", ".join(str(root / "<folder>") for root in watch_roots([], locations.home))
+    print(f"Retrain on new data ({NEW_DATA_DEPLOYMENT}): files dropped into {roots}/incoming/ train with")
+    print("  that folder's greenlight.yaml (a reviewed `greenlight init` spec); or: greenlight submit FILE --spec SPEC")
     print(f"Logs in {locations.home / 'stack'}; stop everything with `make down`.")
 
 

@@ -281,6 +281,16 @@ def read_spec_file(path: Path) -> tuple[Spec, dict[str, Any]]:
     return spec, {k: v for k, v in raw.items() if k not in SPEC_FILE_KEYS}
 
 
+def spec_file_settings(path: Path) -> dict[str, Any]:
+    """The run settings a spec file holds beside its spec (data, model_name, training, gate, ...): RunConfig fields."""
+    _, settings = read_spec_file(path)
+    if "data" in settings:
+        data = Path(str(settings.pop("data"))).expanduser()
+        # A relative data path in a committed spec is relative to the spec file, not to where you stand.
+        settings["data_path"] = str(data if data.is_absolute() else (path.parent / data).resolve())
+    return {**settings, "spec_path": str(path)}
+
+
 def validation_problems(error: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in error.errors())
 

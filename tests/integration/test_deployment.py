@@ -1,5 +1,6 @@
 """`make up` / `make down` end to end: the stack serves the nightly deployment, its worker runs the real
-training flow when triggered, the MLflow UI shows the result, and `down` leaves no process behind.
+training flow when triggered, the MLflow UI shows the result, a file dropped into a watched folder (or sent by
+`greenlight submit`) starts a run of it through an event, and `down` leaves no process behind.
 
 The stack runs as a user starts it (`python -m deployments.stack`), in subprocesses, with every store in
 a temporary folder and free ports; the tests talk to it over HTTP only.
@@ -74,18 +75,23 @@ def deployment(stack: Stack) -> dict:
     return request_json(f"{stack.api}/deployments/name/training_pipeline/nightly")
 
 
-@pytest.fixture(scope="module")
-def finished_run(stack: Stack, deployment: dict) -> dict:
-    """A run of the deployment with a small override, triggered as the UI does, waited on until final."""
-    created = request_json(f"{stack.api}/deployments/{deployment['id']}/create_flow_run", {"parameters": OVERRIDE})
+def final_state(stack: Stack, flow_run_id: str) -> dict:
+    """The flow run once it has ended (the worker polls every 10 s, then the run imports the pipeline)."""
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while time.monotonic() < deadline:
-        flow_run = request_json(f"{stack.api}/flow_runs/{created['id']}")
+        flow_run = request_json(f"{stack.api}/flow_runs/{flow_run_id}")
         if flow_run["state_type"] in FINAL_STATES:
             return flow_run
         time.sleep(3)
     worker_log = log_tail(stack.home, "prefect-worker")
     pytest.fail(f"run still {flow_run['state_type']} after {RUN_TIMEOUT_S} s:\n{worker_log}")
+
+
+@pytest.fixture(scope="module")
+def finished_run(stack: Stack, deployment: dict) -> dict:
+    """A run of the deployment with a small override, triggered as the UI does, waited on until final."""
+    created = request_json(f"{stack.api}/deployments/{deployment['id']}/create_flow_run", {"parameters": OVERRIDE})
+    return final_state(stack, created["id"])
 
 
 def test_up_deploys_the_nightly_schedule_from_this_checkout(deployment):
@@ -137,7 +143,10 @@ def test_the_mlflow_ui_shows_the_run_and_its_artifacts(stack, finished_run):
     browser = {"Host": stack.mlflow.removeprefix("http://"), "Origin": stack.mlflow}
     found = request_json(f"{stack.mlflow}/ajax-api/2.0/mlflow/experiments/search", {"max_results": 10}, browser)
     [experiment] = [e for e in found["experiments"] if e["name"] == "greenlight"]
-    search = {"experiment_ids": [experiment["experiment_id"]]}
+    search = {
+        "experiment_ids": [experiment["experiment_id"]],
+        "filter": f"tags.prefect_flow_run_id = '{finished_run['id']}'",
+    }
     runs = request_json(f"{stack.mlflow}/ajax-api/2.0/mlflow/runs/search", search, browser)
     [run] = runs["runs"]
     assert run["info"]["status"] == "FINISHED"
@@ -146,9 +155,114 @@ def test_the_mlflow_ui_shows_the_run_and_its_artifacts(stack, finished_run):
     assert listed["files"], "the run's artifacts are not listed"
 
 
+# --- new data: the watcher and `greenlight submit` emit events; the on-new-data deployment's trigger runs the flow --
+
+NEW_DATA_DEPLOYMENT = "training_pipeline/on-new-data"
+# The run settings of a reviewed spec travel with the event: few epochs, no pruning or distillation, a short load.
+WINE_SETTINGS = {
+    "model_name": "wine",
+    "training": {"max_epochs": 20, "learning_rate": 0.003},
+    "compression": {"pruning": {"levels": []}, "distillation": {"enabled": False}},
+    "gate": {"serving": {"load_requests": 20, "max_p99_latency_ms": 5000}},
+}
+# The watcher scans every 2 s: two scans see the half-written file.
+WATCHER_SCANS_S = 4.5
+
+
+@pytest.fixture(scope="module")
+def wine_folder(stack: Stack) -> Path:
+    """A watched folder of the stack, <home>/watch/wine, holding the spec inferred from scikit-learn's wine table with
+    small run settings, and the table (outside incoming/) for the tests to drop or submit."""
+    import sklearn.datasets
+
+    from tasks.data.infer import infer_spec, write_spec_file
+
+    frame = sklearn.datasets.load_wine(as_frame=True).frame.rename(columns={"target": "cultivar"})
+    folder = stack.home / "watch" / "wine"
+    write_spec_file(infer_spec(frame, "cultivar", name="wine")[0], WINE_SETTINGS, folder / "greenlight.yaml")
+    frame.to_csv(folder / "wine.csv", index=False)
+    return folder
+
+
+def new_data_runs(stack: Stack, data_path: Path) -> list[dict]:
+    """The on-new-data deployment's flow runs of one file."""
+    deployment = request_json(f"{stack.api}/deployments/name/{NEW_DATA_DEPLOYMENT}")
+    body = {"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}}
+    runs = request_json(f"{stack.api}/flow_runs/filter", body)
+    return [run for run in runs if run["parameters"]["config"]["data_path"] == str(data_path)]
+
+
+def started_run(stack: Stack, data_path: Path) -> dict:
+    """The flow run an event about data_path started, once it exists (the trigger acts within a second or two)."""
+    deadline = time.monotonic() + 60
+    while not (runs := new_data_runs(stack, data_path)):
+        if time.monotonic() > deadline:
+            pytest.fail(f"no flow run of {data_path} within 60 s; watcher log:\n{log_tail(stack.home, 'watcher')}")
+        time.sleep(1)
+    return runs[0]
+
+
+@pytest.fixture(scope="module")
+def dropped(stack: Stack, wine_folder: Path) -> tuple[list[dict], dict]:
+    """wine.csv written into incoming/ as wine.csv.partial in two steps, then renamed: the runs that existed while it
+    was half-written, and the run its event started, once final."""
+    incoming, lines = wine_folder / "incoming", (wine_folder / "wine.csv").read_text().splitlines(keepends=True)
+    incoming.mkdir(exist_ok=True)
+    partial, dropped_file = incoming / "wine.csv.partial", incoming / "wine.csv"
+    partial.write_text("".join(lines[:90]))
+    time.sleep(WATCHER_SCANS_S)
+    while_half_written = new_data_runs(stack, dropped_file) + new_data_runs(stack, partial)
+    with partial.open("a") as rest:
+        rest.write("".join(lines[90:]))
+    partial.rename(dropped_file)
+    return while_half_written, final_state(stack, started_run(stack, dropped_file)["id"])
+
+
+def test_a_file_dropped_into_a_watched_folder_trains_once_complete_with_the_folders_spec(stack, wine_folder, dropped):
+    while_half_written, run = dropped
+    assert while_half_written == []
+    assert run["state_type"] == "COMPLETED", (
+        f"{run['state_name']}: {run['state']['message']}\n{log_tail(stack.home, 'prefect-worker')}"
+    )
+    assert run["created_by"]["type"] == "AUTOMATION"  # the deployment's trigger, on the watcher's event
+    config = run["parameters"]["config"]
+    assert config["data_path"] == str(wine_folder / "incoming" / "wine.csv")
+    assert config["spec_path"] == str(wine_folder / "greenlight.yaml")
+    # The spec file's settings arrive as the values they are (a number, an empty list), not as rendered text.
+    assert config["training"] == WINE_SETTINGS["training"] and config["model_name"] == "wine"
+    assert config["compression"]["pruning"]["levels"] == []
+    assert len(new_data_runs(stack, wine_folder / "incoming" / "wine.csv")) == 1
+
+
+def test_the_run_started_by_new_data_registers_a_version(stack, dropped):
+    _, run = dropped
+    found = request_json(f"{stack.mlflow}/api/2.0/mlflow/model-versions/search?filter=name%3D%27wine%27")
+    [version] = found["model_versions"]
+    mlflow_run = request_json(f"{stack.mlflow}/api/2.0/mlflow/runs/get?run_id={version['run_id']}")["run"]
+    tags = {tag["key"]: tag["value"] for tag in mlflow_run["data"]["tags"]}
+    assert tags["prefect_flow_run_id"] == run["id"]
+
+
+def test_greenlight_submit_starts_a_run_which_refuses_a_bad_file(stack, wine_folder, dropped):
+    lines = (wine_folder / "wine.csv").read_text().splitlines()
+    bad = wine_folder / "wine-unknown-cultivar.csv"  # outside incoming/: only submit sends it
+    bad.write_text("\n".join([lines[0], *(line.rsplit(",", 1)[0] + ",7" for line in lines[1:])]) + "\n")
+    spec = wine_folder / "greenlight.yaml"
+    command = [sys.executable, "-m", "deployments.cli", "submit", str(bad), "--spec", str(spec)]
+    client = {**stack.env, "PREFECT_API_URL": stack.api}
+    submitted = subprocess.run(command, cwd=PROJECT_ROOT, env=client, capture_output=True, text=True, timeout=120)
+    assert submitted.returncode == 0, submitted.stderr
+    assert "emitted     greenlight.data.arrived" in submitted.stdout and str(bad) in submitted.stdout
+    assert f"{NEW_DATA_DEPLOYMENT} starts a flow run" in submitted.stdout
+    run = final_state(stack, started_run(stack, bad)["id"])
+    assert run["state_type"] == "FAILED" and "cultivar" in run["state"]["message"]
+    versions = request_json(f"{stack.mlflow}/api/2.0/mlflow/model-versions/search?filter=name%3D%27wine%27")
+    assert len(versions["model_versions"]) == 1  # the refused file registered nothing
+
+
 def test_down_stops_every_process_up_started(stack):
     recorded = json.loads(stack.pids_file.read_text())["processes"]
-    assert {p["name"] for p in recorded} == {"prefect-server", "prefect-worker", "mlflow-ui"}
+    assert {p["name"] for p in recorded} == {"prefect-server", "prefect-worker", "mlflow-ui", "watcher"}
     stopped = stack_command("down", stack.env)
     assert stopped.returncode == 0, stopped.stderr
     assert [p["pid"] for p in recorded if group_exists(p["pid"])] == []
