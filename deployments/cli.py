@@ -22,12 +22,13 @@ from deployments.preflight import (
     check_store_location,
     check_tracking_store,
 )
+from deployments.watch import add_arrival_parsers, command_submit, command_watch
 from tasks.core.config import RunConfig
 from tasks.core.errors import ConfigRejected, GreenlightError
 from tasks.core.keys import load_signing_key
 from tasks.core.locations import Locations, export_locations, resolve_locations, sqlite_database
 from tasks.core.processes import forwarding_signals, guard_descendants, start_child, stop_child
-from tasks.core.spec import read_spec_file, validation_problems
+from tasks.core.spec import read_spec_file, spec_file_settings, validation_problems
 
 EXIT_PROMOTED, EXIT_ERROR, EXIT_DATA_REJECTED, EXIT_GATE_REFUSED = 0, 1, 2, 3
 # Commands that only work on an existing store: they never create one (a mistyped URI says nothing is there).
@@ -46,16 +47,6 @@ def read_settings_file(path: Path) -> dict:
     if not isinstance(raw, dict):
         raise ConfigRejected(f"config file {path} must hold a mapping of settings, got {type(raw).__name__}")
     return raw
-
-
-def spec_file_settings(path: Path) -> dict:
-    """The run settings a spec file holds beside its spec (data, model_name, training, gate, ...)."""
-    _, settings = read_spec_file(path)
-    if "data" in settings:
-        data = Path(str(settings.pop("data"))).expanduser()
-        # A relative data path in a committed spec is relative to the spec file, not to where you stand.
-        settings["data_path"] = str(data if data.is_absolute() else (path.parent / data).resolve())
-    return {**settings, "spec_path": str(path)}
 
 
 def load_run_config(args: argparse.Namespace) -> RunConfig:
@@ -406,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--model-name", default="digits-classifier")
     relocate = commands.add_parser("relocate", help="point a moved or restored local store at where it is now")
     relocate.add_argument("--from", dest="old_home", required=True, help="the data folder's old location")
+    add_arrival_parsers(commands)
     keygen = commands.add_parser("keygen", help="write an ed25519 key pair to sign models and verify them when served")
     keygen.add_argument("--out", default="keys", help="folder for greenlight-signing.pem and greenlight-verify.pem")
     keygen.add_argument("--force", action="store_true", help="replace an existing key pair")
@@ -434,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         "promote": command_promote,
         "init": command_init,
         "show": command_show,
+        "watch": command_watch,
+        "submit": command_submit,
         "keygen": command_keygen,
         "relocate": command_relocate,
         "export": command_export,
