@@ -153,7 +153,7 @@ class DataParallel:
     def gather(self, output: Tensor) -> Tensor:
         shares: list = [None] * self.world_size
         torch.distributed.all_gather_object(shares, output.cpu())
-        return torch.cat(shares)
+        return torch.cat([share for share in shares if share.numel()])  # a rank with no rows sends an empty 1-d one
 
 
 @dataclass(frozen=True)
