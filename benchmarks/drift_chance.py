@@ -13,9 +13,8 @@ import numpy as np
 import pandas as pd
 
 from tasks.core.config import DriftConfig
-from tasks.core.spec import DatasetSpec, digits_spec
+from tasks.core.spec import DatasetSpec, digits_frame, digits_spec
 from tasks.data.drift import DriftReference, score_drift, summarize
-from tasks.data.files import digits_frame
 from tasks.data.infer import infer_spec
 
 

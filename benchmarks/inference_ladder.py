@@ -47,8 +47,7 @@ import torch
 from sklearn.datasets import load_breast_cancer
 
 from tasks.core.config import CompressionConfig, SplitConfig, TrainingConfig
-from tasks.core.spec import Spec, digits_spec
-from tasks.data.files import digits_frame
+from tasks.core.spec import Spec, digits_frame, digits_spec
 from tasks.data.infer import infer_spec
 from tasks.data.split import DataSplits, split_dataset
 from tasks.model.distillation import distill_model

@@ -30,7 +30,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.flop_counter import FlopCounterMode
 
 from tasks.core.config import TrainingConfig
-from tasks.core.spec import DIGITS_COLUMNS, Spec, digits_spec
+from tasks.core.spec import Spec, digits_frame, digits_spec
 from tasks.data.infer import TRAINED_VOCABULARY, infer_spec
 from tasks.data.parts import DataSplits
 from tasks.model.loop import (
@@ -87,18 +87,8 @@ def with_family(spec: Spec, family: str, options: dict | None = None) -> Spec:
     return Spec.model_validate(raw)
 
 
-def digits_table() -> pd.DataFrame:
-    """scikit-learn's digits as the digits spec reads them (tasks.data.files imports Prefect; this must not)."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    frame = pd.DataFrame(bunch.data.astype("int64"), columns=DIGITS_COLUMNS)
-    frame[digits_spec().dataset.target.name] = bunch.target.astype("int64")
-    return frame
-
-
 def workloads(rows: int) -> list[Workload]:
-    digits = digits_table()
+    digits = digits_frame()
     target = digits_spec().dataset.target.name
     renamed = digits.rename(columns=lambda c: f"c{c}" if c != target else c)
     table = with_family(infer_spec(renamed, target)[0], "tabular_mlp")

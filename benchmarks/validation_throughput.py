@@ -20,9 +20,8 @@ import pandas as pd
 
 from tasks.core.config import DriftConfig, ValidationConfig
 from tasks.core.spec import DIGITS_COLUMNS as FEATURE_COLUMNS
-from tasks.core.spec import digits_spec
+from tasks.core.spec import digits_frame, digits_spec
 from tasks.data.drift import DriftReference, measure_drift, summarize
-from tasks.data.files import digits_frame
 from tasks.data.report import write_data_report
 from tasks.data.suite import suite_for_spec
 from tasks.data.validation import validate_dataset

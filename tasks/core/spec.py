@@ -24,12 +24,15 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.core.errors import ConfigRejected
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FeatureType = Literal["numeric", "categorical", "binary", "id", "ignore", "image_grid", "text", "image"]
 TaskKind = Literal["classification", "regression"]
@@ -361,3 +364,14 @@ def digits_spec() -> Spec:
     )
     target = TargetSpec(name="target", task="classification", why="the digit drawn", labels=list(range(10)))
     return Spec(dataset=DatasetSpec(name="digits", target=target, features=[grid]), model=ModelSpec(family="image_cnn"))
+
+
+def digits_frame() -> "pd.DataFrame":
+    """scikit-learn's bundled digits as the digits spec reads them (no download: it ships with sklearn)."""
+    import pandas as pd
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    frame = pd.DataFrame(bunch.data.astype("int64"), columns=DIGITS_COLUMNS)
+    frame[digits_spec().dataset.target.name] = bunch.target.astype("int64")
+    return frame

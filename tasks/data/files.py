@@ -23,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.errors import DataRejected
 from tasks.core.locations import check_readable_file
-from tasks.core.spec import DIGITS_COLUMNS, digits_spec
+from tasks.core.spec import digits_frame
 from tasks.data.image_folders import read_image_folder, resolve_image_paths
 
 PARQUET_MAGIC = b"PAR1"
@@ -56,16 +56,6 @@ class LoadedDataset:
     @property
     def rows(self) -> int:
         return len(self.frame)
-
-
-def digits_frame() -> pd.DataFrame:
-    """scikit-learn's bundled digits as the digits spec reads them (no download: it ships with sklearn)."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    frame = pd.DataFrame(bunch.data.astype("int64"), columns=DIGITS_COLUMNS)
-    frame[digits_spec().dataset.target.name] = bunch.target.astype("int64")
-    return frame
 
 
 def materialise_default_dataset(directory: Path) -> Path:

@@ -1,8 +1,8 @@
 """The real dataset: scikit-learn's bundled digits, as the pipeline loads it by default, passes the whole suite."""
 
 from tasks.core.config import ValidationConfig
-from tasks.core.spec import digits_spec
-from tasks.data.files import digits_frame, load_dataset
+from tasks.core.spec import digits_frame, digits_spec
+from tasks.data.files import load_dataset
 from tasks.data.validation import validate_dataset
 
 DIGITS = digits_spec().dataset

@@ -18,7 +18,7 @@ from registry_support import MODEL, bentos, post_json, registry_state, served
 
 from deployments.cli import main
 from tasks.core.spec import DIGITS_COLUMNS as FEATURE_COLUMNS
-from tasks.data.files import digits_frame
+from tasks.core.spec import digits_frame
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,7 @@ from pathlib import Path
 import pytest
 
 from tasks.core.config import RunConfig
-from tasks.core.spec import Spec, digits_spec
-from tasks.data.files import digits_frame
+from tasks.core.spec import Spec, digits_frame, digits_spec
 from tasks.data.split import DataSplits, split_dataset
 from tasks.model.training import TrainedModel, train_model
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from tasks.core.config import DriftConfig, ValidationConfig
 from tasks.core.errors import DataRejected
-from tasks.core.spec import DIGITS_COLUMNS, DatasetSpec, FeatureSpec, TargetSpec, digits_spec
+from tasks.core.spec import DIGITS_COLUMNS, DatasetSpec, FeatureSpec, TargetSpec, digits_frame, digits_spec
 from tasks.data.drift import (
     DataSummary,
     DriftReference,
@@ -25,7 +25,6 @@ from tasks.data.drift import (
     score_drift,
     summarize,
 )
-from tasks.data.files import digits_frame
 from tasks.data.report import require_valid_dataset, write_data_report
 from tasks.data.validation import validate_dataset
 from tasks.registry.client import DATA_SUMMARY_TAG, ensure_registered_model, log_data_summary, start_tracking_run

@@ -12,8 +12,7 @@ from corpora import product_reviews
 from pydantic import ValidationError
 
 from tasks.core.config import CompressionConfig, DistillationConfig, PruningConfig, SplitConfig, TrainingConfig
-from tasks.core.spec import ModelSpec, Spec, digits_spec
-from tasks.data.files import digits_frame
+from tasks.core.spec import ModelSpec, Spec, digits_frame, digits_spec
 from tasks.data.infer import infer_spec
 from tasks.data.split import DataSplits, split_dataset
 from tasks.model.distillation import altered_texts, distill_model, distillation_loss, transfer_set
