@@ -3,16 +3,20 @@
 A child gets its own process group (so a stop reaches its workers too) and, on Linux, PR_SET_PDEATHSIG: when
 the process that started it dies in any way, kill -9 included, the kernel sends it SIGTERM and it shuts
 its workers down as on a normal stop. SIGTERM, SIGINT and SIGHUP sent to the parent are passed on.
+Also who owns a run (host, pid, start time), so a later process can tell that a run's process died.
 """
 
 import ctypes
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from typing import IO
 
 PR_SET_PDEATHSIG = 1
@@ -133,6 +137,53 @@ def watch_descendants(parent: int, every_s: float = 0.5) -> None:
             reap()
         known = {p.pid: p for p in [*known.values(), *children] if p.pid != os.getpid() and p.is_running()}
         time.sleep(every_s)
+
+
+# --- owners: which process runs a pipeline run or a sweep trial (tasks.registry.recovery, tasks.model.sweep) ---
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process that runs a pipeline run: pid reuse is told apart by the start time."""
+
+    host: str
+    pid: int
+    started: float
+
+    def text(self) -> str:
+        return f"pid {self.pid} on {self.host}"
+
+
+def current_owner() -> str:
+    """This process as an owner tag value."""
+    import psutil
+
+    me = psutil.Process(os.getpid())
+    return json.dumps(asdict(Owner(socket.gethostname(), me.pid, round(me.create_time(), 2))))
+
+
+def read_owner(raw: str | None) -> Owner | None:
+    try:
+        return Owner(**json.loads(raw)) if raw else None
+    except (TypeError, ValueError):
+        return None
+
+
+def is_alive(owner: Owner | None) -> bool:
+    """The owner process runs on this host now (same pid, same start time)."""
+    import psutil
+
+    if owner is None or owner.host != socket.gethostname():
+        return False
+    try:
+        return round(psutil.Process(owner.pid).create_time(), 2) == owner.started
+    except psutil.NoSuchProcess:
+        return False
+
+
+def is_dead(owner: Owner | None) -> bool:
+    """The owner is known to be gone: on this host, and no process with its pid and start time."""
+    return owner is not None and owner.host == socket.gethostname() and not is_alive(owner)
 
 
 if __name__ == "__main__":

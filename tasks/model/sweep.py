@@ -11,7 +11,6 @@ model, spec and settings then go on through the pipeline like a plain run's.
 import hashlib
 import json
 import math
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.core.config import MODEL_OPTION, Choice, FloatRange, IntRange, RunConfig, SweepConfig, TrainingConfig
 from tasks.core.errors import ConfigRejected, GreenlightError
+from tasks.core.processes import current_owner, is_dead, read_owner
 from tasks.core.spec import ModelSpec, Spec
 from tasks.data.parts import DataSplits
 from tasks.data.resolve import ResolvedDataset
@@ -38,7 +38,6 @@ from tasks.model.families import get_family
 from tasks.model.loop import EpochMetrics, pick_device, train_on_device
 from tasks.model.network import save_checkpoint
 from tasks.model.training import TrainedModel, trained_model
-from tasks.registry.recovery import current_owner, is_alive, read_owner
 
 Outcome = Literal["complete", "pruned", "failed"]
 OPTUNA_STATES: dict[Outcome, TrialState] = {
@@ -191,8 +190,7 @@ def fail_abandoned_trials(study: optuna.Study) -> None:
     """Trials left running by a process of this host that is gone (killed mid-trial) are failed, so they stop
     counting as running; another host's running trials are that host's to end."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = read_owner(trial.user_attrs.get(OWNER_ATTR))
-        if owner is not None and owner.host == socket.gethostname() and not is_alive(owner):
+        if is_dead(read_owner(trial.user_attrs.get(OWNER_ATTR))):
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
 
 

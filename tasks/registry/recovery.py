@@ -7,13 +7,9 @@ judged by the gate and never will be: it becomes `abandoned` (the gate cannot pr
 every pipeline run and of every command that shows versions: the next time anything looks at it.
 """
 
-import json
-import os
-import socket
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-import psutil
-
+from tasks.core.processes import Owner, is_alive, is_dead, read_owner
 from tasks.registry.client import (
     end_abandoned_run,
     run_status,
@@ -23,46 +19,6 @@ from tasks.registry.client import (
 )
 
 OWNER_TAG = "greenlight.owner"
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The process that runs a pipeline run: pid reuse is told apart by the start time."""
-
-    host: str
-    pid: int
-    started: float
-
-    def text(self) -> str:
-        return f"pid {self.pid} on {self.host}"
-
-
-def current_owner() -> str:
-    """This process as an owner tag value."""
-    me = psutil.Process(os.getpid())
-    return json.dumps(asdict(Owner(socket.gethostname(), me.pid, round(me.create_time(), 2))))
-
-
-def read_owner(raw: str | None) -> Owner | None:
-    try:
-        return Owner(**json.loads(raw)) if raw else None
-    except (TypeError, ValueError):
-        return None
-
-
-def is_alive(owner: Owner | None) -> bool:
-    """The owner process runs on this host now (same pid, same start time)."""
-    if owner is None or owner.host != socket.gethostname():
-        return False
-    try:
-        return round(psutil.Process(owner.pid).create_time(), 2) == owner.started
-    except psutil.NoSuchProcess:
-        return False
-
-
-def is_dead(owner: Owner | None) -> bool:
-    """The owner is known to be gone: on this host, and no process with its pid and start time."""
-    return owner is not None and owner.host == socket.gethostname() and not is_alive(owner)
 
 
 def abandoned_reason(owner: Owner | None, run_id: str | None) -> str:

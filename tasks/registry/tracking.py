@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 from tasks.core.config import RunConfig
 from tasks.core.errors import TRANSIENT_RETRIES, transient_only
 from tasks.core.keys import key_id, load_signing_key, sign, signed_payload
+from tasks.core.processes import current_owner
 from tasks.core.spec import Spec
 from tasks.data.files import LoadedDataset, file_sha256
 from tasks.data.report import DataCheckReport
@@ -42,7 +43,7 @@ from tasks.registry.client import (
     tag_model_version,
 )
 from tasks.registry.lineage import Lineage
-from tasks.registry.recovery import OWNER_TAG, current_owner, recover_abandoned
+from tasks.registry.recovery import OWNER_TAG, recover_abandoned
 from tasks.release.gate import GateDecision
 
 
