@@ -1,12 +1,13 @@
 """The HTTP contract of POST /predict, compiled from the spec of the version being served.
 
-A request is `{"records": [{column: value, ...}, ...]}`, each field typed by its feature (tasks.core.spec):
-numeric a JSON number (strict: no strings or booleans; finite); categorical and binary a string, number or
-boolean (encoded with value_text, so 3, 3.0 and "3" are one category); text a JSON string, not empty, at most
-the feature's max_chars (tokenized by the tokenizer inside the model file); image a base64 PNG or JPEG
-(decoded and resized by tasks.core.images, the code training used); id and ignore columns accepted and
-ignored. A nullable feature may be absent or null; any other is required. An all-numeric spec (the digits'
-pixel grid, a table of numbers) also takes `{"rows": [[...], ...]}`, values in spec.input_columns order.
+A request is `{"records": [{column: value, ...}, ...]}`, each field typed by its feature's type (its module in
+tasks.core.features holds the request field): numeric a JSON number (strict: no strings or booleans; finite);
+categorical and binary a string, number or boolean (encoded with value_text, so 3, 3.0 and "3" are one
+category); text a JSON string, not empty, at most the feature's max_chars (tokenized by the tokenizer inside
+the model file); image a base64 PNG or JPEG (decoded and resized by tasks.core.images, the code training used);
+id and ignore columns accepted and ignored. A nullable feature may be absent or null; any other is required.
+An all-numeric spec (the digits' pixel grid, a table of numbers) also takes `{"rows": [[...], ...]}`, values
+in spec.input_columns order.
 
 A refusal names the first problem, where it is and the value found there, e.g.
 `record 2, field 'bill_length_mm': "long" is not a number`. Validation stops at the first bad record
@@ -17,50 +18,28 @@ The answer: `predictions` in the user's own label values (or numbers, for regres
 keyed by label text (classification), `model_version` and `model_name`.
 """
 
-import base64
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_json
 
-from tasks.core.images import ImageUnreadable, decode_base64, encode_png, image_pixels
-from tasks.core.spec import CATEGORICAL_INPUT, PIXELS_INPUT, TEXT_INPUT, DatasetSpec, FeatureSpec, value_text
+from tasks.core.features.contract import INPUT_DTYPES, ValueRefused, echo
+from tasks.core.features.contract import MAX_BODY_BYTES as MAX_BODY_BYTES  # the endpoint's and the page's limit
+from tasks.core.spec import DatasetSpec, FeatureSpec
 
-NAN = float("nan")
 # Larger batches belong to a batch job, not a synchronous HTTP call; the cap bounds request memory.
 MAX_ROWS = 4096
 # Up to this many rows an answer's softmax runs in plain Python (see softmax_row); beyond, numpy is faster.
 SMALL_BATCH = 16
-# 4096 rows of 64 values written with 17 significant digits take ~5 MB; 8 MiB leaves room for whitespace.
-MAX_BODY_BYTES = 8 * 1024 * 1024
-# Values echoed back in a refusal are cut to this many characters: the body is the client's own.
-ECHO_CHARS = 40
-# Field names listed when a record holds an unknown one, and categories listed in the documentation:
-# enough to spot a typo or see the kind of value, not a wall of text.
+# MAX_BODY_BYTES (tasks.core.features.contract, 8 MiB): 4096 rows of 64 values written with 17 significant
+# digits take ~5 MB, leaving room for whitespace; an image's base64 field is held to it too.
+# Field names listed when a record holds an unknown one: enough to spot a typo, not a wall of text.
 LISTED_FIELDS = 12
-# Feature types the model never reads: accepted in a record so a client can send its whole row, then dropped.
-IGNORED_TYPES = ("id", "ignore")
-CATEGORY_TYPES = ("categorical", "binary")
-
-# strict: "3" or true is a client bug, not a number; NaN/inf would silently poison the outputs.
-Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-# A category arrives as the JSON type of the file it was learned from: text, integers or booleans, or
-# floats (pandas reads an integer column with gaps as floats, so a client's 3.0 is the category 3).
-# value_text encodes each as training did; strict keeps "true" and true, or "3" and 3.5, apart.
-Category = (
-    Annotated[str, Strict()]
-    | Annotated[int, Strict()]
-    | Annotated[bool, Strict()]
-    | Annotated[float, Strict(), Field(allow_inf_nan=False)]
-)
-CATEGORY_HINT = "send a string, number or boolean"
-# A text longer than this is refused when its feature sets no max_chars: a request is not a book.
-DEFAULT_MAX_CHARS = 100_000
-EXAMPLE_TEXT = "An example text: replace it with your own."
 
 
 @dataclass(frozen=True)
@@ -101,6 +80,17 @@ class RowsLayout:
 
 
 @dataclass(frozen=True)
+class InputPlan:
+    """How one ONNX input is built from validated records: cell by cell, one cell per field (numbers,
+    categories), or by each feature's own request feed (a text, an image, a value that becomes several)."""
+
+    dtype: Any  # np.float32 or object, as spec.feeds makes it
+    # (record attribute, its cell function) in input order; None: the features' request feeds build it
+    cells: tuple[tuple[str, Callable[[Any], Any]], ...] | None
+    features: tuple[FeatureSpec, ...]
+
+
+@dataclass(frozen=True)
 class Contract:
     """The request model and answer format of one served spec; compiled once when a version is loaded."""
 
@@ -109,7 +99,7 @@ class Contract:
     attributes: dict[str, str]  # model input column -> attribute of a validated record
     rows: RowsLayout | None
     label_texts: list[str]  # probability keys, computed once: value_text per label per request shows in profiles
-    inputs: dict[str, list[str]]  # ONNX input -> attributes of a validated record, in spec.onnx_inputs() order
+    inputs: dict[str, InputPlan]  # ONNX input -> how validated records become it, in spec.onnx_inputs() order
 
     @property
     def columns(self) -> list[str]:
@@ -140,53 +130,40 @@ class Contract:
         Validation already made every number a float or None and every category a str, int, bool or
         float, so a number needs only None -> NaN and a category value_text, as spec.feeds does; skipping
         its per-column conversion and stacking took one record from ~28 us to ~5 us (benchmarks/serving.py).
-        bentos.model.warm_up checks at load that both give the same feeds for the spec's example."""
+        A text, an image or a value that becomes several goes through its type's request feed, which may
+        refuse it. bentos.model.warm_up checks at load that both give the same feeds for the spec's example."""
         feeds = {}
-        for name, attributes in self.inputs.items():
-            if name == TEXT_INPUT or (name == PIXELS_INPUT and self.spec.of_type("image")):
-                found = self.media_feed(name, records, attributes[0])
+        for name, plan in self.inputs.items():
+            if plan.cells is None:
+                found = self.feature_feeds(plan, records)
                 if isinstance(found, Refusal):
                     return found
                 feeds[name] = found
                 continue
-            cells = [[getattr(record, a) for a in attributes] for record in records]
-            if name == CATEGORICAL_INPUT:
-                array = np.array([[value_text(v) for v in row] for row in cells], dtype=object)
-            else:
-                array = np.array([[NAN if v is None else v for v in row] for row in cells], dtype=np.float32)
-            feeds[name] = array.reshape(len(records), len(attributes))
+            cells = [[cell(getattr(record, a)) for a, cell in plan.cells] for record in records]
+            feeds[name] = np.array(cells, dtype=plan.dtype).reshape(len(records), len(plan.cells))
         return Batch(feeds, len(records))
 
-    def media_feed(self, name: str, records: list[BaseModel], attribute: str) -> np.ndarray | Refusal:
-        """A text feed (strings, [n, 1]) or an image feed (decoded pixels, [n, h*w*c]); the first empty text or
-        unreadable image is refused, naming its record and field."""
-        feature = self.spec.of_type("text" if name == TEXT_INPUT else "image")[0]
-        values = [getattr(record, attribute) for record in records]
-        if name == TEXT_INPUT:
-            texts = [value_text(v) for v in values]
-            empty = next((i for i, text in enumerate(texts) if not text), None)
-            if empty is not None and not feature.nullable:
-                message = f"record {empty}, field {feature.name!r}: the text is empty; send the text to answer for"
-                return Refusal(422, message, empty, feature.name)
-            return np.array(texts, dtype=object).reshape(len(texts), 1)
-        pixels = []
-        for index, value in enumerate(values):
+    def feature_feeds(self, plan: InputPlan, records: list[BaseModel]) -> np.ndarray | Refusal:
+        """An input from each of its features' request feeds, side by side; the first value a feature refuses
+        (an empty text, an image that does not decode) is refused, naming its record and field."""
+        blocks = []
+        for feature in plan.features:
+            attribute = self.attributes[feature.name]
             try:
-                pixels.append(image_pixels(decode_base64(value), feature).reshape(-1))
-            except ImageUnreadable as error:
-                message = f"record {index}, field {feature.name!r}: {error}; send a base64-encoded PNG or JPEG"
-                return Refusal(422, message, index, feature.name)
-        return np.stack(pixels).astype(np.float32)
+                blocks.append(feature.request_feed([getattr(record, attribute) for record in records]))
+            except ValueRefused as refused:
+                message = f"record {refused.index}, field {feature.name!r}: {refused.message}"
+                return Refusal(422, message, refused.index, feature.name)
+        return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
 
     def columns_of(self, records: list[BaseModel]) -> dict[str, list[Any]]:
         """Column -> values of validated records: the input spec.feeds takes (warm_up's parity check); an image
         field's base64 becomes its bytes, as spec.feeds reads a file."""
-        images = {f.name for f in self.spec.of_type("image")}
         return {
-            column: [
-                decode_base64(getattr(r, attribute)) if column in images else getattr(r, attribute) for r in records
-            ]
-            for column, attribute in self.attributes.items()
+            column: [feature.feed_value(getattr(r, self.attributes[column])) for r in records]
+            for feature in self.spec.model_features
+            for column in feature.source_columns
         }
 
     def from_rows(self, rows: list[list[float | None]]) -> Batch | Refusal:
@@ -258,9 +235,9 @@ class Contract:
         if kind == "missing":
             message = f"record {record}: field {field!r} is missing; send it (the spec does not allow it to be missing)"
             return Refusal(422, message, record, field)
-        feature_type = self.feature_of(field).type
+        feature = self.feature_of(field)
         return Refusal(
-            422, f"record {record}, field {field!r}: {describe_value(kind, value, feature_type, limits)}", record, field
+            422, f"record {record}, field {field!r}: {describe_value(kind, value, feature, limits)}", record, field
         )
 
     def describe_row(self, loc: tuple, kind: str, value: Any, limits: dict[str, Any]) -> Refusal:
@@ -270,7 +247,7 @@ class Contract:
                 return Refusal(422, f"row {row} has {len(value)} values; every row needs exactly {count}", row=row)
             return Refusal(422, f"row {row} must be a list of {count} numbers, got {echo(value)}", row=row)
         column = self.rows.columns[loc[1]]
-        message = f"row {row}, column {column}: {describe_value(kind, value, 'numeric', limits)}"
+        message = f"row {row}, column {column}: {describe_value(kind, value, self.feature_of(column), limits)}"
         return Refusal(422, message, row=row, column=column)
 
     def feature_of(self, column: str) -> FeatureSpec:
@@ -283,7 +260,7 @@ class Contract:
 
     def example_record(self) -> dict[str, Any]:
         """A valid record built from the spec: mid-range numbers, each category's first value."""
-        return {c: example_value(f) for f in self.spec.model_features for c in f.source_columns}
+        return {c: f.example_value() for f in self.spec.model_features for c in f.source_columns}
 
     def example_body(self) -> dict[str, Any]:
         return {"records": [self.example_record()]}
@@ -296,9 +273,9 @@ def compile_contract(spec: DatasetSpec) -> Contract:
         for column in feature.source_columns:
             # Synthetic attribute names: a column called "model_config", "1st" or "bill length" is still a field.
             attribute = f"f{len(fields)}"
-            annotation, default = field_type(feature)
+            annotation, default = feature.request_field()
             fields[attribute] = (annotation, Field(default, alias=column, description=describe_feature(feature)))
-            if feature.type not in IGNORED_TYPES:
+            if feature.model_input is not None:
                 attributes[column] = attribute
     strict = ConfigDict(extra="forbid")
     record = create_model("Record", __config__=strict, **fields)
@@ -308,27 +285,24 @@ def compile_contract(spec: DatasetSpec) -> Contract:
         batch["rows"] = (list_of(row_type(spec, rows), f"rows of {len(rows.columns)} numbers in column order"), None)
     # Absent means None (no value is validated then); null is a list_type error like any other non-list.
     request = create_model("PredictRequest", __config__=strict, **batch)
-    inputs = {name: [attributes[c] for c in columns] for name, columns in spec.onnx_inputs().items()}
+    inputs = {name: input_plan(features, attributes) for name, features in spec.input_features().items()}
     return Contract(
         spec=spec, request=request, attributes=attributes, rows=rows, label_texts=spec.label_texts(), inputs=inputs
     )
 
 
-def field_type(feature: FeatureSpec) -> tuple[Any, Any]:
-    """The annotation and default of one column's field (... = required)."""
-    if feature.type in IGNORED_TYPES:
-        return Any, None
-    if feature.type in CATEGORY_TYPES:
-        annotation = Category
-    elif feature.type == "text":
-        annotation = Annotated[str, Strict(), Field(max_length=feature.max_chars or DEFAULT_MAX_CHARS)]
-    elif feature.type == "image":
-        annotation = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_BODY_BYTES)]
-    elif feature.type == "image_grid":
-        annotation = Annotated[Number, Field(ge=feature.min, le=feature.max)]
-    else:
-        annotation = Number
-    return (annotation | None, None) if feature.nullable else (annotation, ...)
+def input_plan(features: list[FeatureSpec], attributes: dict[str, str]) -> InputPlan:
+    """Cell by cell when every feature of the input converts one field into one cell, else by request feeds."""
+    cells = [feature.request_cell() for feature in features]
+    dtype = INPUT_DTYPES[features[0].model_input]
+    if any(cell is None for cell in cells):
+        return InputPlan(dtype, None, tuple(features))
+    pairs = tuple(
+        (attributes[column], cell)
+        for feature, cell in zip(features, cells, strict=True)
+        for column in feature.source_columns
+    )
+    return InputPlan(dtype, pairs, tuple(features))
 
 
 def list_of(item: Any, what: str) -> Any:
@@ -339,7 +313,7 @@ def list_of(item: Any, what: str) -> Any:
 
 def rows_layout(spec: DatasetSpec) -> RowsLayout | None:
     """The rows form for a spec whose model reads only numbers (one ONNX input), else None."""
-    if any(f.type not in ("numeric", "image_grid") for f in spec.model_features):
+    if not all(f.takes_rows for f in spec.model_features):
         return None
     ((input_name, columns),) = spec.onnx_inputs().items()
     nullable = {c for f in spec.model_features if f.nullable for c in f.source_columns}
@@ -349,7 +323,7 @@ def rows_layout(spec: DatasetSpec) -> RowsLayout | None:
 def row_type(spec: DatasetSpec, layout: RowsLayout) -> Any:
     """One row: every value a finite number (in the grid's range for an image grid), null where allowed."""
     (first, *_) = spec.model_features
-    value = Annotated[Number, Field(ge=first.min, le=first.max)] if first.type == "image_grid" else Number
+    value = first.request_value()
     if layout.takes_null:
         value = value | None  # a null in a required position is refused after parsing, naming the column
     count = len(layout.columns)
@@ -358,39 +332,11 @@ def row_type(spec: DatasetSpec, layout: RowsLayout) -> Any:
 
 def describe_feature(feature: FeatureSpec) -> str:
     """One line for the OpenAPI document: what the field holds and whether it may be missing."""
-    kind = f"{feature.type} ({CATEGORY_HINT})" if feature.type in CATEGORY_TYPES else feature.type
-    if feature.type == "image":
-        kind = "image (a base64-encoded PNG or JPEG)"
-    return f"{kind}: {feature_values(feature)}; {missing_rule(feature)}"
+    return f"{feature.request_kind()}: {feature.request_values()}; {missing_rule(feature)}"
 
 
 def missing_rule(feature: FeatureSpec) -> str:
-    return "may be null or absent" if feature.nullable or feature.type in IGNORED_TYPES else "required"
-
-
-def feature_values(feature: FeatureSpec) -> str:
-    """What values the field takes: the categories seen, the range seen (or allowed, for an image grid)."""
-    if feature.type in IGNORED_TYPES:
-        return "accepted and ignored by the model"
-    if feature.type in CATEGORY_TYPES:
-        values = feature.values or []
-        seen = ", ".join(json.dumps(v) for v in values[:LISTED_FIELDS])
-        more = f" and {len(values) - LISTED_FIELDS} more" if len(values) > LISTED_FIELDS else ""
-        return f"seen in training: {seen or 'none'}{more}; others are answered as unseen"
-    if feature.type == "text":
-        return (
-            f"a string of at most {feature.max_chars or DEFAULT_MAX_CHARS:,} characters, read as up to"
-            f" {feature.max_length} tokens ({feature.tokenizer} tokenizer)"
-        )
-    if feature.type == "image":
-        colour = "grayscale" if feature.channels == 1 else "RGB"
-        return f"any size, scaled to {feature.height}x{feature.width} {colour} ({feature.resize or 'stretch'})"
-    if feature.min is None or feature.max is None:
-        return "any finite number"
-    if feature.type == "image_grid":
-        grid = f"{feature.height}x{feature.width}" + (f"x{feature.channels}" if (feature.channels or 1) > 1 else "")
-        return f"allowed {feature.min:g}..{feature.max:g}; a {grid} grid, row-major"
-    return f"seen in training {feature.min:g}..{feature.max:g}; others are answered too"
+    return "may be null or absent" if feature.nullable or feature.model_input is None else "required"
 
 
 def describe_batch(name: str, kind: str, value: Any, shape: str) -> Refusal:
@@ -401,55 +347,15 @@ def describe_batch(name: str, kind: str, value: Any, shape: str) -> Refusal:
     return Refusal(422, f"{name} must be a list, got {echo(value)}: send {shape}")
 
 
-def describe_value(kind: str, value: Any, feature_type: str, limits: dict[str, Any]) -> str:
+def describe_value(kind: str, value: Any, feature: FeatureSpec, limits: dict[str, Any]) -> str:
+    """Why a field's value was refused: null where the spec allows none, else in its type's words."""
     if value is None:
         return null_refused()
-    if feature_type == "text":
-        if kind == "string_too_long":
-            return f"a text of {len(value):,} characters is over the limit of {limits['max_length']:,}; shorten it"
-        return f"{echo(value)} is not text (send a JSON string)"
-    if feature_type == "image":
-        if kind == "string_too_long":
-            return f"an image of {len(value):,} base64 characters is over the limit of {limits['max_length']:,}"
-        if kind == "string_too_short":
-            return "the image is empty; send a base64-encoded PNG or JPEG"
-        return f"{echo(value)} is not an image (send a base64-encoded PNG or JPEG as a JSON string)"
-    if kind == "less_than_equal":
-        return f"{echo(value)} is above the maximum {limits['le']:g}"
-    if kind == "greater_than_equal":
-        return f"{echo(value)} is below the minimum {limits['ge']:g}"
-    if kind == "finite_number":
-        return f"{echo(value)} is not a finite number"
-    if feature_type in CATEGORY_TYPES:
-        return f"{echo(value)} is not a category ({CATEGORY_HINT})"
-    return f"{echo(value)} is not a number (send a JSON number, not a string, bool, list or null)"
+    return feature.value_problem(kind, value, limits)
 
 
 def null_refused() -> str:
     return "null is not allowed: the model was trained without missing values here"
-
-
-def example_value(feature: FeatureSpec) -> Any:
-    if feature.type == "text":
-        return EXAMPLE_TEXT
-    if feature.type == "image":
-        gray = np.full((feature.height, feature.width, feature.channels), 128, dtype=np.uint8)
-        return base64.b64encode(encode_png(gray)).decode("ascii")
-    if feature.type in CATEGORY_TYPES:
-        return feature.values[0] if feature.values else "example"
-    if feature.min is not None and feature.max is not None:
-        return (feature.min + feature.max) / 2
-    return feature.min if feature.min is not None else 0.0
-
-
-def echo(value: Any) -> str:
-    """The client's value as JSON, cut short: enough to recognise it, never a whole body."""
-    if isinstance(value, dict):
-        return f"an object with keys {echo(', '.join(sorted(map(str, value))))}"
-    if isinstance(value, list):
-        return f"a list of {len(value)} items"
-    text = json.dumps(value)
-    return text if len(text) <= ECHO_CHARS else text[: ECHO_CHARS - 3] + "..."
 
 
 def softmax_row(logits: list[float]) -> list[float]:

@@ -14,15 +14,7 @@ from typing import Any
 
 import jinja2
 
-from bentos.contract import (
-    CATEGORY_TYPES,
-    IGNORED_TYPES,
-    MAX_BODY_BYTES,
-    MAX_ROWS,
-    Contract,
-    feature_values,
-    missing_rule,
-)
+from bentos.contract import MAX_BODY_BYTES, MAX_ROWS, Contract, missing_rule
 from tasks.core.spec import FeatureSpec
 
 REFUSALS = {
@@ -134,21 +126,11 @@ def field_docs(contract: Contract) -> list[FieldDoc]:
 
 
 def field_doc(feature: FeatureSpec) -> FieldDoc:
-    if feature.type in IGNORED_TYPES:
-        accepts = "any JSON value"
-    elif feature.type in CATEGORY_TYPES:
-        accepts = "string, number or boolean"
-    elif feature.type == "text":
-        accepts = "string"
-    elif feature.type == "image":
-        accepts = "string: base64 PNG or JPEG"
-    else:
-        accepts = "number"
-    name = feature.name
-    if feature.type == "image_grid":
-        columns = feature.source_columns
+    """A feature's row: what a client sends for it (its type says), one row for a group of columns (a pixel grid)."""
+    columns, name = feature.source_columns, feature.name
+    if len(columns) > 1:
         name = f"{columns[0]} ... {columns[-1]} ({len(columns)} fields)"
-    return FieldDoc(name, feature.type, accepts, missing_rule(feature), feature_values(feature))
+    return FieldDoc(name, feature.type, feature.request_accepts, missing_rule(feature), feature.request_values())
 
 
 @cache

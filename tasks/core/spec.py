@@ -2,7 +2,8 @@
 every model version and read back by the service that serves it.
 
 Feature types drive everything downstream: the expectations a file must pass, the preprocessing learned on
-the training split, the model's input tensors, drift, and the HTTP request contract. Inference
+the training split, the model's input tensors, drift, and the HTTP request contract. Each type is one module
+of tasks.core.features (its settings, and each of those as a method the stages call). Inference
 (tasks.data.infer) only proposes a spec; `greenlight init` writes it as YAML for review.
 
 The ONNX hand-off every model family ends in (tasks.onnx.export) takes raw values, preprocessing inside:
@@ -20,7 +21,6 @@ and answers `logits` float32 [batch, n_labels] (classification, index i = target
 No Prefect, no torch, no pandas at import: bentos import this module.
 """
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,21 +30,30 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.core.errors import ConfigRejected
+from tasks.core.features import FEATURE_TYPES, AnyFeature, FeatureSpec
+from tasks.core.features.categorical import Label
+
+# `X as X`: re-exported, the ONNX hand-off's names and the values' helpers, where the modules that read a
+# spec have always imported them from.
+from tasks.core.features.contract import CATEGORICAL_INPUT as CATEGORICAL_INPUT
+from tasks.core.features.contract import MODEL_INPUTS, PIXELS_INPUT, value_text
+from tasks.core.features.contract import NUMERIC_INPUT as NUMERIC_INPUT
+from tasks.core.features.contract import TEXT_INPUT as TEXT_INPUT
+from tasks.core.features.contract import as_float32 as as_float32
+from tasks.core.features.contract import is_missing as is_missing
+from tasks.core.features.image import ResizePolicy as ResizePolicy
+from tasks.core.features.text import TokenizerKind as TokenizerKind
 
 if TYPE_CHECKING:
     import pandas as pd
 
-FeatureType = Literal["numeric", "categorical", "binary", "id", "ignore", "image_grid", "text", "image"]
+FeatureType = Literal[tuple(FEATURE_TYPES)]  # type: ignore[valid-type]
 TaskKind = Literal["classification", "regression"]
-Label = str | int | float | bool
-NUMERIC_INPUT, CATEGORICAL_INPUT, PIXELS_INPUT, TEXT_INPUT = "numeric", "categorical", "pixels", "text"
-TokenizerKind = Literal["pretrained", "wordpiece", "bpe"]
-ResizePolicy = Literal["stretch", "pad", "crop"]
 LOGITS_OUTPUT, PREDICTION_OUTPUT = "logits", "prediction"
 # Types the model reads; id and ignore columns are named in the spec (so a reviewer sees the decision) and dropped.
-MODEL_TYPES = ("numeric", "categorical", "binary", "image_grid", "text", "image")
+MODEL_TYPES = tuple(name for name, kind in FEATURE_TYPES.items() if kind.model_input is not None)
 # Types whose model input is an image (a grid of columns, or a file): the model reads that one feature alone.
-IMAGE_TYPES = ("image_grid", "image")
+IMAGE_TYPES = tuple(name for name, kind in FEATURE_TYPES.items() if kind.model_input == PIXELS_INPUT)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # Where a registered model carries its spec: the MLmodel file's metadata (tasks.registry.client writes it,
 # bentos read it without importing MLflow).
@@ -54,58 +63,6 @@ SPEC_METADATA_KEY = "greenlight_spec"
 class _Strict(BaseModel):
     # A typo in a reviewed spec ("nulable") must be refused, not silently ignored.
     model_config = ConfigDict(extra="forbid")
-
-
-class FeatureSpec(_Strict):
-    """One input column (or, for image_grid, one group of pixel columns) and what it is."""
-
-    name: str = Field(min_length=1)
-    type: FeatureType
-    why: str = Field("", description="why inference chose this type; for the reviewer")
-    nullable: bool = Field(False, description="missing values are data: imputed (numeric) or their own category")
-    # The domain seen when the spec was made: validation allows a margin around it (tasks.data.suite).
-    min: float | None = None
-    max: float | None = None
-    values: list[Label] | None = Field(None, description="categories seen (categorical, binary)")
-    # image_grid only: the pixel columns, row-major, and the grid's shape.
-    columns: list[str] | None = None
-    height: int | None = Field(None, ge=1)
-    width: int | None = Field(None, ge=1)
-    channels: int | None = Field(None, ge=1, le=4)
-    # image only: how a file of another size reaches height x width (stretch: resize; pad: keep the aspect
-    # ratio and pad with black; crop: keep the aspect ratio and cut the centre).
-    resize: ResizePolicy | None = None
-    # text only: how the text becomes tokens. pretrained = the pretrained encoder's own tokenizer; wordpiece /
-    # bpe = a tokenizer trained on the training split (tokenizers library) with up to vocab_size tokens.
-    tokenizer: TokenizerKind | None = None
-    vocab_size: int | None = Field(None, ge=100, le=250_000)
-    max_length: int | None = Field(None, ge=8, le=4096, description="tokens per text, [CLS] and [SEP] included")
-    truncation: Literal["right", "left"] | None = Field(None, description="which end of a long text is cut")
-    max_chars: int | None = Field(None, ge=1, description="longer texts are refused (validation, requests)")
-
-    @model_validator(mode="after")
-    def _type_has_its_settings(self) -> "FeatureSpec":
-        if self.type == "text" and (self.tokenizer is None or self.max_length is None):
-            raise ValueError(
-                f"text feature '{self.name}' needs tokenizer (pretrained, wordpiece or bpe) and max_length"
-            )
-        if self.type == "text" and self.tokenizer != "pretrained" and self.vocab_size is None:
-            raise ValueError(f"text feature '{self.name}' with a trained {self.tokenizer} tokenizer needs vocab_size")
-        if self.type == "image" and not (self.height and self.width and self.channels in (1, 3)):
-            raise ValueError(f"image feature '{self.name}' needs the input size: height, width and channels (1 or 3)")
-        if self.type == "image_grid":
-            cells = (self.height or 0) * (self.width or 0) * (self.channels or 1)
-            if not self.columns or len(self.columns) != cells:
-                raise ValueError(
-                    f"image_grid '{self.name}' needs height x width x channels = {cells} columns, "
-                    f"got {len(self.columns or [])}"
-                )
-        return self
-
-    @property
-    def source_columns(self) -> list[str]:
-        """The file's columns this feature reads."""
-        return list(self.columns) if self.type == "image_grid" and self.columns else [self.name]
 
 
 class TargetSpec(_Strict):
@@ -134,7 +91,7 @@ class DatasetSpec(_Strict):
 
     name: str = Field("dataset", min_length=1)
     target: TargetSpec
-    features: list[FeatureSpec] = Field(min_length=1)
+    features: list[AnyFeature] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _columns_are_consistent(self) -> "DatasetSpec":
@@ -146,12 +103,13 @@ class DatasetSpec(_Strict):
             raise ValueError(f"target '{self.target.name}' is also listed as a feature")
         if not self.model_features:
             raise ValueError("no feature the model can read: every feature is id or ignore")
-        images = [f for f in self.features if f.type in IMAGE_TYPES]
-        if images and len(images) != len(self.model_features):
-            kind = images[0].type
+        alone = [f for f in self.features if f.sole_input]
+        if alone and len(alone) != len(self.model_features):
+            kind = alone[0].type
             raise ValueError(f"an {kind} feature cannot be mixed with other model features (yet): mark them ignore")
-        if len(self.of_type("text")) > 1:
-            raise ValueError("at most one text feature per spec (yet): mark the others ignore, or join them")
+        for kind in dict.fromkeys(f.type for f in self.features if f.one_per_spec):
+            if len(self.of_type(kind)) > 1:
+                raise ValueError(f"at most one {kind} feature per spec (yet): mark the others ignore, or join them")
         return self
 
     @property
@@ -160,10 +118,15 @@ class DatasetSpec(_Strict):
 
     @property
     def model_features(self) -> list[FeatureSpec]:
-        return [f for f in self.features if f.type in MODEL_TYPES]
+        return [f for f in self.features if f.model_input is not None]
 
     def of_type(self, *types: str) -> list[FeatureSpec]:
         return [f for f in self.features if f.type in types]
+
+    def input_features(self) -> dict[str, list[FeatureSpec]]:
+        """ONNX input name -> the features whose values it carries, in spec order (inputs in hand-off order)."""
+        found = {name: [f for f in self.features if f.model_input == name] for name in MODEL_INPUTS}
+        return {name: features for name, features in found.items() if features}
 
     @property
     def input_columns(self) -> list[str]:
@@ -177,20 +140,13 @@ class DatasetSpec(_Strict):
 
     def onnx_inputs(self) -> dict[str, list[str]]:
         """ONNX input name -> the columns it carries, in order (see the module docstring)."""
-        groups = {
-            NUMERIC_INPUT: [f.name for f in self.of_type("numeric")],
-            CATEGORICAL_INPUT: [f.name for f in self.of_type("categorical", "binary")],
-            PIXELS_INPUT: [c for f in self.of_type(*IMAGE_TYPES) for c in f.source_columns],
-            TEXT_INPUT: [f.name for f in self.of_type("text")],
+        return {
+            name: [c for f in features for c in f.input_columns] for name, features in self.input_features().items()
         }
-        return {name: columns for name, columns in groups.items() if columns}
 
     def onnx_input_width(self, name: str) -> int:
         """Values per row of an ONNX input: its columns, or height x width x channels of an image file."""
-        images = self.of_type("image")
-        if name == PIXELS_INPUT and images:
-            return (images[0].height or 1) * (images[0].width or 1) * (images[0].channels or 1)
-        return len(self.onnx_inputs()[name])
+        return sum(f.input_width for f in self.input_features()[name])
 
     @property
     def onnx_output(self) -> str:
@@ -199,23 +155,13 @@ class DatasetSpec(_Strict):
     def feeds(self, columns: Mapping[str, Sequence[Any]]) -> dict[str, np.ndarray]:
         """ONNX Runtime feeds from column -> values (a DataFrame's columns, or parsed request records).
 
-        The same code on both sides, so training, parity checks and serving cannot disagree on encoding.
+        The same code on both sides, so training, parity checks and serving cannot disagree on encoding: each
+        feature's type turns its raw values into its block of the input (FeatureSpec.feed).
         """
         feeds = {}
-        for name, names in self.onnx_inputs().items():
-            if name == TEXT_INPUT:
-                feeds[name] = np.array([[value_text(v)] for v in columns[names[0]]], dtype=object).reshape(-1, 1)
-            elif name == PIXELS_INPUT and self.of_type("image"):
-                from tasks.core.images import image_pixels  # Pillow only where images are read
-
-                image = self.of_type("image")[0]
-                pixels = [image_pixels(v, image).reshape(-1) for v in columns[names[0]]]
-                feeds[name] = np.stack(pixels).astype(np.float32) if pixels else np.zeros((0, 1), np.float32)
-            elif name == CATEGORICAL_INPUT:
-                feeds[name] = np.array([[value_text(v) for v in columns[c]] for c in names], dtype=object).T
-                feeds[name] = np.ascontiguousarray(feeds[name]).reshape(-1, len(names))
-            else:
-                feeds[name] = np.column_stack([as_float32(columns[c]) for c in names]).astype(np.float32)
+        for name, features in self.input_features().items():
+            blocks = [feature.feed(columns) for feature in features]
+            feeds[name] = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
         return feeds
 
     def label_texts(self) -> list[str]:
@@ -295,48 +241,34 @@ def spec_file_settings(path: Path) -> dict[str, Any]:
 
 
 def validation_problems(error: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in error.errors())
+    """Each problem as `where: what`; a feature's problems say its type's words (tasks.core.features)."""
+    return "; ".join(problem_text(problem) for problem in error.errors())
 
 
-def value_text(value: Any) -> str:
-    """A category as the text the vocabulary keys it by: 3, 3.0, np.int64(3) and '3' are all '3';
-    True is 'true'; None, NaN and '' are '' (missing)."""
-    # Exact-type fast paths first: the service encodes every categorical field of every request here.
-    kind = type(value)
-    if kind is str:
-        return value.strip()
-    if kind is int:
-        return str(value)
-    if value is None:
-        return ""
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    if isinstance(value, float | np.floating):
-        if math.isnan(value):
-            return ""
-        return str(int(value)) if float(value).is_integer() else repr(float(value))
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, str):
-        return value.strip()
-    # pandas' NA / NaT arrive here from a frame's object columns: missing, like None.
-    return "" if type(value).__name__ in ("NAType", "NaTType") else str(value).strip()
-
-
-def as_float32(values: Sequence[Any]) -> np.ndarray:
-    """Numbers as float32 with NaN for None / missing (pandas' NA included)."""
-    array = np.asarray(values)
-    if array.dtype.kind in "fiub":
-        return array.astype(np.float32)
-    # Blank text is missing, as validation and inference read it (a CSV cell of spaces).
-    return np.array([np.nan if is_missing(v) else v for v in values], dtype=np.float32)
-
-
-def is_missing(value: Any) -> bool:
-    """None, NaN, pandas' NA, or blank text."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return True
-    return value != value or type(value).__name__ in ("NAType", "NaTType")
+def problem_text(problem: Mapping[str, Any]) -> str:
+    """One pydantic error as `dataset.features.2.tokenizer: ...`: the union's tag left out of the place, and a
+    misplaced setting or an unknown type said in the spec's own words."""
+    loc, kind = list(problem["loc"]), problem["type"]
+    # Inside the features union, pydantic puts the type's tag after the feature's index: features.2.numeric.min
+    at = next((i for i, p in enumerate(loc) if i and isinstance(loc[i - 1], int) and p in FEATURE_TYPES), None)
+    tag = loc.pop(at) if at is not None else None
+    where = ".".join(map(str, loc)) or "(top)"
+    if kind in ("union_tag_invalid", "union_tag_not_found") and "'type'" in str(problem.get("ctx")):
+        found = problem["ctx"].get("tag")
+        what = f"unknown feature type {found!r}" if found is not None else "missing"
+        return f"{where}.type: {what}; choose one of: {', '.join(FEATURE_TYPES)}"
+    if kind == "extra_forbidden" and tag is not None:
+        setting, article = loc[-1], "an" if tag[0] in "aeiou" else "a"
+        owners = [name for name, cls in FEATURE_TYPES.items() if setting in cls.model_fields]
+        if owners:
+            takers = " and ".join([", ".join(owners[:-1]), owners[-1]] if len(owners) > 1 else owners)
+            return (
+                f"{where}: '{setting}' is not a setting of {article} {tag} feature ({takers} features take it):"
+                " remove it, or change the type"
+            )
+        known = ", ".join(FEATURE_TYPES[tag].model_fields)
+        return f"{where}: '{setting}' is not a setting of {article} {tag} feature (its settings: {known})"
+    return f"{where}: {problem['msg']}"
 
 
 def safe_name(text: str) -> str:

@@ -1,7 +1,8 @@
 """Drift stage: compare the input's distributions with the training data of the production version.
 
 The method is the Population Stability Index, PSI = sum_i (p_i - q_i) * ln(p_i / q_i), per column, with
-counts smoothed by +0.5 so an empty bin costs a bounded amount. The bins follow the spec's types:
+counts smoothed by +0.5 so an empty bin costs a bounded amount. The bins follow the spec's types (each type's
+module in tasks.core.features says what it compares, FeatureSpec.drift_kinds / drift_values):
   numeric      the reference's decile edges (10 bins; a value 10%+ of the rows sit on, like a constant
                column's, gets a bin of its own so a move to either side shows), plus one bin for missing values
   categorical  one bin per category of the reference, one for categories it never saw, one for missing;
@@ -38,7 +39,6 @@ language score 6-9, 40% empty texts ~0.9, images 60 levels brighter ~3 and image
 import json
 import re
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from itertools import chain
 from pathlib import Path
@@ -50,8 +50,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core.config import DriftConfig
-from tasks.core.images import ImageUnreadable, convert_mode, open_image
-from tasks.core.spec import DatasetSpec, FeatureSpec, is_missing, value_text
+from tasks.core.spec import DatasetSpec, FeatureSpec, value_text
 from tasks.data.validation import ValidationReport
 from tasks.registry.client import RegistryError, download_data_summary, find_version
 
@@ -64,23 +63,10 @@ SMOOTHING = 0.5
 # standard deviation, coarse enough that 100 rows give each bin ~10.
 DECILES = np.linspace(0.1, 0.9, 9)
 SummaryKind = Literal["bins", "values", "integers", "vocabulary", "empty"]
-# Words as drift counts them: runs of letters and digits, an inner apostrophe kept ("don't" is one word).
-WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
 # The reference keeps its 5,000 most common words: ~50 KB of JSON in every registered version, and in a
 # language most (~85-90%) of running text; rarer words count as out of vocabulary on both sides, so the cap
 # raises the reference's own rate, not the comparison.
 VOCABULARY_SIZE = 5_000
-# What a text feature is measured by: summary key suffix -> kind.
-TEXT_MEASURES: dict[str, SummaryKind] = {"tokens": "bins", "vocabulary": "vocabulary", "empty": "empty"}
-# What an image file is measured by (each binned by deciles): brightness, contrast and size move when a camera,
-# a scanner or an upstream resize changes.
-IMAGE_MEASURES = ("intensity_mean", "intensity_std", "height", "width")
-# Intensity statistics of a larger file are taken on a copy reduced (box average, Image.reduce) to 256-511
-# pixels a side: a 12 MP photo's statistics then cost ~0.04 s instead of ~0.35 s, beside its ~0.14 s decode
-# (open_image decodes in full, as validation does, so Pillow's JPEG draft mode is not open to drift). The mean
-# is unchanged by a box average; the spread loses texture finer than the box, alike in the reference and new
-# files of one size, and a change of size shows on height and width.
-STATISTICS_SIDE = 256
 # What is reported beside the PSI, by summary kind (report: the "unseen" column).
 SHARE_WORDS = {"values": "unseen", "vocabulary": "out of vocabulary", "empty": "empty"}
 
@@ -191,19 +177,10 @@ class Measured:
     feature: FeatureSpec | None  # None for the target
 
 
-def feature_kinds(feature: FeatureSpec) -> dict[str, SummaryKind]:
-    """Summary key -> kind for one feature: its columns, or `<name>.<measure>` for a text or an image."""
-    if feature.type == "text":
-        return {f"{feature.name}.{measure}": kind for measure, kind in TEXT_MEASURES.items()}
-    if feature.type == "image":
-        return {f"{feature.name}.{measure}": "bins" for measure in IMAGE_MEASURES}
-    kind: SummaryKind = {"numeric": "bins", "image_grid": "integers"}.get(feature.type, "values")
-    return dict.fromkeys(feature.source_columns, kind)
-
-
 def expected_kinds(spec: DatasetSpec) -> dict[str, SummaryKind]:
-    """Summary key -> kind for everything drift compares of the model's features, and the target."""
-    kinds = {key: kind for feature in spec.model_features for key, kind in feature_kinds(feature).items()}
+    """Summary key -> kind for everything drift compares of the model's features (each type says what it
+    compares: its columns, or `<name>.<measure>` for a text or an image), and the target."""
+    kinds = {key: kind for feature in spec.model_features for key, kind in feature.drift_kinds().items()}
     return kinds | {spec.target.name: "values" if spec.task == "classification" else "bins"}
 
 
@@ -211,54 +188,10 @@ def measure(frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, Measured]:
     """Every quantity drift compares, keyed as expected_kinds; taken once, since decoding images is slow."""
     measured = {}
     for feature in spec.model_features:
-        values = feature_values(frame, feature)
-        measured |= {key: Measured(kind, values[key], feature) for key, kind in feature_kinds(feature).items()}
+        values = feature.drift_values(frame)
+        measured |= {key: Measured(kind, values[key], feature) for key, kind in feature.drift_kinds().items()}
     target_kind = expected_kinds(spec)[spec.target.name]
     return measured | {spec.target.name: Measured(target_kind, frame[spec.target.name], None)}
-
-
-def feature_values(frame: pd.DataFrame, feature: FeatureSpec) -> dict[str, pd.Series]:
-    """Summary key -> the values counted for it: a text's or image's measures, else the file's columns."""
-    if feature.type == "text":
-        return text_measures(feature.name, frame[feature.name])
-    if feature.type == "image":
-        table = image_measures(frame[feature.name], feature.channels or 1)
-        return {f"{feature.name}.{measure}": table[measure] for measure in IMAGE_MEASURES}
-    return {column: frame[column] for column in feature.source_columns}
-
-
-def text_words(text: str) -> list[str]:
-    return WORD.findall(text.lower())
-
-
-def text_measures(name: str, series: pd.Series) -> dict[str, pd.Series]:
-    """Words per non-empty text, the non-empty texts' word lists, and which texts are empty ("" or missing)."""
-    texts = series.map(value_text)
-    present = texts != ""
-    words = texts[present].map(text_words)
-    return {f"{name}.tokens": words.map(len).astype(float), f"{name}.vocabulary": words, f"{name}.empty": ~present}
-
-
-def image_measures(paths: pd.Series, channels: int) -> pd.DataFrame:
-    """IMAGE_MEASURES of each file that decodes (one row each); missing paths and unreadable files are skipped."""
-    present = [str(path) for path in paths if not is_missing(path)]
-    # Pillow releases the GIL while it decodes, so threads overlap the files (validation reads them the same way).
-    with ThreadPoolExecutor() as pool:
-        rows = [row for row in pool.map(lambda path: image_figures(path, channels), present) if row is not None]
-    return pd.DataFrame(rows, columns=list(IMAGE_MEASURES), dtype=float)
-
-
-def image_figures(path: str, channels: int) -> tuple[float, float, int, int] | None:
-    """Mean and standard deviation of the intensities (0..255, in the spec's channels), height and width."""
-    try:
-        image = open_image(path)
-    except ImageUnreadable:
-        return None  # validation names the file; drift measures the ones the model can read
-    height, width = image.height, image.width
-    image = convert_mode(image, channels)
-    factor = max(height, width) // STATISTICS_SIDE
-    pixels = np.asarray(image.reduce(factor) if factor > 1 else image, dtype=np.float32)
-    return float(pixels.mean()), float(pixels.std()), height, width
 
 
 def as_numbers(series: pd.Series) -> np.ndarray:

@@ -4,24 +4,18 @@ Severities follow one rule: critical when a breach means the file cannot be trai
 dataset (a missing column, text in a number column, a label with no output, an image file that does not
 decode), warning when the run can go on and a person should look (a value far outside the training range,
 new categories, many missing values, unbalanced labels, an RGBA image for an RGB model), info for facts
-worth knowing. The types are tasks.data.gx_expectations':
+worth knowing. Each feature type's own expectations live in its module (tasks.core.features); the table's,
+the missing values' and the target's are here. The types are tasks.data.gx_expectations':
 one expectation covers many columns in one vectorised pass, because GX spends ~6 ms per expectation.
 """
 
 import json
-import math
 from typing import Any
 
-from tasks.core.spec import DatasetSpec, FeatureSpec
+from tasks.core.features import FEATURE_TYPES
+from tasks.core.features.contract import expectation
+from tasks.core.spec import DatasetSpec
 
-# Numeric range = the range seen when the spec was made, widened by half its span on each side. A fresh
-# sample of the same population sets a new minimum or maximum now and then (each new row has a ~1/n
-# chance), so the bare range would warn on healthy data; half the span again is outside anything the
-# training rows resemble: a unit change (grams for kilograms), a sentinel (-999, 99999), a broken sensor.
-RANGE_MARGIN = 0.5
-# New categories are answered through the model's out-of-vocabulary bucket, so a few are fine; past 5% of
-# a column's values, much of the column is something the model never learned.
-MAX_UNSEEN_SHARE = 0.05
 # The spec records that a column may miss values, not how many did: past half the rows, the imputed value
 # rather than the data drives the feature.
 MAX_NULL_SHARE = 0.5
@@ -35,10 +29,6 @@ SPLIT_ROWS_PER_LABEL = 5
 MIN_REGRESSION_ROWS = 50
 # Under 1000 rows the 20% test split holds under 200 rows, so accuracy moves 0.5 points per row.
 INFO_ROWS = 1000
-# An image under a quarter of the input's height or width is stretched 4x or more along that side when read:
-# 3 of every 4 pixels the model sees along it (15 of 16 when both sides are) are interpolated, invented rather
-# than photographed. Such a file is usually an icon or a thumbnail, not the photo meant.
-UPSCALE_LIMIT = 4
 # Each label's share may halve or double from an even split before the warning fires (digits: 5%..20%).
 SHARE_SLACK = 2.0
 SUITE_NOTES = (
@@ -47,11 +37,6 @@ SUITE_NOTES = (
     " the run goes on. To change a check, edit the spec (types, nullable, min/max, values, labels), or save"
     " this suite, edit it and set validation.suite_path."
 )
-
-
-def expectation(kind: str, kwargs: dict, severity: str, why: str) -> dict:
-    """One expectation as GX's suite JSON holds it, with why it is there in meta."""
-    return {"type": kind, "kwargs": kwargs, "severity": severity, "meta": {"why": why}}
 
 
 def table_expectations(spec: DatasetSpec) -> list[dict]:
@@ -122,140 +107,16 @@ def null_expectations(spec: DatasetSpec) -> list[dict]:
     return found
 
 
-def numeric_bounds(feature: FeatureSpec) -> dict[str, float] | None:
-    """The allowed range of a numeric feature: its observed range widened by RANGE_MARGIN of the span."""
-    if feature.min is None or feature.max is None:
-        return None
-    # A one-value range has no span to widen by: half its magnitude (or 1 around zero) instead.
-    span = (feature.max - feature.min) or abs(feature.max) or 1.0
-    low, high = feature.min - RANGE_MARGIN * span, feature.max + RANGE_MARGIN * span
-    return {"min": low, "max": high, "seen_min": feature.min, "seen_max": feature.max}
-
-
-def numeric_expectations(spec: DatasetSpec) -> list[dict]:
-    """Numbers (critical) within their widened training range (warning)."""
-    numeric = spec.of_type("numeric")
-    if not numeric:
-        return []
-    found = [
-        expectation(
-            "expect_columns_values_to_be_numbers",
-            {"column_list": [f.name for f in numeric]},
-            "critical",
-            "The model reads these as numbers: text or an infinity cannot be scaled or imputed.",
-        )
-    ]
-    ranges = {f.name: bounds for f in numeric if (bounds := numeric_bounds(f)) is not None}
-    if ranges:
-        found.append(
-            expectation(
-                "expect_columns_values_to_be_within_ranges",
-                {"ranges": ranges},
-                "warning",
-                f"The range seen when the spec was made, widened by {RANGE_MARGIN:.0%} of its span on each side."
-                " The model still answers such values, but this far out they are usually a unit change, a"
-                " sentinel (-999) or a fault, not data.",
-            )
-        )
-    return found
-
-
-def category_expectations(spec: DatasetSpec) -> list[dict]:
-    """Values within the categories seen, allowing a share of new ones (warning)."""
-    sets = {f.name: list(f.values) for f in spec.of_type("categorical", "binary") if f.values}
-    if not sets:
-        return []
-    return [
-        expectation(
-            "expect_columns_values_to_be_in_sets",
-            {"value_sets": sets, "max_unseen_share": MAX_UNSEEN_SHARE},
-            "warning",
-            f"The categories seen when the spec was made. A new one is answered as an unseen category; past"
-            f" {MAX_UNSEEN_SHARE:.0%} of a column's values, much of it is something the model never learned.",
-        )
-    ]
-
-
-def image_grid_expectations(spec: DatasetSpec) -> list[dict]:
-    """Whole numbers within [min, max] in every pixel column (critical): the grid's values are counts."""
+def feature_expectations(spec: DatasetSpec) -> list[dict]:
+    """Each feature type's expectations for the spec's features of that type, in the registry's order; types that
+    share one expectations function (binary inherits categorical's) are checked together, by one expectation."""
+    checks = dict.fromkeys(kind.expectations.__func__ for kind in FEATURE_TYPES.values())
     found = []
-    for grid in spec.of_type("image_grid"):
-        columns = grid.source_columns
-        found.append(
-            expectation(
-                "expect_columns_values_to_be_whole_numbers",
-                {"column_list": columns},
-                "critical",
-                f"'{grid.name}' holds counts: a fraction, an infinity or text means a wrong or damaged file"
-                " (17.0 is fine; 3.5, inf and 'dark' are not).",
-            )
-        )
-        if grid.min is not None and grid.max is not None:
-            found.append(
-                expectation(
-                    "expect_columns_values_to_be_between",
-                    {"column_list": columns, "min_value": grid.min, "max_value": grid.max},
-                    "critical",
-                    f"'{grid.name}' values are {grid.min:g}..{grid.max:g} by construction ({grid.why}); the model"
-                    " scales by that range.",
-                )
-            )
+    for check in checks:
+        features = [f for f in spec.model_features if type(f).expectations.__func__ is check]
+        if features:
+            found += type(features[0]).expectations(features)
     return found
-
-
-def text_expectations(spec: DatasetSpec) -> list[dict]:
-    """Text in every present cell, within max_chars where the spec sets one (critical)."""
-    texts = spec.of_type("text")
-    if not texts:
-        return []
-    limits = {f.name: f.max_chars for f in texts if f.max_chars}
-    return [
-        expectation(
-            "expect_columns_values_to_be_texts",
-            {"column_list": [f.name for f in texts], "max_chars": limits or None},
-            "critical",
-            "The model reads these as free text: a number or a boolean among them means a wrong or shifted column."
-            " Texts over max_chars are refused by the service, so a model trained on them learns inputs it will"
-            " never be sent; shorten or drop those rows, or raise max_chars in the spec.",
-        )
-    ]
-
-
-def image_sizes(feature: FeatureSpec) -> dict[str, int]:
-    """The spec's input size of an image feature, and the least height and width a file may have."""
-    height, width = feature.height or 1, feature.width or 1
-    return {
-        "height": height,
-        "width": width,
-        "channels": feature.channels or 3,
-        "min_height": math.ceil(height / UPSCALE_LIMIT),
-        "min_width": math.ceil(width / UPSCALE_LIMIT),
-    }
-
-
-def image_expectations(spec: DatasetSpec) -> list[dict]:
-    """Every file readable (critical); the model's channels and not far under its input size (warning)."""
-    images = {f.name: image_sizes(f) for f in spec.of_type("image")}
-    if not images:
-        return []
-    return [
-        expectation(
-            "expect_columns_image_files_to_be_readable",
-            {"images": images},
-            "critical",
-            "Each path must name a PNG or JPEG file that decodes: a missing, truncated or corrupt file stops"
-            " training at that row. Replace or delete the files, or drop their rows.",
-        ),
-        expectation(
-            "expect_columns_image_files_to_fit_the_input",
-            {"images": images},
-            "warning",
-            "Files are converted to the model's channels and resized to its input when read, so these still train;"
-            " but an image of other channels (RGBA or grayscale for an RGB model), or under"
-            f" 1/{UPSCALE_LIMIT} of the input's height or width ({UPSCALE_LIMIT}x upscaling invents most of its"
-            " pixels), is often not the image meant: a person should look.",
-        ),
-    ]
 
 
 def target_expectations(spec: DatasetSpec) -> list[dict]:
@@ -315,11 +176,7 @@ def suite_for_spec(spec: DatasetSpec) -> dict[str, Any]:
     found = [
         *table_expectations(spec),
         *null_expectations(spec),
-        *numeric_expectations(spec),
-        *category_expectations(spec),
-        *image_grid_expectations(spec),
-        *text_expectations(spec),
-        *image_expectations(spec),
+        *feature_expectations(spec),
         *target_expectations(spec),
     ]
     return {

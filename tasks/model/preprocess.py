@@ -2,10 +2,10 @@
 
 One value per input kind, fitted on the training rows' ONNX feeds (tasks.core.spec.DatasetSpec.feeds), so
 what the model learns from is exactly what serving sends:
-  numeric      median imputation, a missing-indicator column for each nullable feature, standardisation
+  numeric      median imputation, a missing-indicator column for each nullable feature's column, standardisation
   categorical  one vocabulary per column: code 0 = out-of-vocabulary (a value never seen in training),
                1 = missing (""), 2.. = the training split's categories in sorted order
-  image_grid   (x - min) / (max - min) with the spec's domain (digits: / 16; image files: / 255)
+  pixels       (x - min) / (max - min) with the spec's domain (digits: / 16; image files: / 255)
   text         the tokenizer (pretrained, or WordPiece / BPE trained on the training texts) as its JSON
   target       regression only: the training targets' mean and std (the network learns standardised values)
 The torch layers (tasks.model.network) read these as buffers, and the ONNX exporter (tasks.onnx.export)
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.core.spec import CATEGORICAL_INPUT, IMAGE_TYPES, NUMERIC_INPUT, PIXELS_INPUT, TEXT_INPUT, DatasetSpec
+from tasks.core.spec import CATEGORICAL_INPUT, NUMERIC_INPUT, PIXELS_INPUT, TEXT_INPUT, DatasetSpec
 from tasks.core.text import TEXT_IDS, TEXT_MASK, TextEncoder, pretrained_tokenizer_json, train_tokenizer_json
 
 OOV_CODE, MISSING_CODE, FIRST_CATEGORY_CODE = 0, 1, 2
@@ -148,26 +148,27 @@ class Preprocessing:
 
 
 def fit_numeric(spec: DatasetSpec, values: np.ndarray) -> NumericStats:
-    """Medians, then mean and std of the imputed training values; a constant column gets std 1 (not 0)."""
+    """Medians, then mean and std of the imputed training values; a constant column gets std 1 (not 0). A feature
+    that puts several columns in the numeric input gives each its missing indicator when it is nullable."""
     values = values.astype(np.float64)
     missing = np.isnan(values)
     # A column missing in every training row has no median: 0 keeps it a constant the network ignores.
     median = np.array([np.median(c[~np.isnan(c)]) if (~np.isnan(c)).any() else 0.0 for c in values.T])
     filled = np.where(missing, median, values)
     std = filled.std(axis=0)
-    features = spec.of_type("numeric")
+    features = spec.input_features()[NUMERIC_INPUT]
     return NumericStats(
-        columns=tuple(f.name for f in features),
+        columns=tuple(column for f in features for column in f.input_columns),
         median=tuple(float(v) for v in median),
         mean=tuple(float(v) for v in filled.mean(axis=0)),
         std=tuple(float(v) if v > 0 else 1.0 for v in std),
-        nullable=tuple(bool(f.nullable) for f in features),
+        nullable=tuple(bool(f.nullable) for f in features for _ in f.input_columns),
     )
 
 
 def fit_vocabularies(spec: DatasetSpec, texts: np.ndarray) -> tuple[Vocabulary, ...]:
     """Each categorical column's sorted training categories (missing "" is its own code, not a category)."""
-    features = spec.of_type("categorical", "binary")
+    features = spec.input_features()[CATEGORICAL_INPUT]
     return tuple(
         Vocabulary(f.name, tuple(sorted({str(t) for t in texts[:, i]} - {MISSING_TEXT})))
         for i, f in enumerate(features)
@@ -176,7 +177,7 @@ def fit_vocabularies(spec: DatasetSpec, texts: np.ndarray) -> tuple[Vocabulary, 
 
 def fit_image(spec: DatasetSpec, pixels: np.ndarray) -> ImageScale:
     """The spec's declared domain; the training split's range where the spec leaves it open."""
-    grid = spec.of_type(*IMAGE_TYPES)[0]
+    grid = spec.input_features()[PIXELS_INPUT][0]
     low = float(grid.min) if grid.min is not None else float(np.nanmin(pixels))
     high = float(grid.max) if grid.max is not None else float(np.nanmax(pixels))
     if high <= low:
@@ -206,7 +207,7 @@ def fit_preprocessing(spec: DatasetSpec, feeds: dict[str, np.ndarray], targets: 
 
 def fit_text(spec: DatasetSpec, texts: np.ndarray) -> TextTokens:
     """The pretrained tokenizer, or one trained on the training split's non-empty texts."""
-    feature = spec.of_type("text")[0]
+    feature = spec.input_features()[TEXT_INPUT][0]
     if feature.tokenizer == "pretrained":
         document = pretrained_tokenizer_json()
     else:

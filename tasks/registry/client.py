@@ -180,15 +180,9 @@ def run_status(tracking_uri: str, run_id: str) -> str:
 
 
 def column_type(feature: FeatureSpec) -> str:
-    """MLflow's column type for a feature's raw values: what a client sends, not what the graph computes."""
-    if feature.type in ("numeric", "image_grid"):
-        return "double"
-    values = feature.values or []
-    if values and all(isinstance(v, bool) for v in values):
-        return "boolean"
-    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return "long"
-    return "string"
+    """MLflow's column type for a feature's raw values (its type says): what a client sends, not what the graph
+    computes."""
+    return feature.signature_type()
 
 
 def spec_signature(spec: Spec):

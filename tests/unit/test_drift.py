@@ -12,13 +12,13 @@ from pydantic import ValidationError
 
 from tasks.core.config import DriftConfig, ValidationConfig
 from tasks.core.errors import DataRejected
+from tasks.core.features.image import image_figures
 from tasks.core.spec import DIGITS_COLUMNS, DatasetSpec, FeatureSpec, TargetSpec, digits_frame, digits_spec
 from tasks.data.drift import (
     DataSummary,
     DriftReference,
     DriftReport,
     FeatureDrift,
-    image_figures,
     load_drift_reference,
     measure_drift,
     psi,

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from tasks.core.errors import ConfigRejected
 from tasks.core.spec import DatasetSpec, FeatureSpec, Spec, digits_spec, value_text
 
 
@@ -87,3 +88,35 @@ def test_a_spec_survives_its_yaml_round_trip():
 
     spec = Spec(dataset=table_spec())
     assert Spec.model_validate(yaml.safe_load(spec.to_yaml())) == spec
+
+
+def test_a_setting_of_another_type_is_refused_naming_the_field_and_its_type():
+    raw = {"dataset": table_spec().model_dump(mode="json")}
+    raw["dataset"]["features"][0]["tokenizer"] = "bpe"  # bill_length_mm is numeric
+    with pytest.raises(ConfigRejected) as refused:
+        Spec.from_mapping(raw, "greenlight.yaml")
+    message = str(refused.value)
+    assert "dataset.features.0.tokenizer" in message and "numeric" in message and "text features take it" in message
+    with pytest.raises(ValidationError, match="tokenizer"):
+        FeatureSpec(name="x", type="numeric", tokenizer="bpe")
+
+
+def test_an_unknown_type_is_refused_listing_the_types_there_are():
+    raw = {"dataset": table_spec().model_dump(mode="json")}
+    raw["dataset"]["features"][1]["type"] = "categorial"
+    with pytest.raises(
+        ConfigRejected, match="features.1.type: unknown feature type 'categorial'; choose one of: numeric"
+    ):
+        Spec.from_mapping(raw, "greenlight.yaml")
+
+
+def test_a_feature_built_by_type_name_is_that_type_and_dumps_only_its_settings():
+    feature = FeatureSpec(name="island", type="categorical", values=["Biscoe", "Dream"])
+    assert type(feature).__name__ == "CategoricalFeature" and feature.model_input == "categorical"
+    assert feature.model_dump(exclude_none=True) == {
+        "name": "island",
+        "type": "categorical",
+        "why": "",
+        "nullable": False,
+        "values": ["Biscoe", "Dream"],
+    }
