@@ -5,7 +5,8 @@ tasks.core.features holds the request field): numeric a JSON number (strict: no 
 categorical and binary a string, number or boolean (encoded with value_text, so 3, 3.0 and "3" are one
 category); text a JSON string, not empty, at most the feature's max_chars (tokenized by the tokenizer inside
 the model file); image a base64 PNG or JPEG (decoded and resized by tasks.core.images, the code training used);
-id and ignore columns accepted and ignored. A nullable feature may be absent or null; any other is required.
+datetime an ISO 8601 string (split into the parts the spec names, as training did); id and ignore columns
+accepted and ignored. A nullable feature may be absent or null; any other is required.
 An all-numeric spec (the digits' pixel grid, a table of numbers) also takes `{"rows": [[...], ...]}`, values
 in spec.input_columns order.
 

@@ -7,7 +7,8 @@ of tasks.core.features (its settings, and each of those as a method the stages c
 (tasks.data.infer) only proposes a spec; `greenlight init` writes it as YAML for review.
 
 The ONNX hand-off every model family ends in (tasks.onnx.export) takes raw values, preprocessing inside:
-  numeric      float32 [batch, n]  numeric features in spec order; NaN = missing (imputed in the graph)
+  numeric      float32 [batch, n]  numeric features in spec order, a datetime feature as its parts
+                                   (`<name>.year`, ...: tasks.core.features.dates); NaN = missing (imputed in the graph)
   categorical  string  [batch, m]  categorical and binary features in spec order, each value as its text
                                    (value_text); "" = missing; unseen values go to an out-of-vocabulary code
   pixels       float32 [batch, h*w*c]  an image grid's columns, row-major (the bundled digits), or an image

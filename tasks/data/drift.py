@@ -16,6 +16,9 @@ module in tasks.core.features says what it compares, FeatureSpec.drift_kinds / d
   image        four rows per file column, over the reference's deciles: <name>.intensity_mean and
                <name>.intensity_std (0..255, in the spec's channels, at the file's own size), <name>.height
                and <name>.width. A file that does not decode is skipped here (validation reports it)
+  datetime     one row per part the model reads (<name>.year, <name>.month, ... <name>.elapsed), over the
+               reference's deciles plus a missing bin, as numeric: a later period moves year and elapsed, a
+               change of weekday or season mix moves day_of_week or month
   target       one bin per label (classification), or the reference's deciles (regression)
 A row with nothing measured here or in the reference (no image decodes, no text is non-empty) is left out as
 not comparable and named in the note; when no row is left, drift is skipped with that reason.
@@ -493,7 +496,8 @@ def drift_json(report: DriftReport) -> dict:
         "method": "PSI per column over the reference's bins (numeric: deciles + missing; categorical: each"
         " category + unseen + missing; pixel grid: each integer value; text: words per text over deciles, words"
         " in / outside the reference's vocabulary, empty / non-empty texts; image files: intensity mean and"
-        " standard deviation, height and width over deciles; target: labels or deciles), counts smoothed by +0.5",
+        " standard deviation, height and width over deciles; datetime: each part over deciles + missing; target:"
+        " labels or deciles), counts smoothed by +0.5",
         "reference_version": report.reference_version,
         "thresholds": report.config.model_dump(),
         "label_psi": report.label_psi,

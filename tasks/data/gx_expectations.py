@@ -24,6 +24,7 @@ from great_expectations.expectations.expectation import BatchExpectation
 from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
 
+from tasks.core.features.dates import parse_datetimes
 from tasks.core.images import ImageFacts, ImageUnreadable, image_facts
 from tasks.core.spec import value_text
 from tasks.data.suite import set_text
@@ -243,6 +244,32 @@ def text_cells(series: pd.Series, max_chars: int | None) -> dict:
 def opening(text: str) -> str:
     """The start of a long text, marked as cut: 'I bought this blender last spring and...'."""
     return text if len(text) <= TEXT_OPENING else text[:TEXT_OPENING] + "..."
+
+
+class ColumnsDateCells(TableMetricProvider):
+    """Per column of `dates`: its present cells that are not dates, and its dates outside the column's span."""
+
+    metric_name = "greenlight.columns.date_cells"
+    value_keys = ("dates",)
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics, runtime_configuration):
+        frame, _, _ = execution_engine.get_compute_domain(metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
+        dates = metric_value_kwargs["dates"]
+        found = {name: column_of(frame, name) for name in dates}
+        return {name: None if s is None else date_cells(s, dates[name]) for name, s in found.items()}
+
+
+def date_cells(series: pd.Series, bounds: dict) -> dict:
+    """Present cells that do not read as dates (ISO 8601 or the spec's format, as the model's feed reads them),
+    and dates outside [min, max] when the spec gives a span."""
+    stamps = parse_datetimes(series.tolist(), bounds.get("format"))
+    dated = ~np.isnat(stamps)
+    outside = np.zeros(len(series), dtype=bool)
+    for bound, beyond in (("min", np.less), ("max", np.greater)):
+        if bounds.get(bound):
+            outside |= dated & beyond(stamps, np.datetime64(bounds[bound], "us"))
+    return {"not_a_date": problem(series, ~missing_cells(series) & ~dated), "out_of_range": problem(series, outside)}
 
 
 class ColumnsImageFiles(TableMetricProvider):
@@ -626,6 +653,49 @@ class ExpectColumnsImageFilesToFitTheInput(_ImageFilesExpectation):
     """Expect every readable image to have the model's channels and at least its least height and width."""
 
     kinds: ClassVar[tuple[str, ...]] = ("wrong_channels", "too_small")
+
+
+class _DatesExpectation(_ColumnListExpectation):
+    """Shared shape of the date checks: `dates` = {column: {"format": ..., "min": ..., "max": ..., "seen_min": ...,
+    "seen_max": ...}} (ISO text; the seen_* keys only word the message). Both checks pass the same `dates`, so GX
+    reads each column's dates once for the two of them."""
+
+    column_list: list[str] | None = None  # unused: the columns are the keys of `dates`
+    dates: dict[str, dict[str, str | None]]
+    metric_dependencies = ("greenlight.columns.date_cells", "table.row_count")
+    success_keys = ("dates",)
+    args_keys = ("dates",)
+
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine=None) -> dict:
+        per_column = metrics["greenlight.columns.date_cells"]
+        wrapped = {
+            name: None
+            if found is None
+            else {kind: found[kind] | {"expected": date_expected(kind, self.dates[name])} for kind in self.kinds}
+            for name, found in per_column.items()
+        }
+        return self._column_result(wrapped, metrics["table.row_count"])
+
+
+def date_expected(kind: str, bounds: dict) -> str:
+    """'not dates (ISO 8601 or %d/%m/%Y)', or 'outside the allowed 2019-07-02..2022-06-30 (seen ...)'."""
+    if kind == "not_a_date":
+        return f"not dates (ISO 8601{' or ' + bounds['format'] if bounds.get('format') else ''})"
+    day = {key: (value or "")[:10] for key, value in bounds.items() if key != "format"}
+    seen = f" (seen when the spec was made: {day['seen_min']}..{day['seen_max']})" if day.get("seen_min") else ""
+    return f"outside the allowed {day['min']}..{day['max']}{seen}"
+
+
+class ExpectColumnsValuesToBeDates(_DatesExpectation):
+    """Expect every present cell of the `dates` columns to read as a date (ISO 8601, or the column's format)."""
+
+    kinds: ClassVar[tuple[str, ...]] = ("not_a_date",)
+
+
+class ExpectColumnsDatesToBeWithinRanges(_DatesExpectation):
+    """Expect every date of the `dates` columns within its column's [min, max]."""
+
+    kinds: ClassVar[tuple[str, ...]] = ("out_of_range",)
 
 
 class ExpectColumnValueCountsToBeAtLeast(BatchExpectation):

@@ -58,6 +58,8 @@ CHECKS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "expect_columns_values_to_be_texts": ("text check", lambda kw: "not text, or over max_chars"),
     "expect_columns_image_files_to_be_readable": ("image file check", lambda kw: "not readable images"),
     "expect_columns_image_files_to_fit_the_input": ("image size check", lambda kw: "not the model's input size"),
+    "expect_columns_values_to_be_dates": ("date check", lambda kw: "not dates"),
+    "expect_columns_dates_to_be_within_ranges": ("date range check", lambda kw: "outside the allowed span"),
     "expect_column_value_counts_to_be_at_least": ("label count check", lambda kw: f"under {kw['min_count']} rows"),
 }
 # Problem kinds of the multi-column types: (word before "value(s)", words after), e.g. "3 non-numeric values".
@@ -261,9 +263,9 @@ def expectation_outcome(item: ExpectationValidationResult) -> ExpectationOutcome
     """What the full list in the report shows for one expectation."""
     config, result = item.expectation_config, item.result or {}
     kwargs = config.kwargs
-    # Greenlight's per-column types key their columns in a mapping (value_sets, ranges, images).
+    # Greenlight's per-column types key their columns in a mapping (value_sets, ranges, images, dates).
     columns = kwargs.get("column_list") or list(
-        kwargs.get("value_sets") or kwargs.get("ranges") or kwargs.get("images") or []
+        kwargs.get("value_sets") or kwargs.get("ranges") or kwargs.get("images") or kwargs.get("dates") or []
     )
     named = ", ".join(columns[:3]) + (f" and {len(columns) - 3} more" if len(columns) > 3 else "")
     target = kwargs.get("column") or (named if columns else "table")

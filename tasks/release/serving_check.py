@@ -4,7 +4,6 @@ The bento runs as `python -m bentoml serve` in a child process (tasks never impo
 127.0.0.1 on a free port, and is always stopped before the task returns.
 """
 
-import base64
 import os
 import socket
 import subprocess
@@ -71,11 +70,13 @@ def wait_until_ready(client: httpx.Client, server: subprocess.Popen, timeout_s: 
 
 
 def records_of(frame: pd.DataFrame, spec: DatasetSpec) -> list[dict]:
-    """Test rows as the request records a client sends: the spec's input columns, missing values as null, an
-    image file as its bytes in base64."""
-    inputs = frame[spec.input_columns].astype(object)
-    for image in spec.of_type("image"):
-        inputs[image.name] = inputs[image.name].map(lambda path: base64.b64encode(Path(path).read_bytes()).decode())
+    """Test rows as the request records a client sends: the spec's input columns, missing values as null, each
+    value as its type sends it (an image file as its bytes in base64, a timestamp as ISO 8601 text)."""
+    inputs = frame[spec.input_columns].copy()
+    for feature in spec.model_features:
+        for column in feature.source_columns:
+            inputs[column] = inputs[column].map(feature.client_value)
+    inputs = inputs.astype(object)  # after map, which gives numbers their float dtype back (NaN, not null)
     return inputs.where(inputs.notna(), None).to_dict("records")
 
 

@@ -268,6 +268,39 @@ def test_a_reference_of_another_spec_is_skipped_with_the_reason(table, digits, r
     assert "was made for another spec (new here: 'amount', 'plan', 'active', 'churn'; gone: 'pixel_0_0'" in drift.note
 
 
+DATED = DatasetSpec(
+    name="signups",
+    target=TargetSpec(name="churn", task="classification", labels=["no", "yes"]),
+    features=[
+        FeatureSpec(
+            name="signup", type="datetime", parts=["year", "month", "day_of_week", "elapsed"], min="2023-01-01"
+        ),
+        FeatureSpec(name="amount", type="numeric", min=0.0, max=100.0),
+    ],
+)
+
+
+def test_a_datetime_drifts_per_part_and_a_year_later_moves_year_and_elapsed_not_the_weekday(table):
+    days = np.random.default_rng(3).integers(0, 365, len(table))
+    dated = table.assign(signup=[f"{np.datetime64('2023-01-01') + d}T09:00:00" for d in days])
+    # 52 weeks on: the same weekdays, nearly the same months, a year later.
+    later = dated.assign(signup=[f"{np.datetime64('2023-01-01') + d + 364}T09:00:00" for d in days])
+    assert set(summarize(dated, "a" * 64, DATED).columns) == {
+        "signup.year",
+        "signup.month",
+        "signup.day_of_week",
+        "signup.elapsed",
+        "amount",
+        "churn",
+    }
+
+    same, moved = table_drift(dated, dated, DATED), table_drift(later, dated, DATED)
+    psi_of = {f.name: f.psi for f in moved.features}
+    assert same.status == "ok" and same.max_feature_psi == 0.0
+    assert moved.features[0].name in ("signup.year", "signup.elapsed") and moved.status == "blocking"
+    assert psi_of["signup.day_of_week"] == 0.0 and psi_of["signup.month"] < 0.05
+
+
 def registered_version(tracking_uri: str, tmp_path: Path, summary: DataSummary | None) -> str:
     """A production version of MODEL, with or without a stored data summary (no model file needed here)."""
     run = start_tracking_run(tracking_uri, "drift-test", "run", {}, {})

@@ -1,5 +1,7 @@
 """infer_spec on tiny frames: one test per inference rule, the task, and the spec file a person reviews."""
 
+from datetime import datetime
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -53,7 +55,46 @@ def test_the_number_of_categories_allowed_grows_with_the_rows():
 
 def test_text_unique_per_row_is_an_id():
     found = feature([f"ORD-{i:05d}" for i in range(ROWS)])
-    assert found.type == "id" and found.why == f"unique per row ({ROWS} of {ROWS}): id"
+    assert found.type == "id" and found.why.startswith("near-unique short strings (100% distinct, median 1 word)")
+
+
+FIRST = ["Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald", "Frances", "John", "Margaret", "Ken"]
+LAST = ["Lovelace", "Turing", "Hopper", "Dijkstra", "Liskov", "Knuth", "Allen", "Backus", "Hamilton", "Thompson"]
+
+
+@pytest.mark.parametrize(
+    "values, words",
+    [
+        ([f"{FIRST[i % 10]} {LAST[i // 10 % 10]}" for i in range(ROWS)], 2),  # names
+        ([f"Braund, Mr. {FIRST[i % 10]} {LAST[i // 10 % 10]}" for i in range(ROWS)], 4),  # names with titles
+        ([f"{10 + i} {LAST[i % 10]} Street, Springfield, IL {62700 + i}" for i in range(ROWS)], 6),  # addresses
+        ([f"{FIRST[i % 10].lower()}.{LAST[i // 10 % 10].lower()}{i}@example.com" for i in range(ROWS)], 1),  # e-mails
+    ],
+)
+def test_near_unique_short_strings_are_an_id_saying_they_look_like_names_not_text(values, words):
+    found = feature(values)
+    assert found.type == "id"
+    assert found.why.startswith(f"near-unique short strings (100% distinct, median {words} word")
+    assert "looks like a name or identifier, not free text" in found.why
+
+
+def test_a_table_whose_only_free_text_is_a_name_column_is_a_table_model():
+    frame = pd.DataFrame(
+        {
+            "name": [f"Braund, Mr. {FIRST[i % 10]} {LAST[i // 10 % 10]}" for i in range(ROWS)],
+            "age": np.linspace(20, 60, ROWS),
+            "y": ["a", "b"] * (ROWS // 2),
+        }
+    )
+    spec, reports = infer_spec(frame, "y")
+    assert spec.model.family == "tabular_mlp" and [f.type for f in spec.dataset.features] == ["id", "numeric"]
+    assert "looks like a name or identifier" in render_column_table(reports).splitlines()[2]
+
+
+def test_short_text_with_too_many_levels_that_repeats_is_ignored_not_text():
+    titles = [f"{FIRST[i // 10].lower()} {LAST[i % 10].lower()} engineer" for i in range(30)]  # 30 levels, 3 words
+    found = feature(titles * 2)
+    assert found.type == "ignore" and "too short for free text" in found.why
 
 
 def test_free_text_becomes_a_text_feature_with_its_tokenizer_and_lengths():
@@ -70,7 +111,7 @@ def test_a_text_column_makes_the_proposed_model_a_text_model_and_a_second_one_is
     frame = pd.DataFrame(
         {
             "review": [f"great phone number {i} would buy again" for i in range(ROWS)],
-            "title": [f"my honest opinion of item {i}" for i in range(ROWS)],
+            "title": [f"my honest opinion of item {i} after a month of use" for i in range(ROWS)],
             "y": ["a", "b"] * (ROWS // 2),
         }
     )
@@ -146,9 +187,31 @@ def test_blank_text_is_missing():
     assert found.values == ["a", "b", "c"] and found.nullable
 
 
-def test_dates_are_not_a_feature_type_yet():
+def test_a_column_of_timestamps_is_a_datetime_read_as_its_parts_with_its_span():
     found = feature(pd.date_range("2024-01-01", periods=ROWS))
-    assert found.type == "ignore" and "not a feature type yet" in found.why
+    assert found.type == "datetime" and found.parts == ["year", "month", "day", "day_of_week", "elapsed"]
+    assert (found.min, found.max) == (datetime(2024, 1, 1), datetime(2024, 2, 29)) and found.format is None
+    assert found.why.startswith("dates (datetime64") and "2024-01-01..2024-02-29" in found.why
+
+
+@pytest.mark.parametrize(
+    "texts, date_format, timed",
+    [
+        ([f"2023-05-{1 + i % 28:02d}T{i % 24:02d}:30:00" for i in range(ROWS)], None, True),
+        ([f"{1 + i % 28:02d}/{1 + i % 12:02d}/2021" for i in range(ROWS)], "%d/%m/%Y", False),  # day 13+ first
+        ([f"{1 + i % 12}/{1 + i % 28}/2021 10:{i % 60:02d}" for i in range(ROWS)], "%m/%d/%Y %H:%M", True),
+    ],
+)
+def test_text_that_reads_as_dates_is_a_datetime_in_its_format_with_hours_when_it_has_times(texts, date_format, timed):
+    found = feature([*texts[:-1], None])
+    assert found.type == "datetime" and found.format == date_format and found.nullable
+    assert ("hour" in found.parts) == timed and "elapsed" in found.parts
+
+
+def test_years_and_text_that_only_looks_like_dates_are_not_datetimes():
+    assert feature(list(range(1990, 1990 + ROWS // 2)) * 2).type == "numeric"
+    found = feature([f"2021-05-{1 + i % 28:02d}" for i in range(ROWS - 1)] + ["soon"])
+    assert found.type != "datetime"
 
 
 def test_text_targets_are_classification_labels_in_sorted_order():

@@ -53,6 +53,15 @@ def test_numeric_missing_values_are_imputed_with_the_training_median_and_flagged
     assert out[:, 2].tolist() == [1.0, 0.0]
 
 
+def test_a_nullable_datetime_is_imputed_and_flagged_part_by_part():
+    when = FeatureSpec(name="when", type="datetime", nullable=True, parts=["month", "elapsed"], min="2024-01-01")
+    dataset = DatasetSpec(target=TargetSpec(name="y", task="regression"), features=[when, spec().features[1]])
+    frame = TRAIN.assign(when=["2024-02-01", None, "2024-04-01", "2024-03-01T12:00:00"])
+    stats = fit_preprocessing(dataset, dataset.feeds(frame), np.zeros(4)).numeric
+    assert stats.columns == ("when.month", "when.elapsed", "age") and stats.nullable == (True, True, False)
+    assert stats.median[:2] == (3.0, 60.5) and stats.width == 5  # 1 Mar noon: 60.5 days after 1 Jan 2024
+
+
 def test_a_constant_column_is_scaled_by_one_not_divided_by_zero():
     _, preprocessing = fitted()
     assert preprocessing.numeric.std[1] == 1.0

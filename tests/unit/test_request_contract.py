@@ -11,6 +11,7 @@ from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
 from bentos.contract import MAX_ROWS, Batch, Contract, Refusal, compile_contract
 from bentos.documentation import field_docs, openapi_document
+from bentos.model import check_feeds
 from tasks.core.spec import DatasetSpec, FeatureSpec, TargetSpec, digits_spec, value_text
 
 
@@ -209,3 +210,34 @@ def test_a_small_batch_and_a_large_one_answer_the_same_probabilities() -> None:
     for mine, theirs in zip(small["probabilities"], large["probabilities"][:3], strict=True):
         assert mine.keys() == theirs.keys()
         assert all(abs(mine[k] - theirs[k]) < 1e-12 for k in mine)
+
+
+def dated() -> DatasetSpec:
+    when = FeatureSpec(name="when", type="datetime", nullable=True, parts=["year", "hour", "elapsed"], min="2024-01-01")
+    return DatasetSpec(
+        target=TargetSpec(name="y", task="regression"), features=[FeatureSpec(name="x", type="numeric"), when]
+    )
+
+
+def test_a_datetime_field_takes_iso_text_and_feeds_the_parts_the_spec_computes() -> None:
+    spec = dated()
+    contract = compile_contract(spec)
+    records = [{"x": 1.0, "when": "2024-03-31T13:30:00"}, {"x": 2.0, "when": None}, {"x": 3.0}]
+    batch = parse(contract, {"records": records})
+    assert isinstance(batch, Batch), batch
+    expected = spec.feeds({"x": [1.0, 2.0, 3.0], "when": ["2024-03-31T13:30:00", None, None]})
+    np.testing.assert_array_equal(batch.feeds["numeric"], expected["numeric"])
+    assert batch.feeds["numeric"][0].tolist() == pytest.approx([1.0, 2024, 13.5, 90 + 13.5 / 24])
+    assert contract.rows is None  # a date is not a number: no rows form
+    example = contract.example_body()
+    check_feeds(contract, parse(contract, example), contract.request.model_validate(example).records)  # warm-up
+
+
+def test_a_datetime_field_refuses_what_is_not_a_date_saying_what_to_send() -> None:
+    contract = compile_contract(dated())
+    not_a_date = refusal(contract, {"records": [{"x": 1.0, "when": "2024-03-31"}, {"x": 1.0, "when": "next week"}]})
+    assert not_a_date.startswith("record 1, field 'when': \"next week\" is not a date; send ISO 8601, e.g.")
+    a_number = refusal(contract, {"records": [{"x": 1.0, "when": 1711891800}]})
+    assert a_number.startswith("record 0, field 'when': 1711891800 is not a date (send an ISO 8601 string")
+    schema = openapi_document(contract, "dated", "1")["components"]["schemas"]["Record"]["properties"]["when"]
+    assert schema["anyOf"][0]["type"] == "string" and "ISO 8601" in schema["description"]

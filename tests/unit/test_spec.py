@@ -120,3 +120,35 @@ def test_a_feature_built_by_type_name_is_that_type_and_dumps_only_its_settings()
         "nullable": False,
         "values": ["Biscoe", "Dream"],
     }
+
+
+def date_spec(**settings) -> DatasetSpec:
+    when = {"name": "when", "type": "datetime", "nullable": True, "min": "2024-01-01"} | settings
+    return DatasetSpec.model_validate(
+        {"target": {"name": "y", "task": "regression"}, "features": [when, {"name": "x", "type": "numeric"}]}
+    )
+
+
+def test_a_datetime_feeds_its_parts_as_numbers_beside_the_numeric_features():
+    spec = date_spec(parts=["year", "month", "day", "day_of_week", "hour", "elapsed"])
+    feeds = spec.feeds({"when": ["2024-03-31T13:30:00", None], "x": [1.5, 2.5]})
+    assert spec.onnx_inputs() == {"numeric": [f"when.{p}" for p in spec.features[0].parts] + ["x"]}
+    # Sunday 31 March 2024, 13:30: 90 days and 13.5 hours after the spec's min (1 January 2024).
+    assert feeds["numeric"][0].tolist() == pytest.approx([2024, 3, 31, 6, 13.5, 90 + 13.5 / 24, 1.5])
+    assert np.isnan(feeds["numeric"][1, :6]).all() and feeds["numeric"][1, 6] == 2.5
+
+
+def test_a_datetime_is_read_the_same_from_a_timestamp_a_date_and_its_iso_text():
+    spec = date_spec(parts=["year", "day_of_week", "hour", "elapsed"])
+    stamp = pd.Timestamp("2024-07-04 18:45:00")
+    as_texts = spec.feeds({"when": [stamp.isoformat(), "2024-07-04", "2024-07-04T18:45:00+02:00"], "x": [0] * 3})
+    as_values = spec.feeds({"when": [stamp, stamp.date(), stamp.tz_localize("Europe/Paris")], "x": [0] * 3})
+    np.testing.assert_array_equal(as_texts["numeric"], as_values["numeric"])
+    assert as_texts["numeric"][2, 2] == 18.75  # an offset is read at its own wall-clock time
+
+
+def test_a_datetime_setting_is_checked_when_the_spec_is_read():
+    with pytest.raises(ValidationError, match="a part is listed twice"):
+        date_spec(parts=["year", "year"])
+    with pytest.raises(ValidationError, match="parts.0"):
+        date_spec(parts=["century"])

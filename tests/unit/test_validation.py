@@ -387,6 +387,34 @@ def test_a_binary_column_compares_values_as_the_model_reads_them(table, tmp_path
     assert table_problems(table, tmp_path) == {"critical": [], "warning": []}
 
 
+DATED = TABLE.model_copy(
+    update={
+        "features": [
+            *TABLE.features,
+            FeatureSpec(name="joined", type="datetime", format="%d/%m/%Y", min="2022-01-01", max="2023-12-31"),
+        ]
+    }
+)
+
+
+def test_dates_in_iso_or_the_spec_format_pass_and_other_text_is_critical_naming_it(table, tmp_path):
+    days = [np.datetime64("2022-01-01") + int(d) for d in np.random.default_rng(4).integers(0, 730, len(table))]
+    table["joined"] = [str(d) if i % 2 else pd.Timestamp(d).strftime("%d/%m/%Y") for i, d in enumerate(days)]
+    assert table_problems(table, tmp_path, DATED) == {"critical": [], "warning": []}
+
+    table.loc[5, "joined"] = "next week"
+    critical = table_problems(table, tmp_path, DATED)["critical"]
+    assert critical == ["column 'joined': 1 value not dates (ISO 8601 or %d/%m/%Y), e.g. 'next week' (row 5)"]
+
+
+def test_a_date_far_outside_the_training_span_is_a_warning_naming_the_allowed_span(table, tmp_path):
+    table["joined"] = "2023-06-01"
+    table.loc[3, "joined"] = "1900-01-01"
+    (warning,) = table_problems(table, tmp_path, DATED)["warning"]
+    assert warning.startswith("column 'joined': 1 value outside the allowed 2021-01-01..2024-12-29")
+    assert "(seen when the spec was made: 2022-01-01..2023-12-31)" in warning and "'1900-01-01' (row 3)" in warning
+
+
 def test_a_label_outside_the_spec_is_critical(table, tmp_path):
     table.loc[[2, 6], "churn"] = "maybe"
     assert (

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
-from tasks.core.features import binary, categorical, identifier, ignore, image, image_grid, numeric, text
+from tasks.core.features import binary, categorical, dates, identifier, ignore, image, image_grid, numeric, text
 from tasks.core.features.contract import FeatureSpec, InferenceRule
 
 FEATURE_TYPES: dict[str, type[FeatureSpec]] = {
@@ -26,6 +26,7 @@ FEATURE_TYPES: dict[str, type[FeatureSpec]] = {
         image_grid.ImageGridFeature,
         text.TextFeature,
         image.ImageFeature,
+        dates.DatetimeFeature,
     )
 }
 

@@ -155,6 +155,10 @@ class FeatureSpec(BaseModel):
         """A validated request value as feed() reads it from a file (an image's base64 becomes its bytes)."""
         return value
 
+    def client_value(self, value: Any) -> Any:
+        """A file's value as a client sends it in a request (the serving check's records): JSON-ready."""
+        return value
+
     def request_kind(self) -> str:
         """What the field is, for the OpenAPI document."""
         return self.type

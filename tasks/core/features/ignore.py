@@ -15,27 +15,28 @@ def propose_nothing_to_learn(values: ColumnValues) -> "IgnoreFeature | None":
     """No present value, values of no feature type, or one value in every present row."""
     if values.kind == "empty":
         why = "every value is missing: nothing to learn -> ignore"
+    elif values.distinct == 1:
+        why = f"one value ({value_text(values.present.iloc[0])!r}) in every present row: constant -> ignore"
+        why += null_note(values)
     elif values.kind == "other":
         import pandas as pd
 
         kind = pd.api.types.infer_dtype(values.present, skipna=True)
         why = f"{kind} values ({values.series.dtype}): not a feature type yet -> ignore"
-    elif values.distinct == 1:
-        why = f"one value ({value_text(values.present.iloc[0])!r}) in every present row: constant -> ignore"
-        why += null_note(values)
     else:
         return None
     return IgnoreFeature(name=values.name, why=why)
 
 
 def propose_too_many_levels(values: ColumnValues) -> "IgnoreFeature | None":
-    """Text that no earlier rule took: too many levels to be a category, too few words to be free text."""
+    """Text that no earlier rule took: too many levels to be a category, too short to be free text, too repeated
+    to identify its row."""
     if values.kind != "text":
         return None
     why = (
         f"text with {count(values.distinct)} distinct values (over {max_levels(values.rows)}, one per"
-        f" {MIN_ROWS_PER_LEVEL} rows): too many levels to learn from these rows -> ignore; set type: categorical"
-        " to keep it"
+        f" {MIN_ROWS_PER_LEVEL} rows) of {float(values.words.median()):g} words (median): too many levels to learn"
+        " from these rows, too short for free text -> ignore; set type: categorical to keep it"
     )
     return IgnoreFeature(name=values.name, why=why)
 
@@ -45,8 +46,8 @@ class IgnoreFeature(FeatureSpec):
 
     type: Literal["ignore"] = "ignore"
 
-    # First (after image paths), so no other rule sees an empty or constant column; and last, for the text
-    # columns no category, free text or identifier rule took.
+    # First (after image paths and dates), so no other rule sees an empty or constant column; and last, for the
+    # text columns no category, identifier or free-text rule took.
     inference_rules: ClassVar[tuple[InferenceRule, ...]] = (
         InferenceRule(10, propose_nothing_to_learn),
         InferenceRule(90, propose_too_many_levels),

@@ -11,6 +11,7 @@ import base64
 import math
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import numpy as np
@@ -152,6 +153,9 @@ class ImageFeature(FeatureSpec):
 
     def feed_value(self, value: Any) -> Any:
         return decode_base64(value)
+
+    def client_value(self, value: Any) -> Any:
+        return value if is_missing(value) else base64.b64encode(Path(value).read_bytes()).decode()
 
     def request_kind(self) -> str:
         return "image (a base64-encoded PNG or JPEG)"

@@ -1,6 +1,7 @@
 """text: free text (reviews, comments, descriptions), tokenized by the tokenizer stored in the model file.
 
-Inference: text with too many distinct values to be a category and several words per value. Its raw string
+Inference: text with too many distinct values to be a category and more words per value than a name or a
+title has (a median over NAME_MAX_WORDS). Its raw string
 goes to the "text" input ("" = missing); the runtime tokenizes it (tasks.core.text) into the graph's token ids
 and mask. Validation: text in every present cell, within max_chars (critical). Drift: words per text, words
 outside the reference's vocabulary, and empty texts. Request: a JSON string, not empty, at most max_chars.
@@ -26,14 +27,16 @@ from tasks.core.features.contract import (
     text_column,
     value_text,
 )
+from tasks.core.features.identifier import NAME_MAX_WORDS
 
 if TYPE_CHECKING:
     import pandas as pd
 
 TokenizerKind = Literal["pretrained", "wordpiece", "bpe"]
-# Free text (names, comments, addresses) averages several words per value; codes and labels average one
-# or two ("Month-to-month", "New York").
-FREE_TEXT_MIN_WORDS = 2.5
+# Free text (comments, descriptions, reviews) runs to more words per value (median) than a name, a title or an
+# address does (tasks.core.features.identifier.NAME_MAX_WORDS): shorter text with too many levels to be a category
+# is an identifier (near-unique) or ignored, never the table's text.
+FREE_TEXT_MIN_WORDS = NAME_MAX_WORDS + 1
 # A trained tokenizer's vocabulary: 8,000 word pieces cover tens of thousands of reviews; the trainer
 # makes fewer when the training texts hold fewer distinct pieces.
 TRAINED_VOCABULARY = 8000
@@ -49,8 +52,8 @@ TEXT_MEASURES = {"tokens": "bins", "vocabulary": "vocabulary", "empty": "empty"}
 
 
 def propose_text(values: ColumnValues) -> "TextFeature | None":
-    """Text too varied to be a category (the categorical rule comes first) with several words per value."""
-    if values.kind != "text" or float(values.words.mean()) < FREE_TEXT_MIN_WORDS:
+    """Text too varied to be a category (the categorical rule comes first), long enough to be free text."""
+    if values.kind != "text" or float(values.words.median()) < FREE_TEXT_MIN_WORDS:
         return None
     return free_text_feature(values)
 
@@ -69,7 +72,8 @@ class TextFeature(FeatureSpec):
 
     model_input: ClassVar[str | None] = TEXT_INPUT
     one_per_spec: ClassVar[bool] = True
-    # After the category rule (40): a text with few distinct values is a category, however many its words.
+    # After the category (40) and name-like (id, 45) rules: a text with few distinct values is a category, however
+    # many its words.
     inference_rules: ClassVar[tuple[InferenceRule, ...]] = (InferenceRule(50, propose_text),)
     request_accepts: ClassVar[str] = "string"
     settings_help: ClassVar[str] = (
