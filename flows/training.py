@@ -24,8 +24,9 @@ from tasks.model.evaluation import evaluate_model
 from tasks.model.pruning import ShrinkResult, prune_model
 from tasks.model.sweep import open_study, run_trials, summarize_sweep
 from tasks.model.training import TrainedModel, train_model
-from tasks.onnx.compress import CompressionResult, compress_model
+from tasks.onnx.compress import CompressionResult, compress_model, plan_compression
 from tasks.onnx.export import check_parity, export_model, export_smaller_models
+from tasks.onnx.goals import CompressionPlan
 from tasks.onnx.runtime import ParityReport
 from tasks.registry.client import ModelVersionRef, TrackingRun
 from tasks.registry.lineage import describe_lineage
@@ -72,9 +73,18 @@ def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # no
         trained, data, config = train_and_evaluate(
             run=run, data=data, splits=splits, config=config, work_dir=work_dir, study_storage=locations.study_storage
         )
-        shrunk = shrink_model(splits=splits, trained=trained, config=config, work_dir=work_dir)
-        compression, parity, parity_served = export_candidates(
-            run=run, splits=splits, trained=trained, shrunk=shrunk, config=config, work_dir=work_dir
+        # Compression only where it pays: the fp32 file measured against the goals decides what else is made.
+        plan, parity = export_trained(splits=splits, trained=trained, config=config, work_dir=work_dir)
+        shrunk = shrink_model(splits=splits, trained=trained, plan=plan, config=config, work_dir=work_dir)
+        compression, parity_served = export_candidates(
+            run=run,
+            splits=splits,
+            trained=trained,
+            plan=plan,
+            parity=parity,
+            shrunk=shrunk,
+            config=config,
+            work_dir=work_dir,
         )
         version = register_candidate(
             run=run,
@@ -177,24 +187,48 @@ def sweep_settings(
     return trained, sweep.data, sweep.config
 
 
+@timed_stage("ONNX + quantization")
+def export_trained(
+    splits: DataSplits, trained: TrainedModel, config: RunConfig, work_dir: Path
+) -> tuple[CompressionPlan, ParityReport]:
+    """The trained model as ONNX with its parity check, measured against the compression goals: which of pruning,
+    distillation and INT8 are worth making (tasks.onnx.goals), and why."""
+    fp32_path = export_model(checkpoint_path=trained.checkpoint_path, out_dir=work_dir / "onnx")
+    parity = check_parity(onnx_path=fp32_path, checkpoint_path=trained.checkpoint_path, splits=splits)
+    plan = plan_compression(
+        fp32_path=fp32_path, splits=splits, family=trained.family, config=config.compression, gate=config.gate
+    )
+    return plan, parity
+
+
 @timed_stage("pruning + distillation")
-def shrink_model(splits: DataSplits, trained: TrainedModel, config: RunConfig, work_dir: Path) -> list[ShrinkResult]:
-    """Smaller torch models of the trained one: pruned at each level and fine-tuned, and a distilled student."""
-    pruned = prune_model(
-        checkpoint_path=trained.checkpoint_path,
-        splits=splits,
-        config=config.compression,
-        training=config.training,
-        out_dir=work_dir / "smaller",
-    )
-    distilled = distill_model(
-        checkpoint_path=trained.checkpoint_path,
-        splits=splits,
-        config=config.compression.distillation,
-        training=config.training,
-        out_dir=work_dir / "smaller",
-    )
-    return [pruned, distilled]
+def shrink_model(
+    splits: DataSplits, trained: TrainedModel, plan: CompressionPlan, config: RunConfig, work_dir: Path
+) -> list[ShrinkResult]:
+    """Smaller torch models of the trained one where the plan says so: pruned at each level and fine-tuned, and a
+    distilled student. A skipped step costs nothing (no checkpoint read, no rows prepared)."""
+    shrunk = []
+    if plan.runs("pruning"):
+        shrunk.append(
+            prune_model(
+                checkpoint_path=trained.checkpoint_path,
+                splits=splits,
+                config=config.compression,
+                training=config.training,
+                out_dir=work_dir / "smaller",
+            )
+        )
+    if plan.runs("distillation"):
+        shrunk.append(
+            distill_model(
+                checkpoint_path=trained.checkpoint_path,
+                splits=splits,
+                config=config.compression.distillation,
+                training=config.training,
+                out_dir=work_dir / "smaller",
+            )
+        )
+    return shrunk
 
 
 @timed_stage("ONNX + quantization")
@@ -202,28 +236,29 @@ def export_candidates(
     run: TrackingRun,
     splits: DataSplits,
     trained: TrainedModel,
+    plan: CompressionPlan,
+    parity: ParityReport,
     shrunk: list[ShrinkResult],
     config: RunConfig,
     work_dir: Path,
-) -> tuple[CompressionResult, ParityReport, ParityReport]:
-    """Every torch model as ONNX with its parity check, INT8 files of each, one chosen on the validation rows,
-    and the served file's parity against the torch model it came from."""
-    fp32_path = export_model(checkpoint_path=trained.checkpoint_path, out_dir=work_dir / "onnx")
-    parity = check_parity(onnx_path=fp32_path, checkpoint_path=trained.checkpoint_path, splits=splits)
+) -> tuple[CompressionResult, ParityReport]:
+    """The smaller models as ONNX with their parity checks, INT8 files of each torch model where the plan says so,
+    one chosen on the validation rows, and the served file's parity against the torch model it came from."""
     smaller, skipped = export_smaller_models(shrunk=shrunk, splits=splits, out_dir=work_dir / "onnx")
     compression = compress_model(
-        fp32_path=fp32_path,
+        fp32_path=plan.fp32.path,
         splits=splits,
         config=config.compression,
         smaller=smaller,
         skipped=skipped,
         teacher_checkpoint=trained.checkpoint_path,
+        plan=plan,
     )
     parity_served = check_parity(
         onnx_path=compression.chosen.path, checkpoint_path=compression.chosen_checkpoint, splits=splits
     )
     log_compression(run=run, compression=compression, parity_fp32=parity, parity_served=parity_served)
-    return compression, parity, parity_served
+    return compression, parity_served
 
 
 @timed_stage("registration")

@@ -88,6 +88,10 @@ class PruningConfig(_Section):
     """Structured pruning with torch-pruning: whole neurons, convolution channels and attention heads removed
     (the network gets narrower, so it is smaller and faster, unlike masking), then a short fine-tune."""
 
+    # auto: as the model family says (Family.compression): the digits CNN and the pretrained encoder always; a
+    # table's network only when its fp32 file misses a goal (compression.goals); a tree ensemble never.
+    # always / never: regardless of the goals (a family with nothing to prune is still never pruned).
+    when: Literal["auto", "always", "never"] = "auto"
     # Share of each prunable layer's neurons / channels / heads removed, one candidate per level; empty = none.
     # The output layer, embeddings and frozen parts are never pruned.
     levels: tuple[float, ...] = Field((0.3, 0.6), max_length=6)
@@ -109,7 +113,10 @@ class DistillationConfig(_Section):
     """Knowledge distillation: a smaller student of the same task trained on the trained model's (the
     teacher's) softened outputs and the labels (Hinton et al. 2015)."""
 
-    enabled: bool = True
+    # auto: as the model family says (Family.compression), like compression.pruning.when; always / never: regardless
+    # of the goals (a family with no student is still never distilled).
+    when: Literal["auto", "always", "never"] = "auto"
+    enabled: bool = Field(True, description="false = when: never (the older switch, still read)")
     # Both models' logits are divided by this before the softmax: above 1 the teacher's near-misses (which
     # wrong label it found plausible) carry signal; 2-5 is the usual range.
     temperature: float = Field(4.0, gt=0.0, le=100.0)
@@ -127,9 +134,25 @@ class DistillationConfig(_Section):
     student: ModelSpec | None = Field(None, description="empty = the family's own smaller student")
 
 
+class CompressionGoals(_Section):
+    """What the served file must meet. In auto (compression.pruning.when / distillation.when), a table's network
+    is pruned and distilled only when its fp32 file misses one of these: a smaller model that nobody needs costs
+    minutes of fine-tuning and risks answers. INT8 files are made either way (seconds) and served only within
+    the budgets below."""
+
+    # Empty = the gate's size bar (gate.max_model_size_bytes, else the model family's: 10 MB for tables and
+    # images): a file under it already passes the gate, and a smaller one gains nothing a deployment asked for.
+    max_bytes: int | None = Field(None, ge=1, description="empty = the gate's size bar")
+    # The fp32 file's median time for one row (batch 1) on the validation rows. BentoML itself takes ~2-5 ms a
+    # request here (gate.serving): a model faster than that cannot make a request noticeably faster by shrinking.
+    max_latency_ms: float = Field(5.0, gt=0.0)
+
+
 class CompressionConfig(_Section):
     """Smaller candidates of the trained model (pruned, distilled, INT8 from ONNX Runtime), and the choice
     among them on the validation rows."""
+
+    goals: CompressionGoals = CompressionGoals()
 
     # A candidate may lose at most this many points of the task's main metric (accuracy, or R^2 x 100)
     # against the fp32 model.

@@ -11,7 +11,7 @@ heads left (after_pruning(heads)).
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prefect import task
@@ -102,17 +102,28 @@ def prune_network(model: GreenlightModel, splits: DataSplits, level: float) -> G
     return model
 
 
-def fine_tune_epochs(config: CompressionConfig, family: str) -> int:
-    """compression.pruning.fine_tune_epochs, or a tenth of the family's training epochs (at least 2)."""
+def fine_tune_schedule(config: CompressionConfig, training: TrainingConfig, family: str) -> FitSchedule:
+    """compression.pruning.fine_tune_epochs, or a tenth of the family's training epochs (at least 2), stopped
+    early after a third of the training patience (at least 2): a pruned model starts next to the trained one's
+    best and recovers within a few epochs or not at all, so waiting the whole patience would only train it anew."""
+    kind = get_family(family)
     epochs = config.pruning.fine_tune_epochs
-    return epochs if epochs is not None else max(2, get_family(family).max_epochs // 10)
+    epochs = epochs if epochs is not None else max(2, kind.max_epochs // 10)
+    patience = max(2, (training.patience or kind.patience) // 3)
+    return FitSchedule("fine-tuning", max_epochs=epochs, patience=min(max(epochs, 1), patience))
 
 
 def pruned_candidate(
-    checkpoint_path: Path, splits: DataSplits, level: float, epochs: int, training: TrainingConfig, out_dir: Path
+    checkpoint_path: Path,
+    splits: DataSplits,
+    level: float,
+    fine_tune: FitSchedule,
+    training: TrainingConfig,
+    out_dir: Path,
 ) -> ShrunkModel:
-    """One level: pruned from the trained checkpoint, fine-tuned `epochs` epochs, saved with its sizes."""
+    """One level: pruned from the trained checkpoint, fine-tuned (early-stopped on validation), saved with its sizes."""
     started, name = time.perf_counter(), f"pruned-{round(level * 100)}"
+    epochs = fine_tune.max_epochs
     model = load_checkpoint(checkpoint_path)
     before = count_parameters(model)
     model = prune_network(model, splits, level).to(pick_device())
@@ -120,7 +131,7 @@ def pruned_candidate(
         raise GreenlightError("torch-pruning found no layer it could narrow in this network")
     state, history = model.state_dict(), ()
     if epochs:
-        schedule = FitSchedule(f"fine-tuning {name}", max_epochs=epochs, patience=epochs)
+        schedule = replace(fine_tune, label=f"fine-tuning {name}")
         fit = fit_model(model, splits, train_targets(splits, training), training, schedule)
         state, history = fit.best_state, fit.history
     model.load_state_dict(state)
@@ -146,12 +157,12 @@ def prune_model(
 ) -> ShrinkResult:
     """A pruned, fine-tuned model per compression.pruning.levels; a level torch-pruning cannot do is skipped
     with its reason (a custom network with an operation it does not trace), never the run failed."""
-    epochs = fine_tune_epochs(config, read_checkpoint(checkpoint_path)["family"])
+    fine_tune = fine_tune_schedule(config, training, read_checkpoint(checkpoint_path)["family"])
     models, skipped = [], []
     for level in config.pruning.levels:
         seed_everything(training.seed)
         try:
-            models.append(pruned_candidate(checkpoint_path, splits, level, epochs, training, out_dir))
+            models.append(pruned_candidate(checkpoint_path, splits, level, fine_tune, training, out_dir))
         except Exception as error:  # noqa: BLE001 - a level that cannot be pruned is reported, not fatal
             reason = (str(error).strip().splitlines() or [""])[0][:300]
             skipped.append(SkippedCandidate(f"pruned-{round(level * 100)}", f"{type(error).__name__}: {reason}"))

@@ -1,5 +1,7 @@
-"""Compression stage: INT8 candidates from ONNX Runtime for the trained model and for each smaller one (pruned,
-distilled: tasks.model.pruning and tasks.model.distillation), and the choice of what to serve.
+"""Compression stage: the trained model's fp32 file measured against the goals first (plan_compression: which of
+pruning, distillation and INT8 run, and why: tasks.onnx.goals), then INT8 candidates from ONNX Runtime for the
+trained model and for each smaller one (pruned, distilled: tasks.model.pruning and tasks.model.distillation),
+and the choice of what to serve.
 
 Every candidate (fp32 included) is scored on the validation rows with the task's main metric (accuracy or
 R^2), its file size and its median latency at batch 1 and per batch; the best on compression.objective (the
@@ -16,13 +18,15 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from tasks.core.cache import stage_cache_key
-from tasks.core.config import CompressionConfig
+from tasks.core.config import CompressionConfig, GateConfig
 from tasks.core.spec import TEXT_INPUT, DatasetSpec
 from tasks.data.split import DataSplits
 from tasks.model.metrics import MAIN_METRIC, score_outputs
 from tasks.onnx.export import ExportedModel
+from tasks.onnx.goals import CompressionPlan, decide_compression
 from tasks.onnx.runtime import (
     CandidateScore,
     SkippedCandidate,
@@ -62,6 +66,7 @@ class CompressionResult:
     batch_size: int = 64  # the rows of latency_ms_per_batch
     smaller: tuple[ExportedModel, ...] = ()  # the pruned and distilled models the candidates came from
     teacher_checkpoint: Path | None = None  # the trained model's checkpoint (source "fp32")
+    plan: CompressionPlan | None = None  # which steps ran and why (None: every step, as callers without a plan ask)
 
     @property
     def chosen_checkpoint(self) -> Path | None:
@@ -82,7 +87,17 @@ class CompressionResult:
             f" latency batch 1 (ms) | latency batch {self.batch_size} (ms) |\n|---|---|---|---|---|---|"
         )
         made = [f"- {m.name}: {m.how} ({m.seconds:.1f} s); ONNX parity {m.parity.agreement:.4f}" for m in self.smaller]
-        return "\n".join([header, *rows, "", self.reason, *(["", "Smaller models:", *made] if made else [])])
+        steps = ["", self.plan.markdown()] if self.plan is not None else []
+        return "\n".join([header, *rows, "", self.reason, *steps, *(["", "Smaller models:", *made] if made else [])])
+
+    def step_lines(self) -> list[str]:
+        """Why each step (pruning, distillation, INT8) ran or was skipped, for the gate report."""
+        return self.plan.lines() if self.plan is not None else []
+
+    def step_tags(self) -> dict[str, str]:
+        """The same as MLflow run tags: compression.pruning = "skipped — the fp32 file ... meets the goals ..."."""
+        steps = self.plan.steps if self.plan is not None else ()
+        return {f"compression.{s.step.lower()}": s.line().removeprefix(f"{s.step}: ") for s in steps}
 
 
 def shown_rows(rows: int | None) -> str:
@@ -252,13 +267,13 @@ def select_serving_candidate(candidates: list[CandidateScore], config: Compressi
 
 
 def candidate_files(
-    fp32_path: Path, smaller: tuple[ExportedModel, ...], calibration: dict[str, np.ndarray]
+    fp32_path: Path, smaller: tuple[ExportedModel, ...], calibration: dict[str, np.ndarray], quantize: bool = True
 ) -> tuple[list[tuple[str, str, Path]], list[SkippedCandidate]]:
-    """(name, source, file) of every candidate: each torch model's fp32 ONNX and its INT8 files. The trained
-    model's keep their plain names (fp32, int8-static-qdq, ...); a smaller model's are prefixed with its name."""
+    """(name, source, file) of every candidate: each torch model's fp32 ONNX and, with `quantize`, its INT8 files.
+    The trained model's keep their plain names (fp32, int8-static-qdq, ...); a smaller model's are prefixed."""
     files, skipped = [], []
     for source, path in [("fp32", fp32_path), *((m.name, m.onnx_path) for m in smaller)]:
-        quantized, failed = quantize_candidates(path, calibration)
+        quantized, failed = quantize_candidates(path, calibration) if quantize else ({}, [])
         prefix = "" if source == "fp32" else f"{source}+"
         files.append((source, source, path))
         files += [(f"{prefix}{name}", source, file) for name, file in quantized.items()]
@@ -266,10 +281,33 @@ def candidate_files(
     return files, skipped
 
 
+def score_fp32(fp32_path: Path, splits: DataSplits, config: CompressionConfig) -> CandidateScore:
+    """The trained model's fp32 file on the validation rows: size, metric, latency at batch 1 and per batch."""
+    feeds, targets = splits.feeds("validation"), splits.targets("validation")
+    reference = class_answers(splits.spec, run_model(fp32_path, feeds))
+    return score_candidate("fp32", fp32_path, splits.spec, feeds, targets, config.latency_batch_size, "fp32", reference)
+
+
+@task(name="plan_compression", cache_policy=NO_CACHE)
+def plan_compression(
+    fp32_path: Path, splits: DataSplits, family: str, config: CompressionConfig, gate: GateConfig
+) -> CompressionPlan:
+    """The fp32 file measured against the goals, and which of pruning, distillation and INT8 run (tasks.onnx.goals).
+    Not cached: the decision rests on a latency measured on this machine."""
+    plan = decide_compression(score_fp32(fp32_path, splits, config), family, config, gate)
+    for line in plan.lines(done=False):
+        print(f"compression {line}")
+    return plan
+
+
 @task(
     name="compress_model",
+    # The plan's measured latencies differ run to run; what it decides is in the other inputs (the config, the fp32
+    # file, the smaller models made), so it is left out of the key.
     cache_key_fn=stage_cache_key(
-        "compression", ignore=[], files_of=lambda r: [*(c.path for c in r.candidates), *([r.plot] if r.plot else [])]
+        "compression",
+        ignore=["plan"],
+        files_of=lambda r: [*(c.path for c in r.candidates), *([r.plot] if r.plot else [])],
     ),
     persist_result=True,
 )
@@ -280,16 +318,19 @@ def compress_model(
     smaller: tuple[ExportedModel, ...] = (),
     skipped: tuple[SkippedCandidate, ...] = (),
     teacher_checkpoint: Path | None = None,
+    plan: CompressionPlan | None = None,
 ) -> CompressionResult:
     """INT8 files (static QDQ and dynamic) of the trained model and of each smaller one (pruned, distilled),
-    every file scored on the validation rows, one chosen. `skipped`: smaller models that could not be made."""
+    every file scored on the validation rows, one chosen. `skipped`: smaller models that could not be made.
+    `plan`: the fp32 file's score measured already, and whether INT8 runs (None: measured here, INT8 runs)."""
     calibration = splits.feeds("train", rows=config.calibration_rows)
-    files, failed = candidate_files(fp32_path, smaller, calibration)
+    files, failed = candidate_files(fp32_path, smaller, calibration, quantize=plan is None or plan.runs("INT8"))
     feeds, targets = splits.feeds("validation"), splits.targets("validation")
-    reference = class_answers(splits.spec, run_model(fp32_path, feeds))
-    scores = [
+    fp32 = plan.fp32 if plan is not None else score_fp32(fp32_path, splits, config)
+    reference = class_answers(splits.spec, run_model(fp32_path, feeds)) if len(files) > 1 else None
+    scores = [fp32] + [
         score_candidate(name, path, splits.spec, feeds, targets, config.latency_batch_size, source, reference)
-        for name, source, path in files
+        for name, source, path in files[1:]
     ]
     chosen, reason = select_serving_candidate(scores, config)
     metric_name = MAIN_METRIC[splits.spec.task].removeprefix("test_")
@@ -302,6 +343,7 @@ def compress_model(
         batch_size=config.latency_batch_size,
         smaller=smaller,
         teacher_checkpoint=teacher_checkpoint,
+        plan=plan,
     )
     return replace(result, plot=plot_candidates(result, fp32_path.parent / "compression_candidates.png"))
 

@@ -198,7 +198,7 @@ def log_compression(
             f"{key}_latency_ms_batch1": c.latency_ms_batch1,
         }
     log_metrics(run, metrics)
-    set_run_tags(run, {"compression_choice": compression.chosen.name})
+    set_run_tags(run, {"compression_choice": compression.chosen.name, **compression.step_tags()})
     log_files(run, [c.path for c in compression.candidates], "onnx_candidates")
     if compression.chosen.source != "fp32" and compression.chosen_checkpoint is not None:
         # The served file came from a pruned or distilled model: keep that torch model beside the trained one's.

@@ -124,6 +124,7 @@ class GateDecision:
     approval: Approval | None = None
     data: DataVerdict | None = None
     served: str = ""  # the compression candidate served and why (CompressionResult.reason)
+    compression_steps: tuple[str, ...] = ()  # why pruning, distillation and INT8 ran or were skipped
 
     @property
     def verdict(self) -> str:
@@ -148,6 +149,8 @@ class GateDecision:
         summary = f"**Gate {self.verdict}**: {self.reason}\n\nPolicy: {self.policy} (baseline: {baseline})."
         data = f"\n\n{self.data.markdown()}" if self.data is not None else ""
         served = f"\n\nServed file: {self.served}." if self.served else ""
+        steps = "\n".join(f"- {line}" for line in self.compression_steps)
+        served += f"\n\nCompression steps:\n{steps}" if steps else ""
         return f"{summary}{data}{served}\n\n{head}" + "\n".join(rows) + approval
 
     def write_json(self, path: Path) -> Path:
@@ -357,4 +360,7 @@ def decide_promotion(evidence: GateEvidence, production: Baseline | None, config
     elif approval is not None and not approval.approved:
         promote, reason = False, f"rejected by {approval.reviewer}: {approval.comment}"
     served = evidence.compression.reason
-    return GateDecision(promote, reason, policy, tuple(checks), candidate, production, approval, evidence.data, served)
+    decision = GateDecision(
+        promote, reason, policy, tuple(checks), candidate, production, approval, evidence.data, served
+    )
+    return replace(decision, compression_steps=tuple(evidence.compression.step_lines()))

@@ -11,16 +11,27 @@ import torch
 from corpora import product_reviews
 from pydantic import ValidationError
 
-from tasks.core.config import CompressionConfig, DistillationConfig, PruningConfig, SplitConfig, TrainingConfig
+from flows.training import shrink_model
+from tasks.core.config import (
+    CompressionConfig,
+    DistillationConfig,
+    GateConfig,
+    PruningConfig,
+    RunConfig,
+    SplitConfig,
+    TrainingConfig,
+)
 from tasks.core.spec import ModelSpec, Spec, digits_frame, digits_spec
 from tasks.data.infer import infer_spec
 from tasks.data.split import DataSplits, split_dataset
 from tasks.model.distillation import altered_texts, distill_model, distillation_loss, transfer_set
 from tasks.model.loop import part_tensors, train_targets
 from tasks.model.network import load_checkpoint, predict_outputs
-from tasks.model.pruning import count_parameters, prune_model
-from tasks.model.training import train_model
+from tasks.model.pruning import count_parameters, fine_tune_schedule, prune_model
+from tasks.model.training import TrainedModel, train_model
 from tasks.onnx.export import check_parity, export_onnx
+from tasks.onnx.goals import decide_compression
+from tasks.onnx.runtime import CandidateScore
 
 QUICK = TrainingConfig(max_epochs=3, seed=0)
 
@@ -177,3 +188,30 @@ def test_a_shuffled_labels_drill_reaches_the_student_too(cases):
     transfer, _ = transfer_set(load_checkpoint(checkpoint), splits, DistillationConfig(), drill)
     assert np.array_equal(transfer.targets.numpy(), train_targets(splits, drill))
     assert not np.array_equal(transfer.targets.numpy(), splits.targets("train"))
+
+
+def test_a_pruned_model_fine_tunes_with_early_stopping_not_a_fixed_count():
+    # A tenth of the family's epochs, stopped after a third of its patience: tables 30 epochs / patience 8,
+    # the CNN 4 / 2. The fine-tune used to run every epoch (patience = epochs).
+    table = fine_tune_schedule(CompressionConfig(), TrainingConfig(), "tabular_mlp")
+    assert (table.max_epochs, table.patience) == (30, 8)
+    cnn = fine_tune_schedule(CompressionConfig(), TrainingConfig(), "image_cnn")
+    assert (cnn.max_epochs, cnn.patience) == (4, 2)
+    asked = CompressionConfig(pruning=PruningConfig(fine_tune_epochs=100))
+    assert fine_tune_schedule(asked, TrainingConfig(patience=30), "tabular_mlp").patience == 10
+
+
+def test_skipped_steps_read_no_checkpoint_and_prepare_no_rows(tmp_path):
+    # A plan that skips pruning and distillation costs nothing: the stage never opens the (here missing) checkpoint.
+    fp32 = CandidateScore("fp32", tmp_path / "model.onnx", 48_600, 0.98, 1.0, 0.06)
+    plan = decide_compression(fp32, "tabular_mlp", CompressionConfig(), GateConfig())
+    trained = TrainedModel(
+        checkpoint_path=tmp_path / "missing.pt",
+        family="tabular_mlp",
+        best_epoch=1,
+        history=(),
+        device="cpu",
+        seconds=0.0,
+        metric_name="accuracy",
+    )
+    assert shrink_model(splits=None, trained=trained, plan=plan, config=RunConfig(), work_dir=tmp_path) == []

@@ -82,6 +82,9 @@ class Family:
     # The gate's default bar on the served file's size (gate.max_model_size_bytes overrides it): far above
     # what this family exports, so only something other than the model trips it.
     max_model_bytes: int = 10_000_000
+    # Pruning and distillation in auto (compression.pruning.when / distillation.when): always; only when the fp32
+    # file misses a size or latency goal (compression.goals); or never, INT8 included (nothing to prune or distil).
+    compression: Literal["always", "when_goals_missed", "never"] = "when_goals_missed"
     # The smaller model that distillation trains on this family's outputs: the student's ModelSpec from the
     # teacher's (None: no default student; compression.distillation.student names one).
     student: Callable[[ModelSpec], ModelSpec] | None = None

@@ -91,6 +91,8 @@ FAMILY = Family(
     summary="3x3 convolution stages, max-pools and a small head over the image (any size and channels)",
     student=student,
     options=ImageCNNOptions,
+    # A pruned or distilled CNN is often as accurate and several times faster (benchmarks/inference_ladder.py).
+    compression="always",
 )
 # The name the digits CNN had before it took any image size; specs written with it still train.
 GRID_ALIAS = Family(
@@ -101,4 +103,5 @@ GRID_ALIAS = Family(
     summary="the former name of image_cnn",
     student=student,
     options=ImageCNNOptions,
+    compression="always",
 )
