@@ -4,6 +4,7 @@ import os
 from datetime import UTC, datetime
 
 from tasks.core.keys import key_id, load_verify_key, signed_payload, verify
+from tasks.model.metrics import HEADLINE, METRIC_TITLES
 from tasks.registry.client import VersionRecord, read_version_spec
 from tasks.registry.lineage import LINEAGE_TAG_PREFIX
 
@@ -32,6 +33,16 @@ def signature_text(record: VersionRecord) -> str:
     return f"{text}: INVALID under the verify key {key_id(public)} ({problem}): the entry changed after signing"
 
 
+def metrics_text(tags: dict[str, str]) -> str:
+    """The served file's headline test metrics, as the gate recorded them on the version: for classification
+    balanced accuracy, ROC AUC, PR AUC and the minority's F1 beside accuracy, which alone hides a model that
+    never answers a rare class."""
+    shown = [name for name in HEADLINE.get(tags.get("task", ""), ()) if name in tags]
+    if not shown:
+        return "none recorded (the gate has not judged this version)"
+    return ", ".join(f"{METRIC_TITLES[name]} {float(tags[name]):.4f}" for name in shown) + " (served file, test rows)"
+
+
 def render_version(record: VersionRecord) -> str:
     ref, tags = record.ref, record.ref.tags
     created = datetime.fromtimestamp(record.created_ms / 1000, UTC).isoformat(timespec="seconds")
@@ -39,6 +50,7 @@ def render_version(record: VersionRecord) -> str:
     lines = [
         f"{ref.uri}   aliases: {aliases}",
         f"gate          {tags.get('gate_verdict', '?')}: {tags.get('gate_reason', '')}",
+        f"test metrics  {metrics_text(tags)}",
         f"registered    {created} by MLflow run {ref.run_id} ({record.run_status})",
         f"served file   {tags.get('compression', '?')} ONNX, sha256 {tags.get('onnx_sha256', '?')}",
         f"bento         {tags.get('bento_tag', 'none')}",

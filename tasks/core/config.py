@@ -214,8 +214,13 @@ class GateConfig(_Section):
     max_test_rmse: float | None = Field(None, gt=0.0)
     max_test_mae: float | None = Field(None, gt=0.0)
     # The default bar for any table: remove at least this share of the trivial baseline's error on the
-    # same test rows (majority class: its error rate; mean prediction: its RMSE). 0.1 = 10% fewer errors.
+    # same test rows (majority class: 1 - its baseline_metric; mean prediction: its RMSE). 0.1 = 10% fewer errors.
     min_gain_over_baseline: float = Field(0.1, ge=0.0, lt=1.0)
+    # What classification is judged on against the majority class. balanced_accuracy (mean recall over the
+    # classes): the majority model scores 1 / n_classes however rare the others are, so it cannot pass (binary:
+    # 0.50, bar 0.55). accuracy lets it reach 0.97 on a 3 % minority, and refuses a model that catches the
+    # minority at the cost of a few majority rows; choose it only where every error costs the same.
+    baseline_metric: Literal["balanced_accuracy", "accuracy"] = "balanced_accuracy"
     # fp32 ONNX vs PyTorch on the test set, on logits (classification) or on predictions divided by the
     # target's standard deviation (regression): float32 round-off is ~1e-6, a real export bug is >> 1e-4.
     max_parity_diff: float = Field(1e-4, gt=0.0)

@@ -30,14 +30,15 @@ class EvaluationReport:
     loss_curve_png: Path
 
     def metrics(self) -> dict[str, float]:
-        """Flat metric names as logged to MLflow (test_accuracy, test_recall.<label>, ..., or test_r2, ...)."""
+        """Flat metric names as logged to MLflow (test_accuracy, test_balanced_accuracy, test_roc_auc, test_pr_auc,
+        test_minority_f1, test_recall.<label>, ..., or test_r2, ...); a metric the test rows cannot define is absent."""
         return dict(self.scores.values)
 
     def table_markdown(self) -> str:
         main = self.scores.main
         head = (
             f"**{main} {self.scores.value(main):.4f}** (trivial baseline, {self.baseline_name}: "
-            f"{self.baseline.value(main):.4f})\n\n"
+            f"{self.baseline.value(main):.4f})\n\n{self.scores.summary()}\n\n"
         )
         rows = [
             f"| {name} | {value:.4f} | {self.baseline.values.get(name, float('nan')):.4f} |"
@@ -120,13 +121,13 @@ def plot_outcome(spec: DatasetSpec, outputs: np.ndarray, targets: np.ndarray, ou
 def evaluate_checkpoint(trained: TrainedModel, splits: DataSplits, out_dir: Path) -> EvaluationReport:
     """Score the best checkpoint on the held-out test rows beside the trivial baseline; plots go to out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    spec, targets = splits.spec, splits.targets("test")
+    spec, targets, train_targets = splits.spec, splits.targets("test"), splits.targets("train")
     outputs = predict_outputs(load_checkpoint(trained.checkpoint_path), splits.feeds("test"))
-    trivial, trivial_name = baseline_outputs(spec, splits.targets("train"), len(targets))
+    trivial, trivial_name = baseline_outputs(spec, train_targets, len(targets))
     loss_name = "cross-entropy" if spec.task == "classification" else "MSE of the standardised target"
     report = EvaluationReport(
-        scores=score_outputs(spec, outputs, targets),
-        baseline=score_outputs(spec, trivial, targets),
+        scores=score_outputs(spec, outputs, targets, train_targets),
+        baseline=score_outputs(spec, trivial, targets, train_targets),
         baseline_name=trivial_name,
         outcome_png=plot_outcome(spec, outputs, targets, out_dir),
         loss_curve_png=plot_loss_curve(trained, loss_name, out_dir / "loss_curve.png"),

@@ -2,22 +2,37 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sklearn.datasets import load_breast_cancer
+from sklearn.dummy import DummyClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from tasks.core.config import ChangeThreshold, GateConfig
+from tasks.core.spec import DatasetSpec, FeatureSpec, TargetSpec
 from tasks.data.report import DataVerdict
 from tasks.model.metrics import ModelMetrics
 from tasks.onnx.compress import CompressionResult
 from tasks.onnx.runtime import CandidateScore, ParityReport
-from tasks.release.gate import Approval, Baseline, GateEvidence, HeldOutScores, decide_promotion
+from tasks.release.gate import Approval, Baseline, GateEvidence, HeldOutScores, decide_promotion, held_out_scores
 from tasks.release.serving_check import ServingCheck
 
 GOOD_PARITY = ParityReport(rows=360, max_abs_diff=5e-6, agreement=1.0)
 GOOD_SERVING = ServingCheck(True, 2.0, 1.0, 200, 0, 3.0, 9.0, "200 requests at concurrency 4")
 
 
-def classification(accuracy: float = 0.98, f1: float = 0.98, worst_recall: float = 0.95) -> ModelMetrics:
-    values = {"test_accuracy": accuracy, "test_macro_f1": f1, "test_min_class_recall": worst_recall}
+def classification(
+    accuracy: float = 0.98, f1: float = 0.98, worst_recall: float = 0.95, balanced: float | None = None
+) -> ModelMetrics:
+    values = {
+        "test_accuracy": accuracy,
+        "test_balanced_accuracy": accuracy if balanced is None else balanced,
+        "test_macro_f1": f1,
+        "test_min_class_recall": worst_recall,
+    }
     return ModelMetrics("classification", values)
 
 
@@ -41,7 +56,8 @@ def evidence(
 ):
     candidate = candidate or classification()
     if trivial is None:
-        trivial = classification(0.40, 0.19, 0.0) if candidate.task == "classification" else regression(80.0, -0.01)
+        # Three classes, the majority 40 % of the rows: balanced accuracy 1/3, whose bar is 1/3 + 10% of 2/3 = 0.4.
+        trivial = classification(0.40, 0.19, 0.0, 1 / 3) if candidate.task == "classification" else regression(80.0)
     scores = HeldOutScores(candidate, fp32 or candidate, Baseline("majority class 'a'", trivial))
     return GateEvidence(scores, compression(size), parity, serving, approval=approval)
 
@@ -64,17 +80,65 @@ def test_first_run_is_promoted_when_every_check_passes_and_says_which_policy_app
 
 def test_no_absolute_threshold_applies_unless_configured():
     names = {c.name for c in decide(candidate=classification(accuracy=0.60)).checks}
-    assert "test_accuracy" not in names and "test_accuracy_vs_trivial" in names
+    assert "test_accuracy" not in names and "test_balanced_accuracy_vs_trivial" in names
 
 
 def test_a_model_no_better_than_the_majority_class_is_refused_and_the_threshold_says_why():
-    # Majority class scores 0.40: the candidate must remove 10% of its errors, i.e. reach 0.46.
-    decision = decide(candidate=classification(accuracy=0.45))
+    # The majority class's balanced accuracy is 1/3: the candidate must remove 10% of its errors, i.e. reach 0.4.
+    decision = decide(candidate=classification(accuracy=0.9, balanced=0.39))
+    assert failed(decision) == ["test_balanced_accuracy_vs_trivial"]
+    check = next(c for c in decision.checks if c.name == "test_balanced_accuracy_vs_trivial")
+    assert check.threshold == pytest.approx(0.4)
+    assert check.source.startswith("balanced accuracy 0.3900 vs majority class 'a' 0.3333 on the same rows:")
+    assert "must beat it by 0.0667, 10% of its error (gate.min_gain_over_baseline" in check.source
+    assert decide(candidate=classification(accuracy=0.9, balanced=0.4)).promote  # inclusive
+
+
+def test_gate_baseline_metric_accuracy_judges_accuracy_instead():
+    # Majority class accuracy 0.40: the candidate must reach 0.46, whatever its balanced accuracy.
+    config = GateConfig(baseline_metric="accuracy")
+    decision = decide(candidate=classification(accuracy=0.45, balanced=0.9), config=config)
     assert failed(decision) == ["test_accuracy_vs_trivial"]
-    check = next(c for c in decision.checks if c.name == "test_accuracy_vs_trivial")
-    assert check.threshold == pytest.approx(0.46)
-    assert "majority class 'a'" in check.source and "gate.min_gain_over_baseline" in check.source
-    assert decide(candidate=classification(accuracy=0.46)).promote  # inclusive
+    assert next(c for c in decision.checks if c.name == "test_accuracy_vs_trivial").threshold == pytest.approx(0.46)
+
+
+def breast_cancer_with_a_rare_class(share: float = 0.03) -> tuple[np.ndarray, ...]:
+    """scikit-learn's breast_cancer with malignant rows cut to `share` of the table, split in halves stratified:
+    (train inputs, test inputs, train targets, test targets), targets 1 = malignant (the minority)."""
+    table = load_breast_cancer()
+    benign, malignant = np.flatnonzero(table.target == 1), np.flatnonzero(table.target == 0)
+    rows = np.concatenate([benign, malignant[: round(len(benign) * share / (1 - share))]])
+    targets = (table.target[rows] == 0).astype(np.int64)
+    return tuple(train_test_split(table.data[rows], targets, test_size=0.5, stratify=targets, random_state=0))
+
+
+def test_the_default_gate_refuses_the_majority_class_on_a_3_percent_minority_and_passes_a_model_that_separates():
+    x_train, x_test, y_train, y_test = breast_cancer_with_a_rare_class()
+    spec = DatasetSpec(
+        target=TargetSpec(name="diagnosis", task="classification", labels=["benign", "malignant"]),
+        features=[FeatureSpec(name=f"x{i}", type="numeric") for i in range(x_train.shape[1])],
+    )
+
+    def judged(model) -> GateEvidence:
+        logits = np.log(np.clip(model.fit(x_train, y_train).predict_proba(x_test), 1e-12, None))
+        scores = held_out_scores(spec, logits, logits, y_test, y_train)
+        return GateEvidence(scores, compression(), GOOD_PARITY, GOOD_SERVING)
+
+    majority = judged(DummyClassifier(strategy="prior"))
+    assert majority.scores.candidate.value("test_accuracy") >= 0.97  # what accuracy alone would have trusted
+    decision = decide_promotion(majority, None, GateConfig())
+    assert not decision.promote and failed(decision) == ["test_balanced_accuracy_vs_trivial"]
+    line = next(c for c in decision.checks if c.name == "test_balanced_accuracy_vs_trivial").line()
+    assert "balanced accuracy 0.5000 vs majority class 'benign' 0.5000 on the same rows: must beat it by 0.05" in line
+    separating = judged(make_pipeline(StandardScaler(), LogisticRegression()))
+    passed = decide_promotion(separating, None, GateConfig())
+    assert passed.promote, failed(passed)
+    candidate = separating.scores.candidate
+    assert candidate.minority == "malignant" and candidate.value("test_roc_auc") > 0.9
+    markdown = passed.report_markdown()
+    assert f"Test metrics of the served file on {len(y_test)} rows: accuracy " in markdown
+    assert "balanced accuracy" in markdown and "ROC AUC" in markdown and "(minority class 'malignant')" in markdown
+    assert "Trivial baseline (majority class 'benign'): accuracy 0.9" in markdown
 
 
 def test_regression_must_beat_the_mean_prediction_on_rmse():
@@ -208,11 +272,12 @@ def test_rejection_by_a_person_is_recorded_like_a_failed_gate():
 
 
 def test_report_lists_every_check_with_value_threshold_verdict_and_origin(tmp_path):
-    decision = decide(candidate=classification(accuracy=0.43), production=Baseline("production v2", classification()))
+    candidate = classification(accuracy=0.43, balanced=0.38)
+    decision = decide(candidate=candidate, production=Baseline("production v2", classification()))
     markdown = decision.report_markdown()
     assert markdown.startswith("**Gate failed**")
     assert markdown.count("\n| ") == len(decision.checks) + 1
-    assert "| test_accuracy_vs_trivial | 0.43 | >= 0.46 | **FAIL** | trivial baseline" in markdown
+    assert "| test_balanced_accuracy_vs_trivial | 0.38 | >= 0.4 | **FAIL** | balanced accuracy 0.3800 vs" in markdown
     text = decision.write_json(tmp_path / "gate.json").read_text()
     assert '"verdict": "failed"' in text and '"promote": false' in text
 
