@@ -63,6 +63,10 @@ def load_run_config(args: argparse.Namespace) -> RunConfig:
         training["max_epochs"] = args.max_epochs
     if args.shuffle_labels:
         training["shuffle_labels"] = True
+    if getattr(args, "family", None):
+        raw["model_family"] = args.family
+    if getattr(args, "time_budget", None) is not None:
+        training["time_budget_s"] = args.time_budget if args.time_budget > 0 else None
     if getattr(args, "nproc_per_node", None) is not None:
         training["distributed"] = {**training.get("distributed", {}), "nproc_per_node": args.nproc_per_node}
     sweep_flags = {name: getattr(args, name, None) for name in ("trials", "concurrency", "study_name")}
@@ -90,12 +94,13 @@ def time_breakdown(stages: dict[str, float], flow_called: float) -> str:
     return f"{total:.1f} s: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in parts.items())
 
 
-def print_summary(summary, locations: Locations, flow_called: float) -> None:
+def print_summary(summary, locations: Locations, flow_called: float, budget_s: float | None) -> None:
     """What the run produced and where to look next."""
     decision = summary.decision
     print("\n" + "=" * 72)
     print(f"MLflow run        {summary.run_id}  ({summary.tracking_uri})")
-    print(f"Registered        models:/{summary.model_name}/{summary.version}  ({summary.compression})")
+    served = f"{summary.family}, {summary.compression}"
+    print(f"Registered        models:/{summary.model_name}/{summary.version}  ({served})")
     metrics = decision.candidate.values
     shown = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items() if "." not in name)
     print(f"Test metrics      {shown}")
@@ -104,7 +109,8 @@ def print_summary(summary, locations: Locations, flow_called: float) -> None:
         print(f"  {check.line()}")
     print(f"Production now    {'v' + summary.production_version if summary.production_version else 'none'}")
     print(f"Bento             {summary.bento_tag}")
-    print(f"Time              {time_breakdown(summary.stage_seconds, flow_called)}")
+    budget = "no limit" if budget_s is None else f"{budget_s:.0f} s"
+    print(f"Time              {time_breakdown(summary.stage_seconds, flow_called)} (training budget {budget})")
     print("Next:")
     if locations.tracking_uri.startswith("sqlite:"):
         artifacts = locations.home / "mlartifacts"
@@ -170,7 +176,7 @@ def run_pipeline(config: RunConfig, locations: Locations) -> int:
 
     flow_called = time.time()  # splits the summary's start-up from the wait for Prefect's server
     summary = training_pipeline(config=config)
-    print_summary(summary, locations, flow_called)
+    print_summary(summary, locations, flow_called, config.training.time_budget_s)
     return EXIT_PROMOTED if summary.promoted else EXIT_GATE_REFUSED
 
 
@@ -360,6 +366,10 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--model-name", help="registered model name (default: digits-classifier, or the data file's name)")
     run.add_argument("--max-epochs", type=int, help="override training.max_epochs")
     run.add_argument("--shuffle-labels", action="store_true", help="train on permuted labels (a gate drill)")
+    run.add_argument("--family", help="train this model family instead of the spec's (default: auto for a table)")
+    run.add_argument(
+        "--time-budget", type=float, help="seconds of training (candidate families, fits); 0 = no limit (default 60)"
+    )
     run.add_argument(
         "--nproc-per-node", type=int, help="train data-parallel in N processes (torchrun: gloo on CPU, NCCL on GPU)"
     )

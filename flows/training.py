@@ -4,6 +4,7 @@ The flow reads as the pipeline; each stage below it only wires tasks (plain func
 Prefect would serialise the splits' frames as sub-flow parameters on every call).
 """
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from tasks.data.workspace import prepare_workspace
 from tasks.model.distillation import distill_model
 from tasks.model.evaluation import evaluate_model
 from tasks.model.pruning import ShrinkResult, prune_model
+from tasks.model.selection import is_auto, select_family
 from tasks.model.sweep import open_study, run_trials, summarize_sweep
+from tasks.model.threshold import tune_decision_threshold
 from tasks.model.training import TrainedModel, train_model
 from tasks.onnx.compress import CompressionResult, compress_model, plan_compression
 from tasks.onnx.export import check_parity, export_model, export_smaller_models
@@ -30,6 +33,7 @@ from tasks.onnx.goals import CompressionPlan
 from tasks.onnx.runtime import ParityReport
 from tasks.registry.client import ModelVersionRef, TrackingRun
 from tasks.registry.lineage import describe_lineage
+from tasks.registry.selection import log_selection
 from tasks.registry.sweeps import log_sweep, log_trial
 from tasks.registry.tracking import (
     PipelineSummary,
@@ -152,16 +156,32 @@ def train_and_evaluate(
     run: TrackingRun, data: ResolvedDataset, splits: DataSplits, config: RunConfig, work_dir: Path, study_storage: str
 ) -> tuple[TrainedModel, ResolvedDataset, RunConfig]:
     """Train the spec's model family, or sweep its settings (config.sweep.trials) and keep the best trial's model;
-    score it on the test rows, log curves and plots. Returns the model and the spec and settings it trained with."""
+    tune a binary model's decision threshold on the validation rows; score it on the test rows, log curves and
+    plots. Returns the model and the spec and settings it trained with."""
     if config.sweep.trials:
         trained, data, config = sweep_settings(
             run=run, data=data, splits=splits, config=config, work_dir=work_dir, study_storage=study_storage
         )
+    elif is_auto(data.spec):
+        trained, data = choose_family(run=run, data=data, splits=splits, config=config, work_dir=work_dir)
     else:
         trained = train_model(splits=splits, spec=data.spec, config=config.training, work_dir=work_dir)
+    trained, threshold = tune_decision_threshold(trained=trained, splits=splits)
     evaluation = evaluate_model(trained=trained, splits=splits, out_dir=work_dir / "evaluation")
-    log_training(run=run, splits=splits, trained=trained, evaluation=evaluation)
+    log_training(run=run, splits=splits, trained=trained, evaluation=evaluation, threshold=threshold)
     return trained, data, config
+
+
+def choose_family(
+    run: TrackingRun, data: ResolvedDataset, splits: DataSplits, config: RunConfig, work_dir: Path
+) -> tuple[TrainedModel, ResolvedDataset]:
+    """model.family auto: the candidate families trained within the time budget, the best on validation (or their
+    blend) kept; the spec it stands for is what is registered and served."""
+    selection = select_family(splits=splits, spec=data.spec, config=config.training, work_dir=work_dir / "selection")
+    log_selection(run=run, selection=selection)
+    chosen = replace(data, spec=selection.spec, origin=f"{data.origin}; model.family auto chose {selection.served}")
+    log_spec(run=run, spec=chosen.spec, origin=chosen.origin, work_dir=work_dir / "selection")
+    return selection.trained, chosen
 
 
 def sweep_settings(

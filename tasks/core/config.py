@@ -82,6 +82,12 @@ class TrainingConfig(_Section):
     # process (benchmarks/training_throughput.py measures what it pays); smaller ones wait on kernel launches,
     # and the compile's tracing (tens of seconds) would not pay back. Never on CPU in auto.
     compile: Literal["auto", "on", "off"] = "auto"
+    # Seconds a run's training may take: model.family auto's candidates share it (trees first, in seconds; the
+    # MLP then stops at its best epoch so far when the rest is spent), and every fit (a sweep's trial, a
+    # fine-tune, a distillation) stops there too, measuring its epochs' pace and saying what the budget affords.
+    # A minute: a table's answer in about a minute on a 2-core laptop; raise it for a larger search, or for a
+    # pretrained encoder fine-tuned on a CPU.
+    time_budget_s: float | None = Field(60.0, ge=1.0, description="seconds of training; empty = no limit")
 
 
 class PruningConfig(_Section):
@@ -441,6 +447,11 @@ class RunConfig(_Section):
         None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="registered model name; empty = digits-classifier, or the data file's name",
+    )
+    model_family: str | None = Field(
+        None,
+        min_length=1,
+        description="train this model family instead of the spec's (auto, gradient_boosting, tabular_mlp, ...)",
     )
     experiment_name: str = Field("greenlight", min_length=1)
     split: SplitConfig = SplitConfig()

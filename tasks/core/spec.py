@@ -173,9 +173,12 @@ class ModelSpec(_Strict):
     """Which family builds the network, and its options (each family documents and checks its own)."""
 
     family: str = Field(
-        "tabular_mlp",
+        "auto",
         min_length=1,
-        description="tabular_mlp, image_cnn, text_transformer, pretrained_encoder, or custom",
+        description=(
+            "auto (train the candidate families for these features, serve the best on validation rows), "
+            "gradient_boosting, tabular_mlp, image_cnn, text_ngram, text_transformer, pretrained_encoder, or custom"
+        ),
     )
     custom: str | None = Field(
         None,

@@ -19,7 +19,8 @@ order on a column's values (tasks.core.features.columns) and the first that prop
 Any missing value makes the feature nullable (the model imputes, or gives missing its own category).
 The model family follows the features (each type may name the family that reads it): image_cnn for an
 image, pretrained_encoder for text (text_transformer when the pretrained wheel is not installed),
-tabular_mlp otherwise. `greenlight init` prints the table of these decisions and writes the spec as YAML
+auto otherwise (a table: gradient_boosting and tabular_mlp trained, the best on validation served).
+`greenlight init` prints the table of these decisions and writes the spec as YAML
 (write_spec_file).
 """
 
@@ -187,7 +188,7 @@ def one_model_input_kind(features: list[FeatureSpec]) -> list[FeatureSpec]:
 def proposed_family(dataset: DatasetSpec) -> str:
     """The family that reads the spec's features: the first a feature's type names, else the table family."""
     named = (feature.proposed_family() for feature in dataset.model_features)
-    return next((family for family in named if family), "tabular_mlp")
+    return next((family for family in named if family), "auto")
 
 
 def render_column_table(reports: list[ColumnReport]) -> str:

@@ -1,6 +1,6 @@
 """What a run trains on: a reviewed spec file, a spec inferred from the user's table, or the bundled digits."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prefect import task
@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.config import RunConfig
 from tasks.core.errors import ConfigRejected, DataRejected
-from tasks.core.spec import Spec, digits_spec, read_spec_file, safe_name
+from tasks.core.spec import ModelSpec, Spec, digits_spec, read_spec_file, safe_name
 from tasks.data.files import LoadedDataset, load_dataset
 from tasks.data.image_folders import LABEL_COLUMN
 from tasks.data.infer import infer_spec, render_column_table
@@ -28,7 +28,26 @@ class ResolvedDataset:
 
 @task(name="resolve_dataset", cache_policy=NO_CACHE)
 def resolve_dataset(config: RunConfig, default_dir: Path) -> ResolvedDataset:
-    """Read the data the way its spec says: a spec file's columns, any columns (then infer), or the digits."""
+    """Read the data the way its spec says (a spec file's columns, any columns, then inferred, or the digits), with
+    the model family the run configuration names, if it names one."""
+    resolved = read_dataset(config, default_dir)
+    if not config.model_family or config.model_family == resolved.spec.model.family:
+        return resolved
+    get_family_or_auto(config.model_family)
+    spec = resolved.spec.model_copy(update={"model": ModelSpec(family=config.model_family)})
+    print(f"model family      {config.model_family} (model_family of the run configuration)")
+    return replace(resolved, spec=spec, origin=f"{resolved.origin}; model_family {config.model_family}")
+
+
+def get_family_or_auto(name: str) -> None:
+    """An unknown family is refused before any data is read further (the known ones listed)."""
+    from tasks.model.families import AUTO_FAMILY, get_family  # torch: only when a run trains
+
+    if name != AUTO_FAMILY:
+        get_family(name)
+
+
+def read_dataset(config: RunConfig, default_dir: Path) -> ResolvedDataset:
     if config.spec_path:
         spec, _ = read_spec_file(Path(config.spec_path).expanduser())
         check_target_agrees(spec, config)
@@ -40,6 +59,7 @@ def resolve_dataset(config: RunConfig, default_dir: Path) -> ResolvedDataset:
         spec, columns = infer_spec(dataset.frame, target, config.task, name=safe_name(config.data_path))
         # Zero-config runs still show what was decided; `greenlight init` writes it for review instead.
         print(f"inferred spec ({spec.dataset.task} of '{target}'):\n{render_column_table(columns)}")
+        print(model_line(spec, config))
         return ResolvedDataset(dataset, spec, f"inferred from {config.data_path}", model_name(config, dataset, spec))
     spec = digits_spec()
     try:
@@ -67,3 +87,14 @@ def check_target_agrees(spec: Spec, config: RunConfig) -> None:
 def model_name(config: RunConfig, dataset: LoadedDataset, spec: Spec) -> str:
     """The configured name, else one made from the data file's name (churn.csv -> churn)."""
     return config.model_name or safe_name(dataset.source) or safe_name(spec.dataset.name)
+
+
+def model_line(spec: Spec, config: RunConfig) -> str:
+    """The model decision under the spec table: the family (auto: its candidates) and the training budget."""
+    budget = config.training.time_budget_s
+    family = spec.model.family
+    if family == "auto":
+        from tasks.model.selection import candidate_families  # torch: only when a run trains
+
+        family = f"auto (candidates: {', '.join(candidate_families(spec))}; the best on validation rows is served)"
+    return f"model family      {family}\ntraining budget   " + ("no limit" if budget is None else f"{budget:.0f} s")

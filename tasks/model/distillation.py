@@ -127,6 +127,8 @@ def train_student(
     device = pick_device()
     transfer, soft = transfer_set(teacher, splits, config, training)
     student = GreenlightModel(teacher.spec.model_copy(update={"model": student_model}), teacher.preprocessing)
+    with torch.no_grad():  # the teacher's decision threshold (tasks.model.threshold) is the student's too
+        student.logit_offset.copy_(teacher.logit_offset)
     seed = getattr(teacher.network, "seed_student", None)
     if callable(seed):
         seed(student.network)

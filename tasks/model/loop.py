@@ -29,6 +29,7 @@ from tasks.core.spec import Spec
 from tasks.core.text import TEXT_IDS, TEXT_MASK
 from tasks.data.parts import DataSplits, Part
 from tasks.model.families import get_family
+from tasks.model.families.contract import TrainingRows
 from tasks.model.metrics import MAIN_METRIC, score_outputs
 from tasks.model.network import GreenlightModel, model_tensors
 from tasks.model.preprocess import fit_preprocessing
@@ -105,6 +106,17 @@ def part_tensors(model: GreenlightModel, splits: DataSplits, part: Part, raw: np
         return PartTensors(tuple(tensors[:-1]), tensors[-1], raw, tokens, batch_device=torch.device(device))
     tensors = [t.to(device) for t in tensors]
     return PartTensors(tuple(tensors[:-1]), tensors[-1], raw, tokens)
+
+
+def precompute_features(model: GreenlightModel, *parts: PartTensors) -> None:
+    """A network whose text features are fixed (a frozen encoder's pooled vectors) computes them once for every
+    row of these parts, before the first epoch: a one-off pass is not an epoch's pace (the time budget's
+    estimate), and every epoch then trains only what learns."""
+    precompute = getattr(model.network, "precompute", None)
+    if callable(precompute):
+        for part in parts:
+            if part.token_inputs:
+                precompute(*(part.inputs[i] for i in part.token_inputs))
 
 
 def compute_loss(model: GreenlightModel, output: Tensor, targets: Tensor) -> Tensor:
@@ -345,6 +357,7 @@ def fit_model(
     device = next(model.parameters()).device
     train = train or part_tensors(model, splits, "train", targets, device)
     validation = part_tensors(model, splits, "validation", splits.targets("validation"), device)
+    precompute_features(model, train, validation)
     engine, learning_rate = prepare_engine(model, config, len(train.targets), parallel)
     optimizer = torch.optim.AdamW(
         parameter_groups(model, learning_rate), lr=learning_rate, weight_decay=config.weight_decay
@@ -374,6 +387,16 @@ def fit_model(
             if not quiet:
                 progress.write(f"early stop at epoch {epoch}: no lower validation loss since epoch {best_epoch}")
             break
+        spent = out_of_time(time.perf_counter() - started, epoch, schedule.max_epochs, config.time_budget_s)
+        if parallel is not None:  # every process must stop at the same epoch
+            spent = parallel.sum(float(spent))[0] > 0
+        if spent:
+            if not quiet:
+                progress.write(
+                    f"{schedule.label}: stopped at epoch {epoch}, the time budget (training.time_budget_s = "
+                    f"{config.time_budget_s:.0f} s) is spent; the best epoch ({best_epoch}) is kept"
+                )
+            break
     progress.close()
     if best_state is None:
         raise GreenlightError(
@@ -381,6 +404,17 @@ def fit_model(
             "lower training.learning_rate or check the target for extreme values"
         )
     return FitResult(best_state, best_epoch, tuple(history), time.perf_counter() - started)
+
+
+def out_of_time(elapsed: float, epoch: int, max_epochs: int, budget: float | None) -> bool:
+    """Whether another epoch would overrun the budget, at the pace measured so far (the first epoch's pace says,
+    once, how many epochs the budget affords)."""
+    if budget is None:
+        return False
+    pace = elapsed / epoch
+    if epoch == 1 and pace * max_epochs > budget:
+        print(f"an epoch takes {pace:.2f} s: the time budget ({budget:.0f} s) affords ~{int(budget / pace)} epochs")
+    return elapsed + pace > budget
 
 
 def train_on_device(
@@ -399,5 +433,38 @@ def train_on_device(
         f"training {family.name}", config.max_epochs or family.max_epochs, config.patience or family.patience
     )
     targets = train_targets(splits, config)
-    model = GreenlightModel(spec, fit_preprocessing(splits.spec, splits.feeds("train"), targets)).to(device)
+    model = GreenlightModel(spec, fit_preprocessing(splits.spec, splits.feeds("train"), targets))
+    if family.fit is not None:  # a tree ensemble grows itself on the CPU, in one process
+        return model, fit_directly(model, splits, targets, config, schedule)
+    model = model.to(device)
     return model, fit_model(model, splits, targets, config, schedule, on_epoch=on_epoch, parallel=parallel)
+
+
+def network_arrays(model: GreenlightModel, splits: DataSplits, part: Part) -> tuple[np.ndarray, ...]:
+    """A part as the network's inputs (the learned preprocessing applied), as arrays."""
+    model.eval()
+    with torch.inference_mode():
+        return tuple(t.numpy() for t in model.network_inputs(*model_tensors(model, splits.feeds(part))))
+
+
+def fit_directly(
+    model: GreenlightModel, splits: DataSplits, targets: np.ndarray, config: TrainingConfig, schedule: FitSchedule
+) -> FitResult:
+    """A family that trains its network itself (gradient_boosting) on the preprocessed rows; the same FitResult
+    as the loop's, rounds for epochs, so evaluation, checkpoints and export treat it like any network."""
+    started = time.perf_counter()
+    family = get_family(model.spec.model.family)
+    rows = TrainingRows(
+        train=network_arrays(model, splits, "train"),
+        train_targets=training_targets(model, targets).numpy(),
+        validation=network_arrays(model, splits, "validation"),
+        validation_targets=training_targets(model, splits.targets("validation")).numpy(),
+        seed=config.seed,
+        time_budget_s=config.time_budget_s,
+    )
+    print(f"{schedule.label}: {len(rows.train_targets):,} training rows, early stopping on validation")
+    done = family.fit(model.network, rows, model.spec.model, model.spec.dataset.task)
+    history = tuple(EpochMetrics(r.round, r.train_loss, r.val_loss, r.val_metric) for r in done.history)
+    print(f"{schedule.label}: kept round {done.best_round} of {len(history)}")
+    state = copy.deepcopy(model.state_dict())
+    return FitResult(state, done.best_round, history, time.perf_counter() - started)

@@ -95,9 +95,17 @@ class GreenlightModel(nn.Module):
         self.network = build_network(spec.model, describe_inputs(spec, preprocessing))
         target = preprocessing.target
         self.target_mean, self.target_std = (target.mean, target.std) if target else (0.0, 1.0)
+        # Subtracted from the logits: zeros, or a binary model's tuned decision threshold t as [0, logit(t)]
+        # (tasks.model.threshold), so argmax over what is served answers class 1 when p1 > t. A buffer: the
+        # checkpoint and the ONNX graph carry it, and the loss (on network_output) never sees it.
+        self.register_buffer("logit_offset", torch.zeros(len(spec.dataset.label_texts())))
 
     def network_output(self, *inputs: Tensor) -> Tensor:
         """The network's own output: logits, or the standardised target (what the loss is computed on)."""
+        return self.network(*self.network_inputs(*inputs))
+
+    def network_inputs(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        """What the family's network is called with (contract.py): (numeric, codes), plus (ids, mask) for text."""
         named = dict(zip(self.input_names, inputs, strict=True))
         rows = inputs[0].shape[0]
         if self.numeric is not None:
@@ -112,13 +120,13 @@ class GreenlightModel(nn.Module):
         elif self.training and OOV_TRAINING_RATE > 0:
             codes = torch.where(torch.rand(codes.shape, device=codes.device) < OOV_TRAINING_RATE, OOV_CODE, codes)
         if TEXT_IDS in named:
-            return self.network(numeric, codes, named[TEXT_IDS], named[TEXT_MASK])
-        return self.network(numeric, codes)
+            return numeric, codes, named[TEXT_IDS], named[TEXT_MASK]
+        return numeric, codes
 
     def in_target_units(self, output: Tensor) -> Tensor:
-        """Logits as they are; a regression output as [n] in the target's own units (de-standardised)."""
+        """Logits less the decision threshold's offset; a regression output as [n] in the target's own units."""
         if self.spec.dataset.task == "classification":
-            return output
+            return output - self.logit_offset
         return output.reshape(-1) * self.target_std + self.target_mean
 
     def forward(self, *inputs: Tensor) -> Tensor:

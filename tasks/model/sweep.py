@@ -34,7 +34,7 @@ from tasks.core.spec import ModelSpec, Spec
 from tasks.data.parts import DataSplits
 from tasks.data.resolve import ResolvedDataset
 from tasks.model.evaluation import pyplot
-from tasks.model.families import get_family
+from tasks.model.families import AUTO_FAMILY, get_family
 from tasks.model.loop import EpochMetrics, pick_device, train_on_device
 from tasks.model.network import save_checkpoint
 from tasks.model.training import TrainedModel, trained_model
@@ -137,9 +137,20 @@ def candidate_values(entry: FloatRange | IntRange | Choice) -> list[Any]:
     return [entry.low, entry.high, *inside]
 
 
+# A sweep varies one family's settings; a spec that leaves the family to auto sweeps the network (the trees of
+# auto tune themselves by early stopping, and the default space is the network's).
+SWEPT_FOR_AUTO = "tabular_mlp"
+
+
+def swept_model(model: ModelSpec) -> ModelSpec:
+    """The model a sweep varies: the spec's, or for model.family auto the network family."""
+    return model.model_copy(update={"family": SWEPT_FOR_AUTO}) if model.family == AUTO_FAMILY else model
+
+
 def check_model_options(sweep: SweepConfig, model: ModelSpec) -> None:
     """Every model option the space varies builds with the spec's family at every value checked; the training
     settings were checked with the run configuration."""
+    model = swept_model(model)
     family = get_family(model.family)
     for name, entry in sweep.space.items():
         if not name.startswith(MODEL_OPTION):
@@ -259,7 +270,8 @@ def trial_settings(params: dict[str, Any], spec: Spec, config: RunConfig) -> tup
         values[name] = choices.get(value, value) if isinstance(value, str) else value
     training = {name.removeprefix("training."): v for name, v in values.items() if name.startswith("training.")}
     options = {name.removeprefix(MODEL_OPTION): v for name, v in values.items() if name.startswith(MODEL_OPTION)}
-    model = spec.model.model_copy(update={"options": {**spec.model.options, **options}})
+    model = swept_model(spec.model)
+    model = model.model_copy(update={"options": {**model.options, **options}})
     return spec.model_copy(update={"model": model}), config.training.model_copy(update=training)
 
 
@@ -324,7 +336,7 @@ def run_trials(
     """Ask, train and tell until the study holds sweep.trials trials (or sweep.timeout_s passes): at most
     `concurrency` at once; `on_trial` sees each outcome as it comes (the flow logs it)."""
     sweep = config.sweep
-    live = load_study(study, sweep, config.training.max_epochs or get_family(spec.model.family).max_epochs)
+    live = load_study(study, sweep, config.training.max_epochs or get_family(swept_model(spec.model).family).max_epochs)
     space, deadline = distributions(sweep), time.monotonic() + (sweep.timeout_s or math.inf)
     running: dict[Any, optuna.Trial] = {}
     results: list[TrialResult] = []

@@ -17,7 +17,7 @@ from tasks.core.config import TrainingConfig
 from tasks.core.spec import Spec
 from tasks.data.parts import DataSplits
 from tasks.model.distributed import train_distributed
-from tasks.model.families import get_family
+from tasks.model.families import AUTO_FAMILY, get_family
 from tasks.model.loop import EpochMetrics, FitResult, pick_device, train_on_device
 from tasks.model.metrics import MAIN_METRIC
 from tasks.model.network import save_checkpoint
@@ -34,6 +34,9 @@ class TrainedModel:
     device: str
     seconds: float
     metric_name: str  # what EpochMetrics.val_metric is: "accuracy" or "r2"
+    # The same model trained on the training rows alone, where this one also learned the validation rows (a refit):
+    # a decision threshold is tuned on its validation outputs (tasks.model.threshold), never on rows seen in training.
+    held_out_checkpoint: Path | None = None
 
 
 # Cached on the splits' content, the spec, the settings and the code (seeded: the same inputs train the same model).
@@ -44,7 +47,12 @@ class TrainedModel:
 )
 def train_model(splits: DataSplits, spec: Spec, config: TrainingConfig, work_dir: Path) -> TrainedModel:
     """Learn the preprocessing, train the spec's family with early stopping, keep the best checkpoint; in
-    torchrun's processes when training.distributed asks for several."""
+    torchrun's processes when training.distributed asks for several. A spec with model.family auto trains its
+    candidate families and returns the one served (tasks.model.selection; the pipeline records the choice too)."""
+    if spec.model.family == AUTO_FAMILY:
+        from tasks.model.selection import select_family  # it trains each candidate through this task
+
+        return select_family.fn(splits=splits, spec=spec, config=config, work_dir=work_dir / "selection").trained
     if config.distributed.nproc_per_node > 1:
         done = train_distributed(splits, spec, config, work_dir)
         return trained_model(done.checkpoint_path, spec, splits, done.fit, f"{done.device} x{done.processes}")

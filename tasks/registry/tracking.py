@@ -21,6 +21,7 @@ from tasks.data.report import DataCheckReport
 from tasks.data.split import DataSplits
 from tasks.model.evaluation import EvaluationReport
 from tasks.model.loop import EpochMetrics
+from tasks.model.threshold import ThresholdChoice
 from tasks.model.training import TrainedModel
 from tasks.onnx.compress import CompressionResult
 from tasks.onnx.runtime import ParityReport
@@ -60,6 +61,7 @@ class PipelineSummary:
     bento_tag: str
     compression: str
     production_version: str | None
+    family: str  # the served model's family (what model.family auto chose)
     stage_seconds: dict[str, float]  # per stage, and "_started_at": when the flow's body began (wall clock)
 
 
@@ -165,15 +167,37 @@ def epoch_curves(history: tuple[EpochMetrics, ...]) -> list[tuple[str, float, in
     ]
 
 
+def threshold_record(choice: ThresholdChoice | None) -> tuple[dict[str, float], dict[str, str]]:
+    """A binary model's decision threshold as metrics (the threshold, the validation minority F1 at argmax and at
+    the best cut) and a tag saying why it was kept or not; nothing for other tasks."""
+    if choice is None or not choice.minority:
+        return {}, {}
+    metrics = {
+        "decision_threshold": choice.threshold,
+        "validation_minority_f1_at_argmax": choice.f1_at_argmax,
+        "validation_minority_f1_at_best_threshold": choice.f1_at_best,
+    }
+    return metrics, {"decision_threshold": choice.reason[:5000]}
+
+
 @task(name="log_training", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
-def log_training(run: TrackingRun, splits: DataSplits, trained: TrainedModel, evaluation: EvaluationReport) -> None:
-    """Per-epoch curves, test metrics and plots, each in as few calls as possible."""
+def log_training(
+    run: TrackingRun,
+    splits: DataSplits,
+    trained: TrainedModel,
+    evaluation: EvaluationReport,
+    threshold: ThresholdChoice | None = None,
+) -> None:
+    """Per-epoch curves, test metrics (balanced accuracy, ROC AUC, PR AUC and minority F1 among them, where the
+    test rows define them) and plots, and the decision threshold served, each in as few calls as possible."""
     log_metric_series(run, epoch_curves(trained.history))
     sizes = {f"rows_{k}": float(v) for k, v in splits.sizes().items()}
+    chosen, why = threshold_record(threshold)
     log_metrics(
-        run, {**evaluation.metrics(), **sizes, "best_epoch": trained.best_epoch, "train_seconds": trained.seconds}
+        run,
+        {**evaluation.metrics(), **sizes, **chosen, "best_epoch": trained.best_epoch, "train_seconds": trained.seconds},
     )
-    set_run_tags(run, {"device": trained.device})
+    set_run_tags(run, {"device": trained.device, **why})
     plots = [getattr(evaluation, f.name) for f in fields(evaluation) if isinstance(getattr(evaluation, f.name), Path)]
     log_files(run, [*plots, trained.checkpoint_path], "evaluation")
 
@@ -298,5 +322,6 @@ def summarize_run(
         bento_tag=current.tags.get("bento_tag", ""),
         compression=current.tags.get("compression", ""),
         production_version=production.version if production else None,
+        family=current.tags.get("model_family", ""),
         stage_seconds=stage_seconds,
     )

@@ -39,7 +39,17 @@ def test_asked_to_prune_and_distil_a_table_run_logs_every_candidate_the_pareto_p
     config.write_text(
         yaml.safe_dump({"compression": {"pruning": {"when": "always"}, "distillation": {"when": "always"}}})
     )
-    args = ["run", "--data", str(wine_csv), "--target", "cultivar", "--model-name", "wine-candidates"]
+    args = [
+        "run",
+        "--data",
+        str(wine_csv),
+        "--target",
+        "cultivar",
+        "--model-name",
+        "wine-candidates",
+        "--family",
+        "tabular_mlp",
+    ]
     assert main([*args, "--config", str(config)]) == 0
     version = client.get_model_version("wine-candidates", "1")
     run = client.get_run(version.run_id)
@@ -83,7 +93,17 @@ def test_a_candidate_that_loses_on_the_test_rows_fails_the_gate_and_nothing_is_p
     }
     config = tmp_path / "tight.yaml"
     config.write_text(yaml.safe_dump(tight))
-    args = ["run", "--data", str(wine_csv), "--target", "cultivar", "--model-name", "wine-tight"]
+    args = [
+        "run",
+        "--data",
+        str(wine_csv),
+        "--target",
+        "cultivar",
+        "--model-name",
+        "wine-tight",
+        "--family",
+        "tabular_mlp",
+    ]
     assert main([*args, "--config", str(config)]) == 3
     assert registry_state(client, "wine-tight") == (["1"], None)
     tags = client.get_model_version("wine-tight", "1").tags

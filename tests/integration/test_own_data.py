@@ -87,6 +87,21 @@ def test_zero_config_run_on_penguins_promotes_a_classifier_with_its_spec(penguin
     assert columns["island"]["type"] == "string" and columns["bill_length_mm"]["type"] == "double"
 
 
+def test_zero_config_trains_both_table_families_and_registers_the_one_it_serves(penguins_run, client):
+    # model.family auto: trees and the MLP scored on validation rows, on the run a user browses; the registered
+    # spec names the family that was served (the one the gate judged), not "auto".
+    version = client.get_model_version_by_alias("penguins", "production")
+    run = client.get_run(version.run_id)
+    candidates = {name for name in run.data.metrics if name.startswith("candidate.")}
+    expected = {"candidate.gradient_boosting.validation_accuracy", "candidate.tabular_mlp.validation_accuracy"}
+    assert expected <= candidates, f"{candidates}; tags {run.data.tags}"
+    served = run.data.tags["model_family_served"]
+    assert version.tags["model_family"] in ("gradient_boosting", "tabular_mlp", "ensemble")
+    assert served.split(":")[0] == version.tags["model_family"]
+    logged = {Path(f.path).name for f in client.list_artifacts(run.info.run_id, "selection")}
+    assert logged == {"candidates.md", "candidates.png"}
+
+
 def test_served_penguins_answer_raw_records_in_the_users_labels_including_odd_ones(penguins_run, tmp_path):
     frame = penguins().dropna().sample(40, random_state=1)
     records = frame.drop(columns=["species"]).to_dict("records")

@@ -87,7 +87,7 @@ def test_a_table_whose_only_free_text_is_a_name_column_is_a_table_model():
         }
     )
     spec, reports = infer_spec(frame, "y")
-    assert spec.model.family == "tabular_mlp" and [f.type for f in spec.dataset.features] == ["id", "numeric"]
+    assert spec.model.family == "auto" and [f.type for f in spec.dataset.features] == ["id", "numeric"]
     assert "looks like a name or identifier" in render_column_table(reports).splitlines()[2]
 
 

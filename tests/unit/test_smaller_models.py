@@ -62,6 +62,7 @@ def trained(spec: Spec, frame: pd.DataFrame, tmp_path: Path) -> tuple[DataSplits
 def cases(tmp_path_factory) -> dict[str, tuple[DataSplits, Path]]:
     table = table_rows()
     table_spec, _ = infer_spec(table, "label")
+    table_spec = table_spec.model_copy(update={"model": ModelSpec(family="tabular_mlp")})  # the network, to prune
     reviews = product_reviews(160)
     return {
         "table": trained(table_spec, table, tmp_path_factory.mktemp("table")),

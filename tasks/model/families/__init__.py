@@ -8,17 +8,32 @@ from torch import nn
 
 from tasks.core.errors import ConfigRejected
 from tasks.core.spec import ModelSpec
-from tasks.model.families import custom, image_cnn, pretrained_encoder, tabular_mlp, text_transformer
+from tasks.model.families import (
+    custom,
+    ensemble,
+    gradient_boosting,
+    image_cnn,
+    pretrained_encoder,
+    tabular_mlp,
+    text_ngram,
+    text_transformer,
+)
 from tasks.model.families.contract import Family, InputDescription, TextDescription
+
+# Not a family: the training stage trains the spec's candidate families and serves the best (tasks.model.selection).
+AUTO_FAMILY = "auto"
 
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
         tabular_mlp.FAMILY,
+        gradient_boosting.FAMILY,
         image_cnn.FAMILY,
         text_transformer.FAMILY,
         pretrained_encoder.FAMILY,
+        text_ngram.FAMILY,
         custom.FAMILY,
+        ensemble.FAMILY,
         image_cnn.GRID_ALIAS,
     )
 }
@@ -26,6 +41,11 @@ FAMILIES: dict[str, Family] = {
 
 def get_family(name: str) -> Family:
     """The registered family of that name; an unknown name is refused with the known ones."""
+    if name == AUTO_FAMILY:
+        raise ConfigRejected(
+            "model.family 'auto' is decided by training its candidate families (the pipeline's training stage); "
+            "name one family here (gradient_boosting, tabular_mlp, ...)"
+        )
     if name not in FAMILIES:
         known = "; ".join(f"{f.name} ({f.summary})" for f in FAMILIES.values())
         raise ConfigRejected(f"unknown model family '{name}' in model.family; choose one of: {known}")
@@ -37,4 +57,4 @@ def build_network(model: ModelSpec, inputs: InputDescription) -> nn.Module:
     return get_family(model.family).build(model, inputs)
 
 
-__all__ = ["FAMILIES", "Family", "InputDescription", "TextDescription", "build_network", "get_family"]
+__all__ = ["AUTO_FAMILY", "FAMILIES", "Family", "InputDescription", "TextDescription", "build_network", "get_family"]

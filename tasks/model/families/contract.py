@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
@@ -61,6 +62,39 @@ class InputDescription:
     training_rows: int = 0  # rows of the training split (0: unknown, e.g. when a checkpoint is rebuilt)
 
 
+@dataclass(frozen=True)
+class TrainingRows:
+    """The network's inputs for the training and validation rows, after the learned preprocessing, with their
+    targets (label indices, or the standardised regression target): what a family that fits by its own algorithm
+    rather than gradient steps (a tree ensemble) learns from."""
+
+    train: tuple[np.ndarray, np.ndarray]  # (numeric float32 [n, numeric_width], codes int64 [n, categorical])
+    train_targets: np.ndarray
+    validation: tuple[np.ndarray, np.ndarray]
+    validation_targets: np.ndarray
+    seed: int
+    # Seconds this fit may take (None: no limit): the family stops adding rounds when it is spent.
+    time_budget_s: float | None = None
+
+
+@dataclass(frozen=True)
+class RoundMetrics:
+    """One round of a direct fit as the loop records an epoch: losses, and accuracy or R^2 on validation rows."""
+
+    round: int
+    train_loss: float
+    val_loss: float
+    val_metric: float
+
+
+@dataclass(frozen=True)
+class DirectFit:
+    """What a direct fit reports: the round kept (early stopping on validation loss) and every round's metrics."""
+
+    best_round: int
+    history: tuple[RoundMetrics, ...]
+
+
 class FamilyOptions(BaseModel):
     """Base of a family's options: unknown keys are refused (a typo must not silently train the default)."""
 
@@ -91,6 +125,9 @@ class Family:
     # What model.options it reads (a sweep checks the options it varies against it before the first trial);
     # None: options the family does not check (a custom builder reads its own).
     options: type[FamilyOptions] | None = None
+    # fit(network, rows, model spec, task) -> DirectFit: the family trains its built network itself (a tree
+    # ensemble is grown by boosting, not by gradient steps); None: the shared loop (tasks.model.loop) trains it.
+    fit: Callable[[nn.Module, TrainingRows, ModelSpec, str], DirectFit] | None = None
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         """Refuse options this family cannot build with (ConfigRejected naming the option and the known ones)."""

@@ -1,0 +1,85 @@
+"""ensemble: a weighted average of several families' networks over the same learned preprocessing, as one network.
+
+`model.family: auto` (tasks.model.selection) builds one when it measures better on the validation rows than the
+best single family: classification averages the members' probabilities (the output is the log of the weighted
+mean, so argmax and softmax read it like any logits); regression averages the standardised predictions. The
+members keep their own weights and sizes (a tree ensemble's node arrays), so the checkpoint, the ONNX export and
+parity treat it like any other network.
+"""
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from tasks.core.spec import ModelSpec
+from tasks.model.families.contract import Family, FamilyOptions, InputDescription, parse_options
+
+
+class EnsembleMember(FamilyOptions):
+    family: str
+    options: dict = Field(default_factory=dict)
+    weight: float = Field(gt=0.0, le=1.0)
+
+
+class EnsembleOptions(FamilyOptions):
+    """model.options of ensemble: its members, each a family, its options and its weight (weights sum to 1)."""
+
+    members: tuple[EnsembleMember, ...] = Field(min_length=2, max_length=8)
+
+    @model_validator(mode="after")
+    def _weights_sum_to_one(self) -> "EnsembleOptions":
+        total = sum(m.weight for m in self.members)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"ensemble weights must sum to 1, got {total:.6f}")
+        if any(m.family == "ensemble" for m in self.members):
+            raise ValueError("an ensemble cannot hold an ensemble")
+        return self
+
+
+class WeightedEnsemble(nn.Module):
+    def __init__(self, members: list[nn.Module], weights: list[float], task: str) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
+        self.classification = task == "classification"
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        outputs = [member(*inputs).float() for member in self.members]
+        if self.classification:
+            probabilities = sum(w * torch.softmax(o, dim=1) for w, o in zip(self.weights, outputs, strict=True))
+            return torch.log(probabilities.clamp_min(1e-12))
+        return sum(w * o.reshape(-1, 1) for w, o in zip(self.weights, outputs, strict=True))
+
+
+def build(model: ModelSpec, inputs: InputDescription) -> nn.Module:
+    from tasks.model.families import build_network  # the registry imports this module
+
+    options = parse_options(EnsembleOptions, model.family, model.options)
+    members = [build_network(ModelSpec(family=m.family, options=m.options), inputs) for m in options.members]
+    return WeightedEnsemble(members, [m.weight for m in options.members], inputs.task)
+
+
+def ensemble_spec(members: list[tuple[ModelSpec, float]]) -> ModelSpec:
+    """The ModelSpec of a weighted ensemble of these members (weights normalised to sum to 1)."""
+    total = sum(weight for _, weight in members)
+    return ModelSpec(
+        family="ensemble",
+        options={
+            "members": [
+                {"family": m.family, "options": dict(m.options), "weight": float(weight / total)}
+                for m, weight in members
+            ]
+        },
+    )
+
+
+FAMILY = Family(
+    name="ensemble",
+    build=build,
+    max_epochs=1,
+    patience=1,
+    summary="a weighted average of other families' outputs (what model.family auto serves when it measures better)",
+    options=EnsembleOptions,
+    # Its members are already trained and chosen; shrinking one would need the blend re-weighed.
+    compression="never",
+)
