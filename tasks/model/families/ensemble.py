@@ -46,9 +46,9 @@ class WeightedEnsemble(nn.Module):
     def forward(self, *inputs: Tensor) -> Tensor:
         outputs = [member(*inputs).float() for member in self.members]
         if self.classification:
-            probabilities = sum(w * torch.softmax(o, dim=1) for w, o in zip(self.weights, outputs, strict=True))
+            probabilities = sum(self.weights[i] * torch.softmax(o, dim=1) for i, o in enumerate(outputs))
             return torch.log(probabilities.clamp_min(1e-12))
-        return sum(w * o.reshape(-1, 1) for w, o in zip(self.weights, outputs, strict=True))
+        return sum(self.weights[i] * o.reshape(-1, 1) for i, o in enumerate(outputs))
 
 
 def build(model: ModelSpec, inputs: InputDescription) -> nn.Module:
