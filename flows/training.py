@@ -73,7 +73,8 @@ def training_pipeline(config: RunConfig = RunConfig()) -> PipelineSummary:  # no
         )
         log_spec(run=run, spec=data.spec, origin=data.origin, work_dir=work_dir)
         splits, summary, verdict = check_data(run=run, data=data, config=config, work_dir=work_dir)
-        # A sweep's best trial: its model, and the spec and settings it trained with, go on from here.
+        # The model served from here on, and the spec and settings it trained with: a sweep's best trial, or the
+        # family model.family auto chose.
         trained, data, config = train_and_evaluate(
             run=run, data=data, splits=splits, config=config, work_dir=work_dir, study_storage=locations.study_storage
         )

@@ -139,11 +139,17 @@ def best_blend(spec: Spec, splits: DataSplits, first: Trained, second: Trained) 
     return best
 
 
+def blend_spec(spec: Spec, first: Trained, second: Trained, weight: float) -> Spec:
+    """The spec of the blend: the dataset as it is, the ensemble of the two members as its model."""
+    return spec.model_copy(
+        update={"model": ensemble_spec([(first.spec.model, 1 - weight), (second.spec.model, weight)])}
+    )
+
+
 def save_ensemble(spec: Spec, first: Trained, second: Trained, weight: float, path: Path) -> Path:
     """One checkpoint holding both members' networks over their shared preprocessing."""
     members = [load_checkpoint(first.trained.checkpoint_path), load_checkpoint(second.trained.checkpoint_path)]
-    model_spec = ensemble_spec([(first.spec.model, 1 - weight), (second.spec.model, weight)])
-    ensemble = GreenlightModel(spec.model_copy(update={"model": model_spec}), members[0].preprocessing)
+    ensemble = GreenlightModel(blend_spec(spec, first, second, weight), members[0].preprocessing)
     for slot, member in enumerate(members):  # the trained networks themselves (a tree ensemble's sizes come along)
         ensemble.network.members[slot] = member.network
     return save_checkpoint(ensemble, ensemble.state_dict(), path)
@@ -178,7 +184,7 @@ def select_family(splits: DataSplits, spec: Spec, config: TrainingConfig, work_d
         label = f"ensemble: {ranked[0].spec.model.family} {1 - weight:.1f} + {ranked[1].spec.model.family} {weight:.1f}"
         if better(blended, chosen_scores):
             path = save_ensemble(spec, ranked[0], ranked[1], weight, work_dir / "ensemble" / "best.pt")
-            spec_of = load_checkpoint(path).spec
+            spec_of = blend_spec(spec, ranked[0], ranked[1], weight)
             trained = replace(chosen.trained, checkpoint_path=path, family="ensemble")
             chosen, chosen_scores, name = Trained(spec_of, trained, np.empty(0), blended), blended, label
         scores.append(CandidateScore(label, *blended, 0.0))
