@@ -37,6 +37,8 @@ TEXT_OPENING = 40
 CHANNEL_NAMES = {1: "grayscale", 2: "grayscale + alpha", 3: "colour", 4: "colour + alpha, or CMYK"}
 # Odd 64-bit constant (from splitmix64) that spreads each column's bits across the row hash.
 HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+# A column with more than this share of its values distinct (an amount, a timestamp) rarely repeats by chance.
+NEARLY_UNIQUE_SHARE = 0.5
 
 
 def plain(value: Any) -> Any:
@@ -328,14 +330,18 @@ class TableDuplicateRows(TableMetricProvider):
     """Rows identical to an earlier row in every column, found by a vectorised 64-bit row hash."""
 
     metric_name = "greenlight.table.duplicate_rows"
-    value_keys = ("column_list",)
+    value_keys = ("column_list", "key_columns")
 
     @metric_value(engine=PandasExecutionEngine)
     def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics, runtime_configuration):
         frame, _, _ = execution_engine.get_compute_domain(metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
         wanted = metric_value_kwargs.get("column_list")
-        if wanted:  # the columns a model reads: rows differing only in an id column still leak
-            frame = frame[[name for name in dict.fromkeys(wanted) if name in frame.columns]]
+        if wanted:  # the columns a model reads: rows differing only in a row key still leak
+            wanted = [name for name in dict.fromkeys(wanted) if name in frame.columns]
+            if not any_nearly_unique(frame, wanted):  # few discrete columns repeat by nature: keys tell records apart
+                keys = metric_value_kwargs.get("key_columns") or []
+                wanted += [name for name in keys if name in frame.columns and name not in wanted]
+            frame = frame[wanted]
         hashes = row_hashes(frame)
         repeated = pd.Series(hashes).duplicated().to_numpy()
         # The first few repeats, each with the earlier row it repeats, checked cell by cell.
@@ -345,6 +351,12 @@ class TableDuplicateRows(TableMetricProvider):
             if frame.iloc[first].equals(frame.iloc[position]):
                 examples.append([plain(frame.index[position]), plain(frame.index[first])])
         return {"rows": len(frame), "count": int(repeated.sum()), "examples": examples}
+
+
+def any_nearly_unique(frame: pd.DataFrame, columns: list[str]) -> bool:
+    """Whether one of these columns has more than NEARLY_UNIQUE_SHARE of its values distinct (an amount, a
+    measurement): rows equal on it and on every other column are then copies, not two records alike."""
+    return any(frame[name].nunique() > NEARLY_UNIQUE_SHARE * max(len(frame), 1) for name in columns)
 
 
 def row_hashes(frame: pd.DataFrame) -> np.ndarray:
@@ -466,12 +478,16 @@ class ExpectTableDuplicateRowShareToBeAtMost(BatchExpectation):
     """Expect at most max_share of the rows to repeat an earlier row exactly (a copy-paste or a join gone wrong).
 
     column_list: compare rows on these columns only (empty = every column).
+    key_columns: ids and names, compared too when no column of column_list is nearly unique: two passengers of
+        the same class, sex and age are two records when their names differ, while rows equal in an amount and
+        every other column are copies whatever their ids say.
     """
 
     max_share: float | SuiteParameterDict = 0.0
     column_list: list[str] | None = None
+    key_columns: list[str] | None = None
     metric_dependencies = ("greenlight.table.duplicate_rows",)
-    success_keys = ("max_share", "column_list")
+    success_keys = ("max_share", "column_list", "key_columns")
     args_keys = ("max_share",)
 
     def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine=None) -> dict:

@@ -71,11 +71,17 @@ def table_expectations(spec: DatasetSpec) -> list[dict]:
         ),
         expectation(
             "expect_table_duplicate_row_share_to_be_at_most",
-            {"max_share": {"$PARAMETER": "max_duplicate_share"}, "column_list": columns},
+            {
+                "max_share": {"$PARAMETER": "max_duplicate_share"},
+                "column_list": columns,
+                "key_columns": [column for f in spec.of_type("id") for column in f.source_columns],
+            },
             "critical",
             "Exact repeats (on the columns the model reads) mean a copy-paste or a join gone wrong, and they leak"
-            " between the train and test splits, inflating the metric the gate trusts. The share comes from the"
-            " run configuration (validation.max_duplicate_share).",
+            " between the train and test splits, inflating the metric the gate trusts. Where none of those columns"
+            " is nearly unique (a few categories and small numbers repeat by nature), the id and name columns are"
+            " compared too: two passengers of the same class, sex and age with different names are two records."
+            " The share comes from the run configuration (validation.max_duplicate_share).",
         ),
     ]
 

@@ -434,6 +434,20 @@ def test_rows_repeating_on_the_model_columns_are_duplicates_even_with_distinct_i
     assert critical.startswith("40 of 240 rows (16.7%) repeat an earlier row exactly, e.g. row 200 = row 0")
 
 
+def test_records_alike_on_a_few_discrete_columns_are_told_apart_by_their_names(table, tmp_path):
+    """Titanic's shape: class, sex and a rounded age repeat by nature; the passengers' names differ."""
+    spec = TABLE.model_copy(
+        update={"features": [f for f in TABLE.features if f.name not in ("amount", "score")]}
+    )
+    alike = table.drop(columns=["amount", "score"])
+    assert alike.drop(columns=["customer_id", "notes"]).duplicated().mean() > 0.9
+    assert table_problems(alike, tmp_path, spec=spec)["critical"] == []
+
+    copied = pd.concat([alike, alike.head(40)], ignore_index=True)  # the same passengers twice: copies
+    (critical,) = table_problems(copied, tmp_path, spec=spec)["critical"]
+    assert critical.startswith("40 of 240 rows (16.7%) repeat an earlier row exactly, e.g. row 200 = row 0")
+
+
 def test_a_regression_target_must_be_numbers(table, tmp_path):
     spec = TABLE.model_copy(update={"target": TargetSpec(name="spend", task="regression")})
     table["spend"] = table["amount"] * 3
