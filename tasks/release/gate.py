@@ -220,13 +220,14 @@ def absolute_checks(candidate: ModelMetrics, config: GateConfig) -> list[GateChe
 
 def baseline_check(scores: HeldOutScores, config: GateConfig) -> GateCheck:
     """Beat the trivial model: remove at least min_gain_over_baseline of its error on the same rows; for
-    classification on gate.baseline_metric (balanced accuracy: the majority model's is 1 / n_classes)."""
+    classification on gate.baseline_metric (auto: ROC AUC for two classes, where the majority model's constant
+    scores rank nothing, 0.50; balanced accuracy for more, where its score is 1 / n_classes)."""
     gain, trivial = config.min_gain_over_baseline, scores.trivial
     if scores.candidate.task == "regression":
         rmse, what = trivial.metrics.value("test_rmse"), f"trivial baseline ({trivial.name}) on the same rows"
         source = f"{what}, {gain:.0%} less error (gate.min_gain_over_baseline)"
         return compare("test_rmse_vs_trivial", scores.candidate.value("test_rmse"), "<=", rmse * (1 - gain), source)
-    metric = f"test_{config.baseline_metric}"
+    metric = f"test_{baseline_metric(scores.candidate, config)}"
     value, base = scores.candidate.value(metric), trivial.metrics.value(metric)
     floor = base + gain * (1 - base)
     source = (
@@ -234,6 +235,15 @@ def baseline_check(scores: HeldOutScores, config: GateConfig) -> GateCheck:
         f" {floor - base:.4f}, {gain:.0%} of its error (gate.min_gain_over_baseline, gate.baseline_metric)"
     )
     return compare(f"{metric}_vs_trivial", value, ">=", floor, source)
+
+
+def baseline_metric(candidate: ModelMetrics, config: GateConfig) -> str:
+    """gate.baseline_metric, auto resolved: roc_auc for two classes, balanced_accuracy for more."""
+    if config.baseline_metric != "auto":
+        return config.baseline_metric
+    classes = sum(name.startswith("test_recall.") for name in candidate.values)
+    # ROC AUC needs both classes among the test rows (else it is not computed): balanced accuracy then.
+    return "roc_auc" if classes == 2 and "test_roc_auc" in candidate else "balanced_accuracy"
 
 
 def artifact_checks(evidence: GateEvidence, config: GateConfig) -> list[GateCheck]:

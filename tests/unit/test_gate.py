@@ -102,6 +102,26 @@ def test_gate_baseline_metric_accuracy_judges_accuracy_instead():
     assert next(c for c in decision.checks if c.name == "test_accuracy_vs_trivial").threshold == pytest.approx(0.46)
 
 
+def test_two_classes_a_model_that_ranks_but_rarely_answers_the_minority_passes_on_roc_auc():
+    """lending_club's shape: 5 % bad loans, scores that rank (ROC AUC ~0.75) but never pass 0.5. The default
+    judges the ranking; balanced accuracy, if chosen, judges the decisions and refuses."""
+    rng = np.random.default_rng(0)
+    targets = (rng.random(4000) < 0.05).astype(np.int64)
+    score = rng.normal(size=4000) + 0.9 * targets  # the minority sits higher, never above the majority's bulk
+    logits = np.stack([np.zeros(4000), score - 4.0], axis=1)
+    spec = DatasetSpec(
+        target=TargetSpec(name="Class", task="classification", labels=["good", "bad"]),
+        features=[FeatureSpec(name="x", type="numeric")],
+    )
+    scores = held_out_scores(spec, logits, logits, targets, targets)
+    assert scores.candidate.value("test_balanced_accuracy") < 0.52 < 0.7 < scores.candidate.value("test_roc_auc")
+    judged = GateEvidence(scores, compression(), GOOD_PARITY, GOOD_SERVING)
+    assert decide_promotion(judged, None, GateConfig()).promote
+    assert failed(decide_promotion(judged, None, GateConfig(baseline_metric="balanced_accuracy"))) == [
+        "test_balanced_accuracy_vs_trivial"
+    ]
+
+
 def breast_cancer_with_a_rare_class(share: float = 0.03) -> tuple[np.ndarray, ...]:
     """scikit-learn's breast_cancer with malignant rows cut to `share` of the table, split in halves stratified:
     (train inputs, test inputs, train targets, test targets), targets 1 = malignant (the minority)."""
@@ -127,9 +147,11 @@ def test_the_default_gate_refuses_the_majority_class_on_a_3_percent_minority_and
     majority = judged(DummyClassifier(strategy="prior"))
     assert majority.scores.candidate.value("test_accuracy") >= 0.97  # what accuracy alone would have trusted
     decision = decide_promotion(majority, None, GateConfig())
-    assert not decision.promote and failed(decision) == ["test_balanced_accuracy_vs_trivial"]
-    line = next(c for c in decision.checks if c.name == "test_balanced_accuracy_vs_trivial").line()
-    assert "balanced accuracy 0.5000 vs majority class 'benign' 0.5000 on the same rows: must beat it by 0.05" in line
+    assert not decision.promote and failed(decision) == ["test_roc_auc_vs_trivial"]  # two classes: ROC AUC
+    line = next(c for c in decision.checks if c.name == "test_roc_auc_vs_trivial").line()
+    assert "ROC AUC 0.5000 vs majority class 'benign' 0.5000 on the same rows: must beat it by 0.05" in line
+    balanced = decide_promotion(majority, None, GateConfig(baseline_metric="balanced_accuracy"))
+    assert failed(balanced) == ["test_balanced_accuracy_vs_trivial"]
     separating = judged(make_pipeline(StandardScaler(), LogisticRegression()))
     passed = decide_promotion(separating, None, GateConfig())
     assert passed.promote, failed(passed)
