@@ -60,13 +60,15 @@ class TreeEnsemble(nn.Module):
         self.depth = 0  # levels to walk: the deepest tree's
         self.nodes = 1  # node slots per tree (padded)
         self.categories = 1  # width of a categorical split's member table (the largest code + 1)
-        for name, dtype in (("feature", torch.int64), ("left", torch.int64), ("right", torch.int64)):
-            self.register_buffer(name, torch.zeros(0, dtype=dtype))
+        # Node arrays in int32 and the member table in uint8: a quarter to a half of int64 / float32 on disk
+        # (hotel_rates: 2,000 trees with categorical splits over ~400 codes, 18 MB -> ~5 MB).
+        for name in ("feature", "left", "right"):
+            self.register_buffer(name, torch.zeros(0, dtype=torch.int32))
         self.register_buffer("threshold", torch.zeros(0))
         self.register_buffer("leaf_value", torch.zeros(0))
         # A categorical split sends a code left when members[member_row, code] is 1 (member_row 0: never).
-        self.register_buffer("member_row", torch.zeros(0, dtype=torch.int64))
-        self.register_buffer("members", torch.zeros(1))
+        self.register_buffer("member_row", torch.zeros(0, dtype=torch.int32))
+        self.register_buffer("members", torch.zeros(1, dtype=torch.uint8))
         self.register_buffer("output_of_tree", torch.zeros(0, n_outputs))  # [trees, outputs] one-hot
 
     @property
@@ -79,14 +81,14 @@ class TreeEnsemble(nn.Module):
         offsets = torch.arange(self.trees, device=x.device) * self.nodes  # flat index of each tree's root
         node = offsets.unsqueeze(0).expand(rows, -1)
         for _ in range(self.depth):
-            value = torch.gather(x, 1, self.feature[node])
+            value = torch.gather(x, 1, self.feature[node].long())
             left = value <= self.threshold[node]
-            member_row = self.member_row[node]
+            member_row = self.member_row[node].long()
             code = value.long().clamp(0, self.categories - 1)
-            is_member = self.members[member_row * self.categories + code] > 0
+            is_member = self.members[member_row * self.categories + code].float() > 0
             categorical = member_row > 0  # (and/or, not where: ONNX Runtime has no Where over booleans)
             left = (categorical & is_member) | (~categorical & left)
-            node = torch.where(left, self.left[node], self.right[node])
+            node = torch.where(left, self.left[node], self.right[node]).long()
         return self.leaf_value[node] @ self.output_of_tree
 
 
@@ -103,13 +105,13 @@ class TreeArrays:
     def __init__(self, trees: int, nodes: int, categories: int) -> None:
         size = trees * nodes
         self.nodes, self.categories = nodes, categories
-        self.feature = np.zeros(size, np.int64)
+        self.feature = np.zeros(size, np.int32)
         self.threshold = np.zeros(size, np.float32)
-        self.left = np.arange(size, dtype=np.int64)  # a leaf points to itself
-        self.right = np.arange(size, dtype=np.int64)
+        self.left = np.arange(size, dtype=np.int32)  # a leaf points to itself
+        self.right = np.arange(size, dtype=np.int32)
         self.leaf_value = np.zeros(size, np.float32)
-        self.member_row = np.zeros(size, np.int64)
-        self.members = [np.zeros(categories, np.float32)]  # row 0: the empty set (numeric splits)
+        self.member_row = np.zeros(size, np.int32)
+        self.members = [np.zeros(categories, np.uint8)]  # row 0: the empty set (numeric splits)
         self.depth = 0
 
     def add_tree(self, index: int, root: dict, n_numeric: int) -> None:
@@ -123,7 +125,7 @@ class TreeArrays:
                 continue
             self.feature[flat] = node["split_feature"]
             if node["decision_type"] == "==":
-                member = np.zeros(self.categories, np.float32)
+                member = np.zeros(self.categories, np.uint8)
                 member[[int(c) for c in str(node["threshold"]).split("||")]] = 1.0
                 self.member_row[flat] = len(self.members)
                 self.members.append(member)
