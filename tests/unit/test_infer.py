@@ -107,7 +107,7 @@ def test_free_text_becomes_a_text_feature_with_its_tokenizer_and_lengths():
     assert found.why.startswith(f"text with {ROWS} distinct values, 10.0 words on average")
 
 
-def test_a_text_column_makes_the_proposed_model_a_text_model_and_a_second_one_is_ignored_with_why():
+def test_a_text_column_is_read_by_auto_and_a_second_one_is_ignored_with_why():
     frame = pd.DataFrame(
         {
             "review": [f"great phone number {i} would buy again" for i in range(ROWS)],
@@ -119,7 +119,7 @@ def test_a_text_column_makes_the_proposed_model_a_text_model_and_a_second_one_is
     types = {f.name: f.type for f in spec.dataset.features}
     assert types == {"review": "text", "title": "ignore"}
     assert "one text feature per model (yet), 'review' is read" in spec.dataset.features[1].why
-    assert spec.model.family == "pretrained_encoder"
+    assert spec.model.family == "auto"  # text_ngram beside the table side, in seconds (tasks.model.selection)
 
 
 def test_a_row_number_is_an_id_sorted_or_shuffled():
@@ -133,10 +133,17 @@ def test_unique_integers_that_are_measurements_stay_numeric():
     assert feature(values).type == "numeric"
 
 
-def test_integers_with_few_values_are_categorical():
-    found = feature([1, 2, 3, 4, 5] * (ROWS // 5))
-    assert found.type == "categorical" and found.values == [1, 2, 3, 4, 5]
-    assert found.why == "numbers: whole with 5 distinct values (<= 20): categorical"
+def test_integers_with_few_values_skipping_most_of_their_range_are_codes():
+    found = feature([20, 30, 45, 120, 190] * (ROWS // 5))
+    assert found.type == "categorical" and found.values == [20, 30, 45, 120, 190]
+    assert found.why == "numbers: whole with 5 distinct values (<= 20) spread over 20..190, codes: categorical"
+
+
+def test_integers_with_few_values_filling_their_range_are_counts_or_scales():
+    for values in ([1, 2, 3, 4, 5], [0, 1, 2, 4], [2006, 2007, 2008, 2009, 2010]):
+        found = feature(values * (ROWS // len(values)))
+        assert found.type == "numeric", values
+        assert found.why.endswith(f"in {min(values)}..{max(values)}: a count or a scale: numeric")
 
 
 def test_integers_with_many_values_are_numeric_with_their_range():
@@ -160,8 +167,9 @@ def test_missing_values_make_a_feature_nullable_and_are_counted_in_why():
 
 def test_whole_numbers_with_gaps_are_still_integers():
     """pandas stores an integer column with a missing value as float: 1.0, NaN, 3.0."""
-    found = feature([1.0, 2.0, np.nan, 3.0] * (ROWS // 4))
-    assert found.type == "categorical" and found.values == [1, 2, 3] and found.nullable
+    found = feature([10.0, 20.0, np.nan, 30.0] * (ROWS // 4))
+    assert found.type == "categorical" and found.values == [10, 20, 30] and found.nullable
+    assert "whole with 3 distinct values (<= 20) spread over 10..30" in found.why
 
 
 def test_text_that_reads_as_numbers_is_numeric():
