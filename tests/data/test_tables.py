@@ -81,9 +81,9 @@ def test_penguins_types_and_missing_values():
     assert features["island"].values == ["Biscoe", "Dream", "Torgersen"]
     assert features["sex"].type == "binary" and features["sex"].nullable  # male / female, 11 rows unknown
     assert features["bill_length_mm"].type == "numeric" and features["bill_length_mm"].nullable
-    # Three survey years: a code, not a quantity to extrapolate (2010 would be a new category, answered as unseen).
-    assert features["year"].type == "categorical" and features["year"].values == [2007, 2008, 2009]
-    assert "whole with 3 distinct values (<= 20): categorical" in features["year"].why
+    # Three survey years in a row: a scale (a tree splits on before / after; 2010 is a later year, not unseen).
+    assert features["year"].type == "numeric" and (features["year"].min, features["year"].max) == (2007, 2009)
+    assert "whole with 3 distinct values in 2007..2009: a count or a scale: numeric" in features["year"].why
     assert {r.name: r.null_share for r in reports}["sex"] == pytest.approx(11 / 344)
 
 

@@ -1,7 +1,8 @@
 """numeric: a quantity. Median-imputed and standardised in the graph, with a missing indicator when nullable.
 
 Inference: any column of numbers (or text reading as numbers) that no earlier rule took: not a row id, not
-whole with few values (those are codes: categorical). Validation: numbers (critical) within the training range
+whole with few values skipping most of their range (codes: categorical). Few whole values filling their range
+(bathrooms 0..4, years 2006..2010) are a count or a scale, numeric. Validation: numbers (critical) within the training range
 widened by half its span (warning). Drift: the reference's deciles plus a missing bin. Request: a JSON number.
 """
 
@@ -10,6 +11,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from tasks.core.features.categorical import MAX_INTEGER_LEVELS
 from tasks.core.features.columns import ColumnValues, count, null_note
 from tasks.core.features.contract import (
     NUMERIC_INPUT,
@@ -35,7 +37,8 @@ def propose_numeric(values: ColumnValues) -> "NumericFeature | None":
     source = "text that reads as numbers" if values.numeric_text else "numbers"
     low, high = float(values.present.min()), float(values.present.max())
     kind = "whole" if values.whole else "fractional"
-    why = f"{source}: {kind} with {count(values.distinct)} distinct values in {low:g}..{high:g}: numeric"
+    what = "a count or a scale: numeric" if values.whole and values.distinct <= MAX_INTEGER_LEVELS else "numeric"
+    why = f"{source}: {kind} with {count(values.distinct)} distinct values in {low:g}..{high:g}: {what}"
     return NumericFeature(
         name=values.name, why=why + null_note(values), nullable=values.null_share > 0, min=low, max=high
     )
