@@ -275,8 +275,14 @@ def export_candidates(
         teacher_checkpoint=trained.checkpoint_path,
         plan=plan,
     )
-    parity_served = check_parity(
-        onnx_path=compression.chosen.path, checkpoint_path=compression.chosen_checkpoint, splits=splits
+    # The fp32 file served as it is (trees, or nothing smaller chosen): its parity was checked on export.
+    same_file = compression.chosen.path == plan.fp32.path and compression.chosen_checkpoint == trained.checkpoint_path
+    parity_served = (
+        parity
+        if same_file
+        else check_parity(
+            onnx_path=compression.chosen.path, checkpoint_path=compression.chosen_checkpoint, splits=splits
+        )
     )
     log_compression(run=run, compression=compression, parity_fp32=parity, parity_served=parity_served)
     return compression, parity_served

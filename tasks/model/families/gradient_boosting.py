@@ -42,6 +42,10 @@ class GradientBoostingOptions(FamilyOptions):
     # Stop when validation loss has not improved for this many rounds (the best round is kept).
     early_stopping_rounds: int = Field(100, ge=1, le=5000)
     num_leaves: int = Field(31, ge=2, le=1024)
+    # Leaf-wise growth makes chains: 31 leaves reached depth 20 on hotel_rates. The served walk takes one gather
+    # per level of the deepest tree for every tree, so depth is serving time; 10 levels hold 31 leaves with room
+    # (hotel_rates: R^2 0.9622 at depth <= 10 against 0.9623 unbounded, 1,179 trees instead of 1,363).
+    max_depth: int = Field(10, ge=1, le=64)
     # LightGBM's default; a smaller leaf lets trees memorise single rows of a 150-row table.
     min_child_samples: int = Field(20, ge=1)
     feature_fraction: float = Field(0.9, gt=0.0, le=1.0)
@@ -218,6 +222,7 @@ def grow_booster(ensemble: TreeEnsemble, rows: TrainingRows, options: GradientBo
     params = settings | {
         "learning_rate": options.learning_rate,
         "num_leaves": options.num_leaves,
+        "max_depth": options.max_depth,
         "min_child_samples": options.min_child_samples,
         "feature_fraction": options.feature_fraction,
         "lambda_l2": options.lambda_l2,
