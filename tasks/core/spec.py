@@ -73,9 +73,15 @@ class TargetSpec(_Strict):
     task: TaskKind
     why: str = ""
     labels: list[Label] | None = Field(None, description="classification: every label, in output order")
+    # Regression only: log, the model learns log(1 + y) and answers exp(output) - 1 (inside the graph), so a
+    # skewed non-negative target (prices, counts) is fitted on relative errors. model.family auto tries it for
+    # a non-negative target and keeps it when it scores better on the validation rows (tasks.model.selection).
+    transform: Literal["log"] | None = None
 
     @model_validator(mode="after")
     def _classification_has_labels(self) -> "TargetSpec":
+        if self.transform is not None and self.task != "regression":
+            raise ValueError(f"target '{self.name}': transform {self.transform!r} is for a regression target")
         if self.task == "classification":
             if not self.labels or len(self.labels) < 2:
                 raise ValueError(f"classification target '{self.name}' needs at least 2 labels")

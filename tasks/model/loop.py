@@ -82,10 +82,11 @@ def seed_everything(seed: int) -> None:
 
 
 def training_targets(model: GreenlightModel, raw: np.ndarray) -> Tensor:
-    """Label indices as int64, or the regression target standardised with the training mean and std."""
+    """Label indices as int64, or the regression target standardised with the training mean and std (of
+    log(1 + y) under the target's transform log)."""
     if model.spec.dataset.task == "classification":
         return torch.from_numpy(raw.astype(np.int64))
-    return torch.from_numpy(((raw - model.target_mean) / model.target_std).astype(np.float32))
+    return torch.from_numpy(model.preprocessing.target.learned(raw).astype(np.float32))
 
 
 def fits_on_device(tensors: list[Tensor], device: torch.device) -> bool:
@@ -433,7 +434,7 @@ def train_on_device(
         f"training {family.name}", config.max_epochs or family.max_epochs, config.patience or family.patience
     )
     targets = train_targets(splits, config)
-    model = GreenlightModel(spec, fit_preprocessing(splits.spec, splits.feeds("train"), targets))
+    model = GreenlightModel(spec, fit_preprocessing(spec.dataset, splits.feeds("train"), targets))
     if family.fit is not None:  # a tree ensemble grows itself on the CPU, in one process
         return model, fit_directly(model, splits, targets, config, schedule)
     model = model.to(device)

@@ -95,6 +95,8 @@ class GreenlightModel(nn.Module):
         self.network = build_network(spec.model, describe_inputs(spec, preprocessing))
         target = preprocessing.target
         self.target_mean, self.target_std = (target.mean, target.std) if target else (0.0, 1.0)
+        self.target_log = bool(target and target.log)  # the network learns log(1 + y): exp(.) - 1 in the graph
+        self.target_units_std = target.units_std if target else 1.0
         # Subtracted from the logits: zeros, or a binary model's tuned decision threshold t as [0, logit(t)]
         # (tasks.model.threshold), so argmax over what is served answers class 1 when p1 > t. A buffer: the
         # checkpoint and the ONNX graph carry it, and the loss (on network_output) never sees it.
@@ -127,7 +129,9 @@ class GreenlightModel(nn.Module):
         """Logits less the decision threshold's offset; a regression output as [n] in the target's own units."""
         if self.spec.dataset.task == "classification":
             return output - self.logit_offset
-        return output.reshape(-1) * self.target_std + self.target_mean
+        prediction = output.reshape(-1) * self.target_std + self.target_mean
+        # exp(x) - 1, not expm1: ONNX has no expm1 (the trace fails), and at these magnitudes they agree to float32
+        return torch.exp(prediction) - 1.0 if self.target_log else prediction
 
     def forward(self, *inputs: Tensor) -> Tensor:
         return self.in_target_units(self.network_output(*inputs))

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.core.errors import GreenlightError
 from tasks.core.spec import CATEGORICAL_INPUT, NUMERIC_INPUT, PIXELS_INPUT, TEXT_INPUT, DatasetSpec
 from tasks.core.text import TEXT_IDS, TEXT_MASK, TextEncoder, pretrained_tokenizer_json, train_tokenizer_json
 
@@ -96,10 +97,23 @@ class TextTokens:
 
 @dataclass(frozen=True)
 class TargetScale:
-    """A regression target's training mean and std: the network predicts (y - mean) / std."""
+    """A regression target's training mean and std: the network predicts (y - mean) / std; with log, of
+    log(1 + y) (TargetSpec.transform), and raw_std is the std of y itself (what parity is measured against)."""
 
     mean: float
     std: float
+    log: bool = False
+    raw_std: float = 0.0
+
+    def learned(self, raw: np.ndarray) -> np.ndarray:
+        """The target as the network learns it: standardised, of log(1 + y) under log."""
+        values = np.log1p(raw) if self.log else raw
+        return (values - self.mean) / self.std
+
+    @property
+    def units_std(self) -> float:
+        """The std of the target in its own units (1 when unknown)."""
+        return (self.raw_std or 1.0) if self.log else self.std
 
 
 @dataclass(frozen=True)
@@ -186,11 +200,21 @@ def fit_image(spec: DatasetSpec, pixels: np.ndarray) -> ImageScale:
 
 
 def fit_target(spec: DatasetSpec, targets: np.ndarray) -> TargetScale | None:
-    """Regression: the training targets' mean and std (std 0 -> 1); classification needs none."""
+    """Regression: the training targets' mean and std (std 0 -> 1), of log(1 + y) under transform log;
+    classification needs none."""
     if spec.task != "regression":
         return None
+    raw_std = float(np.std(targets))
+    log = spec.target.transform == "log"
+    if log:
+        if len(targets) and float(np.min(targets)) < 0:
+            raise GreenlightError(
+                f"target '{spec.target.name}' has transform log, which needs values >= 0; the training rows hold"
+                f" {float(np.min(targets)):g}: remove transform from the spec"
+            )
+        targets = np.log1p(targets)
     std = float(np.std(targets))
-    return TargetScale(mean=float(np.mean(targets)), std=std if std > 0 else 1.0)
+    return TargetScale(mean=float(np.mean(targets)), std=std if std > 0 else 1.0, log=log, raw_std=raw_std)
 
 
 def fit_preprocessing(spec: DatasetSpec, feeds: dict[str, np.ndarray], targets: np.ndarray) -> Preprocessing:

@@ -15,8 +15,9 @@ def log_selection(run: TrackingRun, selection: FamilySelection) -> None:
     (artifacts selection/), also as a Prefect artifact."""
     metrics = {}
     for candidate in selection.candidates:
-        # "ensemble: gradient_boosting 0.6 + tabular_mlp 0.4" -> candidate.ensemble (MLflow names allow no "+")
-        key = "candidate." + candidate.name.split(":")[0]
+        # "ensemble: gradient_boosting 0.6 + tabular_mlp 0.4" -> candidate.ensemble (MLflow names allow no "+"),
+        # "gradient_boosting, log target" -> candidate.gradient_boosting.log_target (nor ",")
+        key = "candidate." + candidate.name.split(":")[0].replace(", ", ".").replace(" ", "_")
         if candidate.metric is not None:
             metrics[f"{key}.validation_{selection.metric_name}"] = candidate.metric
             metrics[f"{key}.seconds"] = candidate.seconds

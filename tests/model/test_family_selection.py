@@ -2,13 +2,24 @@
 as one checkpoint that exports to ONNX with parity, and the record a user browses (table, plot) written."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from model_tables import table
 
-from tasks.core.config import TrainingConfig
-from tasks.core.spec import ModelSpec
+from tasks.core.config import SplitConfig, TrainingConfig
+from tasks.core.errors import GreenlightError
+from tasks.core.spec import DatasetSpec, FeatureSpec, ModelSpec, Spec, TargetSpec
+from tasks.data.split import split_dataset
 from tasks.model.network import load_checkpoint, predict_outputs
-from tasks.model.selection import blend, candidate_families, save_ensemble, select_family, train_candidate
+from tasks.model.selection import (
+    blend,
+    candidate_families,
+    log_target_worth_trying,
+    save_ensemble,
+    select_family,
+    train_candidate,
+    with_log_target,
+)
 from tasks.onnx.export import check_parity, export_model
 
 
@@ -51,3 +62,61 @@ def test_a_spill_of_the_time_budget_skips_the_later_candidates_and_says_so(pengu
     # The served trees are grown again on train + validation rows, for the rounds early stopping kept (scaled).
     served = next(c for c in selection.candidates if c.note.startswith("served"))
     assert "refit" in served.note and selection.spec.model.options["max_rounds"] > selection.trained.best_epoch
+
+
+def skewed_prices(rows: int = 900, seed: int = 0):
+    """A price-like target: multiplicative in its inputs, a long right tail (skew ~3), never negative."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"size": rng.normal(size=rows), "age": rng.normal(size=rows), "rooms": rng.normal(size=rows)})
+    frame["price"] = 1000 * np.exp(1 + frame["size"] + 0.5 * frame["age"] + 0.2 * rng.normal(size=rows))
+    dataset = DatasetSpec(
+        name="prices",
+        target=TargetSpec(name="price", task="regression"),
+        features=[FeatureSpec(name=c, type="numeric") for c in ("size", "age", "rooms")],
+    )
+    spec = Spec(dataset=dataset, model=ModelSpec(family="auto"))
+    return frame, spec, split_dataset.fn(frame, dataset, SplitConfig(seed=seed))
+
+
+def test_a_skewed_non_negative_target_gets_trees_on_log_target_too_and_the_better_is_kept(tmp_path):
+    _, spec, splits = skewed_prices()
+    assert log_target_worth_trying(spec, splits)
+    selection = select_family.fn(splits, spec, TrainingConfig(max_epochs=30), tmp_path)
+    scored = {c.name: c for c in selection.candidates}
+    raw, logged = scored["gradient_boosting"], scored["gradient_boosting, log target"]
+    kept_log = logged.metric > raw.metric
+    assert (selection.spec.dataset.target.transform == "log") == kept_log
+    assert ("tabular_mlp, log target" if kept_log else "tabular_mlp") in scored  # the network learns the same target
+    assert "not kept" in (raw if kept_log else logged).note
+    assert "| gradient_boosting, log target |" in selection.table.read_text()
+
+
+def test_a_log_target_model_answers_in_the_targets_units_through_onnx(tmp_path):
+    frame, spec, splits = skewed_prices()
+    trained = train_candidate("gradient_boosting", splits, with_log_target(spec), TrainingConfig(), tmp_path, 60.0)
+    model = load_checkpoint(trained.trained.checkpoint_path)
+    assert model.preprocessing.target.log and model.spec.dataset.target.transform == "log"
+    predictions = predict_outputs(model, splits.feeds("test"))
+    truth = splits.targets("test")
+    assert predictions.min() > 0 and 0.5 < np.median(predictions) / np.median(truth) < 2.0  # prices, not logs
+    onnx_path = export_model.fn(trained.trained.checkpoint_path, tmp_path / "onnx")
+    parity = check_parity.fn(onnx_path, trained.trained.checkpoint_path, splits)
+    assert parity.max_abs_diff <= 1e-4
+
+
+def test_a_log_target_is_refused_for_negative_values_and_for_classification(tmp_path):
+    frame, spec, splits = skewed_prices()
+    shifted = frame.assign(price=frame["price"] - frame["price"].median())  # half the rows below zero
+    assert not log_target_worth_trying(spec, split_dataset.fn(shifted, spec.dataset, SplitConfig(seed=0)))
+    logged = with_log_target(spec)
+    with pytest.raises(GreenlightError, match="transform log, which needs values >= 0"):
+        train_candidate(
+            "gradient_boosting",
+            split_dataset.fn(shifted, logged.dataset, SplitConfig(seed=0)),
+            logged,
+            TrainingConfig(),
+            tmp_path,
+            60.0,
+        )
+    with pytest.raises(ValueError, match="transform 'log' is for a regression target"):
+        TargetSpec(name="y", task="classification", labels=["a", "b"], transform="log")
