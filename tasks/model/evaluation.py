@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from sklearn.metrics import confusion_matrix
 
+from tasks.core.plotting import one_plot_at_a_time
 from tasks.core.spec import DatasetSpec
 from tasks.data.split import DataSplits
 from tasks.model.loop import EpochMetrics
@@ -57,6 +58,7 @@ def pyplot():
     return plt
 
 
+@one_plot_at_a_time
 def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path) -> Path:
     """Confusion-matrix heat map in the user's label values, with counts in each cell."""
     plt = pyplot()
@@ -75,6 +77,7 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path) -> Path:
     return path
 
 
+@one_plot_at_a_time
 def plot_predictions(predicted: np.ndarray, actual: np.ndarray, target: str, path: Path) -> Path:
     """Predicted against actual (on the diagonal when right) and residuals against predicted (flat when unbiased)."""
     plt = pyplot()
@@ -93,6 +96,7 @@ def plot_predictions(predicted: np.ndarray, actual: np.ndarray, target: str, pat
     return path
 
 
+@one_plot_at_a_time
 def plot_loss_curve(trained: TrainedModel, loss_name: str, path: Path) -> Path:
     """Train and validation loss per epoch, with the kept checkpoint marked."""
     plt = pyplot()

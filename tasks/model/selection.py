@@ -20,6 +20,7 @@ from prefect import task
 
 from tasks.core.config import TrainingConfig
 from tasks.core.errors import GreenlightError
+from tasks.core.plotting import one_plot_at_a_time
 from tasks.core.spec import ModelSpec, Spec
 from tasks.data.parts import DataSplits
 from tasks.model.evaluation import pyplot
@@ -290,6 +291,7 @@ def record_selection(
     return selection
 
 
+@one_plot_at_a_time
 def plot_candidates(selection: FamilySelection, path: Path) -> Path:
     """Each trained candidate's validation score as a bar, the served one highlighted, seconds on each bar."""
     plt = pyplot()

@@ -29,6 +29,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.core.config import MODEL_OPTION, Choice, FloatRange, IntRange, RunConfig, SweepConfig, TrainingConfig
 from tasks.core.errors import ConfigRejected, GreenlightError
+from tasks.core.plotting import one_plot_at_a_time
 from tasks.core.processes import current_owner, is_dead, read_owner
 from tasks.core.spec import ModelSpec, Spec
 from tasks.data.parts import DataSplits
@@ -433,6 +434,7 @@ def setting_importances(study: optuna.Study, seed: int) -> dict[str, float]:
         return {}
 
 
+@one_plot_at_a_time
 def plot_sweep(study: optuna.Study, importances: dict[str, float], path: Path) -> Path:
     """Each trial's value by trial number (pruned ones at their last report) with the best so far, and each
     setting's importance."""

@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.cache import stage_cache_key
 from tasks.core.config import CompressionConfig, GateConfig
+from tasks.core.plotting import one_plot_at_a_time
 from tasks.core.spec import TEXT_INPUT, DatasetSpec
 from tasks.data.split import DataSplits
 from tasks.model.metrics import MAIN_METRIC, score_outputs
@@ -358,6 +359,7 @@ def pareto_front(candidates: tuple[CandidateScore, ...]) -> list[CandidateScore]
     return front
 
 
+@one_plot_at_a_time
 def plot_candidates(result: CompressionResult, path: Path) -> Path:
     """The candidates' validation metric against batch-1 latency, marker area by file size, one colour per
     torch model they came from, the Pareto front drawn and the chosen one ringed: where a smaller or faster

@@ -436,9 +436,7 @@ def test_rows_repeating_on_the_model_columns_are_duplicates_even_with_distinct_i
 
 def test_records_alike_on_a_few_discrete_columns_are_told_apart_by_their_names(table, tmp_path):
     """Titanic's shape: class, sex and a rounded age repeat by nature; the passengers' names differ."""
-    spec = TABLE.model_copy(
-        update={"features": [f for f in TABLE.features if f.name not in ("amount", "score")]}
-    )
+    spec = TABLE.model_copy(update={"features": [f for f in TABLE.features if f.name not in ("amount", "score")]})
     alike = table.drop(columns=["amount", "score"])
     assert alike.drop(columns=["customer_id", "notes"]).duplicated().mean() > 0.9
     assert table_problems(alike, tmp_path, spec=spec)["critical"] == []

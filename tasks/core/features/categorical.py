@@ -42,6 +42,8 @@ def fills_a_range(values: ColumnValues) -> bool:
     """Whole numbers whose distinct values fill their range (see MAX_SLOTS_PER_VALUE): a count or a scale."""
     low, high = float(values.present.min()), float(values.present.max())
     return high - low + 1 <= MAX_SLOTS_PER_VALUE * values.distinct
+
+
 # A text column's categories each need rows to learn from: at most one level per 20 rows (5% of the
 # rows), and never fewer than 20 levels allowed (small tables still have countries and product lines).
 MIN_ROWS_PER_LEVEL = 20
