@@ -276,10 +276,9 @@ def export_candidates(
         plan=plan,
     )
     # The fp32 file served as it is (trees, or nothing smaller chosen): its parity was checked on export.
-    same_file = compression.chosen.path == plan.fp32.path and compression.chosen_checkpoint == trained.checkpoint_path
     parity_served = (
         parity
-        if same_file
+        if compression.chosen.path == plan.fp32.path
         else check_parity(
             onnx_path=compression.chosen.path, checkpoint_path=compression.chosen_checkpoint, splits=splits
         )

@@ -20,7 +20,7 @@ from tasks.core.errors import GreenlightError
 from tasks.core.spec import CATEGORICAL_INPUT, NUMERIC_INPUT, PIXELS_INPUT, TEXT_INPUT, Spec
 from tasks.core.text import TEXT_IDS, TEXT_MASK
 from tasks.model.families import InputDescription, TextDescription, build_network
-from tasks.model.preprocess import OOV_CODE, ImageScale, NumericStats, Preprocessing
+from tasks.model.preprocess import OOV_CODE, ImageScale, NumericStats, Preprocessing, TargetScale
 
 CHECKPOINT_FORMAT = "greenlight-checkpoint/1"
 # Share of training codes replaced by the out-of-vocabulary code, so that code's embedding learns "a value
@@ -93,10 +93,8 @@ class GreenlightModel(nn.Module):
         self.numeric = NumericInput(preprocessing.numeric) if preprocessing.numeric else None
         self.image = ImageInput(preprocessing.image) if preprocessing.image else None
         self.network = build_network(spec.model, describe_inputs(spec, preprocessing))
-        target = preprocessing.target
-        self.target_mean, self.target_std = (target.mean, target.std) if target else (0.0, 1.0)
-        self.target_log = bool(target and target.log)  # the network learns log(1 + y): exp(.) - 1 in the graph
-        self.target_units_std = target.units_std if target else 1.0
+        # How a regression output becomes the target's units (classification: the identity, never used).
+        self.target = preprocessing.target or TargetScale(mean=0.0, std=1.0)
         # Subtracted from the logits: zeros, or a binary model's tuned decision threshold t as [0, logit(t)]
         # (tasks.model.threshold), so argmax over what is served answers class 1 when p1 > t. A buffer: the
         # checkpoint and the ONNX graph carry it, and the loss (on network_output) never sees it.
@@ -129,9 +127,9 @@ class GreenlightModel(nn.Module):
         """Logits less the decision threshold's offset; a regression output as [n] in the target's own units."""
         if self.spec.dataset.task == "classification":
             return output - self.logit_offset
-        prediction = output.reshape(-1) * self.target_std + self.target_mean
-        # exp(x) - 1, not expm1: ONNX has no expm1 (the trace fails), and at these magnitudes they agree to float32
-        return torch.exp(prediction) - 1.0 if self.target_log else prediction
+        prediction = output.reshape(-1) * self.target.std + self.target.mean
+        # Under log the network learns log(1 + y): exp(x) - 1, not expm1, which ONNX lacks (the trace fails).
+        return torch.exp(prediction) - 1.0 if self.target.log else prediction
 
     def forward(self, *inputs: Tensor) -> Tensor:
         return self.in_target_units(self.network_output(*inputs))

@@ -137,11 +137,9 @@ def log_target_worth_trying(spec: Spec, splits: DataSplits) -> bool:
     if spec.dataset.task != "regression" or spec.dataset.target.transform is not None:
         return False
     targets = np.asarray(splits.targets("train"), dtype=np.float64)
-    if len(targets) < 3 or float(targets.min()) < 0:
+    if len(targets) < 3 or float(targets.min()) < 0 or float(targets.std()) == 0:
         return False
-    centred = targets - targets.mean()
-    spread = float(np.sqrt(np.mean(centred**2)))
-    return spread > 0 and float(np.mean(centred**3)) / spread**3 > MIN_LOG_SKEW
+    return float(pd.Series(targets).skew()) > MIN_LOG_SKEW
 
 
 def blend(spec: Spec, first: np.ndarray, second: np.ndarray, weight: float) -> np.ndarray:

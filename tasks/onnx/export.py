@@ -216,4 +216,4 @@ def parity_against(model: GreenlightModel, onnx_path: Path, splits: DataSplits) 
     """The ONNX file's outputs on the test rows against this torch model's."""
     feeds = splits.feeds("test")
     reference = predict_outputs(model, feeds)
-    return compare_outputs(splits.spec.task, reference, run_model(onnx_path, feeds), model.target_units_std)
+    return compare_outputs(splits.spec.task, reference, run_model(onnx_path, feeds), model.target.units_std)

@@ -12,7 +12,7 @@ from tasks.core.errors import ConfigRejected, GreenlightError
 from tasks.core.spec import DatasetSpec, FeatureSpec, ModelSpec, Spec, TargetSpec, digits_spec
 from tasks.data.split import DataSplits
 from tasks.model.network import GreenlightModel, load_checkpoint, predict_outputs, save_checkpoint
-from tasks.model.preprocess import fit_preprocessing
+from tasks.model.preprocess import TargetScale, fit_preprocessing
 from tasks.model.training import train_model
 from tasks.onnx.export import check_parity, export_onnx
 from tasks.onnx.runtime import run_model
@@ -75,7 +75,7 @@ def test_each_family_exports_the_spec_hand_off_and_matches_pytorch(spec, frame, 
 def test_regression_prediction_is_in_the_target_units(tmp_path):
     spec = table_spec("regression")
     model = build(spec)
-    model.target_mean, model.target_std = 1000.0, 10.0  # as if learned from targets around 1,000
+    model.target = TargetScale(mean=1000.0, std=10.0)  # as if learned from targets around 1,000
     path = export_onnx(model, tmp_path / "model.onnx")
     predictions = run_model(path, spec.dataset.feeds(ROWS))
     assert np.all(np.abs(predictions - 1000.0) < 100.0)
