@@ -3,33 +3,26 @@
 GX's Data Docs pages load Bootstrap, jQuery, Font Awesome and Vega from CDNs and show pass/fail as icon
 fonts, so offline they lose both styling and verdicts. This page is a single file with inline CSS and no
 script or external reference: it reads the same from an MLflow artifact, a laptop or an air-gapped host.
+Its template is data_report.html beside this module (Jinja2, autoescaped: names and values come from a user's file).
 """
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from html import escape
+from functools import cache
 from pathlib import Path
 
+import jinja2
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.core.config import DriftConfig
 from tasks.core.errors import DataRejected
-from tasks.data.drift import DriftReport, metric_name
+from tasks.data.drift import DriftReport, FeatureDrift, metric_name
 from tasks.data.validation import SEVERITIES, ExpectationFailure, ValidationReport, report_name, show_value
 
 ROWS_NOTE = "Rows are counted from 0 after the header (CSV line = row + 2)."
 # The console message lists this many problems per severity; the page lists them all.
 SHOWN_FAILURES = 20
-STYLE = """
-body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
-h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;width:100%;margin:.5em 0}td,th{border:1px solid #ddd;padding:4px 8px;
-text-align:left;vertical-align:top}th{background:#f4f4f4}code{font-size:.92em}
-.verdict{display:inline-block;padding:4px 12px;border-radius:4px;font-weight:bold;color:#fff}
-.rejected,.critical,.blocking{background:#b3261e;color:#fff}.warning{background:#f9a825}
-.info,.skipped{background:#78909c;color:#fff}.passed,.ok{background:#2e7d32;color:#fff}
-td.critical,td.warning,td.info,td.passed,td.ok,td.blocking,td.skipped{font-weight:bold;white-space:nowrap}
-"""
 
 
 @dataclass(frozen=True)
@@ -224,93 +217,47 @@ def require_valid_dataset(checks: DataCheckReport) -> DataVerdict:
 
 def render_html(report: DataCheckReport) -> str:
     """The whole page: verdict, problems, drift and every expectation run, with inline CSS only."""
-    validation = report.validation
-    css_class = report.status.split()[0]
-    body = [
-        f"<h1>Greenlight data check <span class='verdict {css_class}'>{escape(report.status.upper())}</span></h1>",
-        f"<p>File <code>{escape(report.source)}</code>: {validation.rows} rows, checked"
-        f" {datetime.now(UTC):%Y-%m-%d %H:%M} UTC against the suite <code>{escape(str(validation.suite))}</code>."
-        f" {escape(ROWS_NOTE)}</p>",
-        "<h2>Problems</h2>",
-        _problems_table(validation.failures) if validation.failures else "<p>None: every expectation passed.</p>",
-        "<h2>Drift</h2>",
-        _drift_html(report.drift),
-        "<h2>Every expectation</h2>",
-        _table(
-            ["result", "severity", "expectation", "on", "observed", "why"],
-            [
-                (("passed" if o.success else o.severity), o.severity, o.expectation, o.target, o.observed, o.why)
-                for o in validation.outcomes
-            ],
-            status_column=0,
-        ),
-        f"<p>GX result JSON: <code>{escape(str(validation.result_json))}</code></p>",
-    ]
-    return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>Data check: {escape(Path(report.source).name)}</title><style>{STYLE}</style></head>"
-        f"<body>{''.join(body)}</body></html>\n"
-    )
-
-
-def _problems_table(failures: tuple[ExpectationFailure, ...]) -> str:
-    rows = [
-        (
-            f.severity,
-            f.column or "(table)",
-            f.detail,
-            ", ".join(f"{r}: {show_value(v)}" for r, v in f.examples[:10]),
-            f.expectation,
-        )
-        for f in failures
-    ]
-    return _table(["severity", "column", "problem", "examples (row: value)", "expectation"], rows, status_column=0)
-
-
-def _drift_html(drift: DriftReport) -> str:
-    head = f"<p><span class='verdict {drift.status}'>{escape(drift.status.upper())}</span> {escape(drift.note)}</p>"
-    if drift.status == "skipped":
-        return head
-    config = drift.config
-    thresholds = (
-        f"<p>Target: PSI {drift.label_psi:.4g} (warn at {config.label_warn_psi}, block at {config.label_block_psi})."
-        f" Features: largest PSI {drift.max_feature_psi:.4g} (warn at {config.feature_warn_psi}, block at"
-        f" {config.feature_block_psi}), all {len(drift.features)} below.</p>"
-    )
-    labels = _table(
-        ["label", "share here", "share in reference"],
-        [(label, f"{here:.2%}", f"{there:.2%}") for label, (here, there) in drift.label_shares.items()],
-    )
-    features = _table(
-        ["feature (most drifted first)", "PSI", "unseen categories", "level"],
-        [
-            (
-                f.name,
-                f"{f.psi:.4g}",
-                _unseen(f.unseen_share),
-                _level(f.psi, config.feature_warn_psi, config.feature_block_psi),
-            )
-            for f in drift.features
+    validation, drift = report.validation, report.drift
+    return page_template().render(
+        file_name=Path(report.source).name,
+        status=report.status,
+        status_class=report.status.split()[0],
+        validation=validation,
+        checked_at=f"{datetime.now(UTC):%Y-%m-%d %H:%M}",
+        rows_note=ROWS_NOTE,
+        problems=[_problem_row(f) for f in validation.failures],
+        drift=drift,
+        label_shares=[(label, f"{here:.2%}", f"{there:.2%}") for label, (here, there) in drift.label_shares.items()],
+        features=[_feature_row(f, drift.config) for f in drift.features],
+        outcomes=[
+            (("passed" if o.success else o.severity), o.severity, o.expectation, o.target, o.observed, o.why)
+            for o in validation.outcomes
         ],
-        status_column=3,
     )
-    return head + thresholds + (labels if drift.label_shares else "") + features
+
+
+@cache
+def page_template() -> jinja2.Template:
+    """The page's template (data_report.html beside this module), read once, on the first report written."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent),
+        autoescape=True,  # column names, category values and file names come from a user's file
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,  # a value the page names but render_html does not pass fails loudly
+    )
+    return environment.get_template("data_report.html")
+
+
+def _problem_row(failure: ExpectationFailure) -> tuple[str, ...]:
+    examples = ", ".join(f"{row}: {show_value(value)}" for row, value in failure.examples[:10])
+    return failure.severity, failure.column or "(table)", failure.detail, examples, failure.expectation
+
+
+def _feature_row(feature: FeatureDrift, config: DriftConfig) -> tuple[str, ...]:
+    level = _level(feature.psi, config.feature_warn_psi, config.feature_block_psi)
+    return feature.name, f"{feature.psi:.4g}", _unseen(feature.unseen_share), level
 
 
 def _level(value: float, warn: float, block: float) -> str:
     return "blocking" if value >= block else "warning" if value >= warn else "ok"
-
-
-def _table(headers: list[str], rows: list[tuple], status_column: int | None = None) -> str:
-    """An HTML table of escaped cells; the status column's cells are coloured by their value."""
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    lines = []
-    for row in rows:
-        cells = [
-            f"<td class='{escape(str(cell))}'>{escape(str(cell))}</td>"
-            if i == status_column
-            else f"<td>{escape(str(cell))}</td>"
-            for i, cell in enumerate(row)
-        ]
-        lines.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(lines)}</table>"

@@ -5,6 +5,7 @@ the text and image cases free text and image files (written with Pillow into tmp
 """
 
 import json
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -380,6 +381,34 @@ def test_new_categories_are_answered_but_warned_about_past_five_percent(table, t
     (warning,) = table_problems(table, tmp_path)["warning"]
     assert warning.startswith("column 'plan': 11 values not in {'basic', 'plus', 'pro'} (up to 5% allowed")
     assert "e.g. 'enterprise' (rows 3, 5, 8)" in warning
+
+
+def test_a_column_name_and_value_that_look_like_markup_reach_the_page_as_text(table, tmp_path):
+    hostile = "<script>alert(1)</script> & \"quoted\" 'name'"
+    plan = next(f for f in TABLE.features if f.name == "plan")
+    spec = TABLE.model_copy(update={"features": [*TABLE.features, plan.model_copy(update={"name": hostile})]})
+    table[hostile] = table["plan"].where(table.index % 2 == 0, hostile)  # half of it a category never seen
+    checks = checked(validate(table, tmp_path, spec=spec), tmp_path, table, spec)
+    page = checks.html.read_text()
+
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; " in page
+    shown = PageText()
+    shown.feed(page)
+    assert f"column '{hostile}': 100 values not in" in shown.text  # what a browser shows: the name as written
+    assert f"<td>{hostile}</td>" not in page and hostile in shown.cells
+
+
+class PageText(HTMLParser):
+    """The text a browser shows, and each table cell's text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text, self.cells = "", []
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+        if self.lasttag == "td":
+            self.cells.append(data)
 
 
 def test_a_binary_column_compares_values_as_the_model_reads_them(table, tmp_path):
