@@ -2,15 +2,7 @@
 
     python -m bentos.build --model-name digits-classifier --model-version 3
 
-Reads MLFLOW_TRACKING_URI and BENTOML_HOME (defaults: tasks.core.locations). Progress goes to stderr; stdout
-is one JSON line: {"bento_tag": "digits_classifier:v3-1a2b3c4d", "model_tag": "digits-classifier:v3-5e6f7a8b"}.
-Bento version = v<model version>-<random 8 hex>: one bento per build. BentoML model version =
-v<model version>-<hash of the registry entry>, so rebuilding the same version reuses the stored model.
-The bento pins its model with the bento argument `model_tag` (see bentos/service.py).
-
-The version must carry the `onnx_sha256` tag that registration records. The build checks the imported
-file against it (a file changed in the artifact store fails here, not in production) and copies it
-into the BentoML model's labels, where the service checks it again each time it loads the model.
+Prints one JSON line (bento_tag, model_tag); refuses a version without its `onnx_sha256` tag (docs/serving.md).
 """
 
 import argparse

@@ -1,18 +1,7 @@
 """Write the container build of a registered version's bento: the Dockerfile BentoML generates, beside the bento
-and its model.
+and its model (BentoML's construct_containerfile, written to a folder instead of built; docs/deployment.md).
 
-    python -m bentos.containerize --bento digits_classifier:v3-1a2b3c4d --model-name digits-classifier \
-        --model-version 3 --out build/
-
-This is what `bentoml containerize` hands to the image builder (BentoML's own construct_containerfile: the
-bento copied, its models copied into models/, the Dockerfile at env/docker/Dockerfile), written to a folder
-instead of built, since no container engine runs here. Build it anywhere with
-`docker build -f build/env/docker/Dockerfile build/` (BuildKit: the Dockerfile uses cache mounts).
-A version whose bento is not in this store (trained on another machine, or in a Kubernetes job) gets one built
-from the registry first, as `python -m bentos.build` builds it.
-
-Reads MLFLOW_TRACKING_URI and BENTOML_HOME. Progress goes to stderr; stdout is one JSON line:
-{"bento_tag": "digits_classifier:v3-1a2b3c4d", "dockerfile": "env/docker/Dockerfile"}.
+    python -m bentos.containerize --bento TAG --model-name NAME --model-version 3 --out build/
 """
 
 import argparse

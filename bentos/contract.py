@@ -1,22 +1,7 @@
 """The HTTP contract of POST /predict, compiled from the spec of the version being served.
 
-A request is `{"records": [{column: value, ...}, ...]}`, each field typed by its feature's type (its module in
-tasks.core.features holds the request field): numeric a JSON number (strict: no strings or booleans; finite);
-categorical and binary a string, number or boolean (encoded with value_text, so 3, 3.0 and "3" are one
-category); text a JSON string, not empty, at most the feature's max_chars (tokenized by the tokenizer inside
-the model file); image a base64 PNG or JPEG (decoded and resized by tasks.core.images, the code training used);
-datetime an ISO 8601 string (split into the parts the spec names, as training did); id and ignore columns
-accepted and ignored. A nullable feature may be absent or null; any other is required.
-An all-numeric spec (the digits' pixel grid, a table of numbers) also takes `{"rows": [[...], ...]}`, values
-in spec.input_columns order.
-
-A refusal names the first problem, where it is and the value found there, e.g.
-`record 2, field 'bill_length_mm': "long" is not a number`. Validation stops at the first bad record
-(fail_fast), so a 8 MiB body of garbage costs one parse, not one error object per cell. An unseen category
-is not a refusal: the graph maps it to its out-of-vocabulary code.
-
-The answer: `predictions` in the user's own label values (or numbers, for regression), `probabilities`
-keyed by label text (classification), `model_version` and `model_name`.
+Each field is typed by its feature's type (tasks.core.features); a refusal names the first problem, its record,
+field and value, and validation stops there (fail_fast). The contract in full: docs/serving.md.
 """
 
 import json

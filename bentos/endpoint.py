@@ -1,17 +1,7 @@
 """POST /predict, GET /, GET /openapi.json and GET /metrics: a Starlette app mounted on the BentoML service.
 
-Mounted rather than declared with @bentoml.api, for two reasons measured in benchmarks/serving.py:
-BentoML's API machinery costs ~100 us per request before the model runs (the request is parsed and
-validated, the method's signature inspected, the answer wrapped), about what the whole minimal endpoint
-costs; and it answers an invalid body with 400, a pydantic dump and an ERROR traceback in the log.
-Here a request is checked in one pass: API key (401), media type (415), size (413), then the served
-version's contract (422, bentos/contract.py), each refusal one JSON sentence naming the record and field
-(or row and column) and the value, logged at DEBUG only; never a 500.
-GET / is this app's own page documenting /predict for the served spec (BentoML's index page would list
-only its own routes: the mounted app is matched before it, so this route takes /). GET /openapi.json is
-generated from the same contract. GET /metrics serves bentos/metrics.py (BentoML's metrics are off: their
-middleware cost ~60 us per request). Health and readiness stay BentoML's; none of these need a key.
-The key is compared in constant time and appears in no message and no log line.
+Mounted rather than declared with @bentoml.api: BentoML's API machinery cost ~100 us per request and answered a bad
+body with 400 and a traceback (benchmarks/serving.py). Each refusal is one JSON sentence, never a 500.
 """
 
 import hmac

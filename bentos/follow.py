@@ -1,19 +1,8 @@
 """Follow a registry alias: when `production` moves (a promotion or a rollback), serve the version it
 now points to, without a restart and without failing a request.
 
-Each worker runs one daemon thread that looks at the alias every GREENLIGHT_ALIAS_POLL_S seconds
-through tasks.registry.client. When the alias points to a version other than the one being served, the thread
-gets that version's ONNX file (the bento's own copy for the bento's version, else a download from the
-registry), checks its sha256 against the version's `onnx_sha256` tag, builds an onnxruntime session,
-compiles the request contract of the spec the version records, warms both up, and only then swaps the pair
-in (bentos.model.ModelSlot): requests never wait for a load, requests already running finish on the model
-(and contract) they started with, and a version trained on another spec brings its own contract with it.
-A version that fails the check is logged and counted once (greenlight_model_load_failures_total) and
-the current model keeps serving; it is tried again only when the alias moves. With several workers each
-follows on its own, so for up to one poll interval some workers answer with the old version and some
-with the new.
-
-Importing this module imports MLflow (about 2 s): the service does so only when following.
+A daemon thread per worker polls the alias, checks the new version's sha256, builds and warms its session and
+contract, then swaps the pair in (bentos.model.ModelSlot). Importing this module imports MLflow (about 2 s).
 """
 
 import logging

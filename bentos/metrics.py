@@ -1,22 +1,7 @@
 """Greenlight's Prometheus metrics and the GET /metrics that serves them (bentos/endpoint.py).
 
-BentoML's own request metrics are switched off (bentos/service.py): its middleware cost ~60 us on every
-request, measured with py-spy under benchmarks/serving.py, a fifth of a whole minimal endpoint's request.
-POST /predict is counted and timed here instead, for a few microseconds:
-
-greenlight_requests_total{model_name,status}                    POST /predict answers, by HTTP status
-greenlight_request_seconds{model_name}                          POST /predict from first byte read to answer sent
-                                                                 (histogram)
-
-greenlight_model_info{model_name,model_version}                 1 while a worker serves that version, else 0
-greenlight_model_switches_total{model_name}                     the served model changed (promotion, rollback)
-greenlight_model_load_failures_total{model_name,model_version,reason}
-                                                                 a model refused: checksum_mismatch,
-                                                                 checksum_missing, spec_missing,
-                                                                 spec_invalid, load_error
-greenlight_registry_poll_errors_total{model_name}               the registry could not be read while following
-greenlight_predicted_rows_total{model_name,model_version}       rows answered, per version
-greenlight_inference_seconds{model_name}                        onnxruntime time per request (histogram)
+BentoML's own request metrics are off (their middleware cost ~60 us a request); POST /predict is counted and timed
+here instead, for a few microseconds. The metrics and their labels: docs/serving.md.
 """
 
 import os

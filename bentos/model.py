@@ -1,11 +1,8 @@
 """All onnxruntime work of the endpoint: load a version only if its bytes are the registered ones, read the
 spec it was trained with, compile that spec's request contract, warm both up, and swap the pair whole.
 
-The checksum is the `onnx_sha256` tag that registration records on every version (sha256 of the .onnx
-bytes); bentos.build copies it into the BentoML model's labels. The session is built from the very
-bytes that were hashed, so a file replaced between the check and the load cannot slip through.
-The spec is the MLflow model's metadata["greenlight_spec"] (tasks.registry.client writes it): the
-contract a request must meet is the one of the version that answers it.
+The session is built from the very bytes that were hashed against the `onnx_sha256` tag; the spec is the MLflow
+model's metadata["greenlight_spec"].
 """
 
 import hashlib

@@ -1,30 +1,8 @@
 """BentoML service answering POST /predict with a registered ONNX model, verified by checksum, in the request
 contract generated from the spec that version was trained with.
 
-The model is pinned per bento by the bento argument `model_tag`: `python -m bentos.build` passes it at
-build time, BentoML stores it in the bento's bento.yaml and restores it before importing this module
-when the bento is served, so `bentoml serve churn:v3-...` answers with version 3 of the model `churn`
-(a `--arg model_tag=...` given to it is ignored). Serving the source tree instead needs the argument:
-`bentoml serve bentos.service:GreenlightModel --arg model_tag=churn:v3-5e6f7a8b`.
-
-With GREENLIGHT_FOLLOW_ALIAS=production (`greenlight serve` sets it) the service also follows the
-registry: a promotion or rollback switches the served model, and with it the request contract, within
-GREENLIGHT_ALIAS_POLL_S seconds, without a restart (bentos/follow.py). Without it, a bento serves its own
-version and nothing else, so `bentoml serve <tag>` stays what the tag says. Settings: bentos/settings.py.
-
-Endpoints (bentos/endpoint.py, mounted): POST /predict; GET / (a page documenting /predict for the served
-spec, with an example), GET /openapi.json and GET /metrics (bentos/metrics.py). BentoML's: GET /healthz and
-/livez (the process is up), /readyz (200 once a model passed its checksum and answered its spec's example,
-503 before).
-A model whose bytes differ from the registered sha256 is never served: at startup the service stays
-up but not ready and /predict answers 503 naming the problem (when following, it then tries the
-registry's copy); a version that fails while following is refused and the current model keeps
-serving.
-
-Speed (benchmarks/serving.py, README "Predictions"): /predict is a mounted route that validates once
-and answers inline with its JSON already rendered; the access log and BentoML's request metrics are off
-(Greenlight counts /predict itself), /predict is not traced, and startup objects are frozen out of garbage
-collection. Each of these was measured, not guessed.
+The bento argument `model_tag` pins the model per bento; GREENLIGHT_FOLLOW_ALIAS makes it follow the registry
+(bentos/follow.py). Endpoints: bentos/endpoint.py; settings: bentos/settings.py; the whole story: docs/serving.md.
 """
 
 import gc

@@ -1,12 +1,7 @@
 """How the endpoint is run, read once from the environment of each worker when it starts.
 
-GREENLIGHT_API_KEY         when set, POST /predict needs it (Authorization: Bearer <key>, or X-API-Key: <key>)
-GREENLIGHT_API_KEY_FILE    the same key read from a file (a mounted secret); wins over GREENLIGHT_API_KEY
-GREENLIGHT_FOLLOW_ALIAS    registry alias to follow (`greenlight serve` sets production); unset: the bento's model only
-GREENLIGHT_ALIAS_POLL_S    seconds between two looks at the alias (default 5)
-MLFLOW_TRACKING_URI        the registry to follow; required when GREENLIGHT_FOLLOW_ALIAS is set
-GREENLIGHT_ORT_THREADS     onnxruntime intra-op threads per worker (default 1)
-GREENLIGHT_VERIFY_KEY_FILE ed25519 public key (PEM): serve only versions signed by the pipeline's private key
+The variables (GREENLIGHT_API_KEY(_FILE), GREENLIGHT_FOLLOW_ALIAS, GREENLIGHT_ALIAS_POLL_S, MLFLOW_TRACKING_URI,
+GREENLIGHT_ORT_THREADS, GREENLIGHT_VERIFY_KEY_FILE) and what each does: docs/serving.md.
 """
 
 import os

@@ -1,10 +1,7 @@
 """Which files in the watched folders are new and complete: the part of `greenlight watch` that needs no server.
 
-A watched folder holds a reviewed spec, greenlight.yaml; what arrives in its incoming/ subfolder is a candidate: a CSV
-or Parquet file, or a folder of images (one subfolder per class). A candidate is complete when it was renamed from
-`<name>.partial` (the writer saying so), or when its size and modification time stayed the same for `settle_s`
-seconds, it opens for reading and no process holds it open for writing. What was emitted is remembered by content
-in a small ledger, so neither a restart nor the same bytes under another name emit it again.
+A candidate in a watched folder's incoming/ is complete when renamed from `<name>.partial`, or when it stayed the
+same for `settle_s` seconds and no process holds it open for writing; a ledger remembers what was emitted by content.
 """
 
 import errno

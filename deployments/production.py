@@ -1,10 +1,7 @@
 """`python -m deployments.production up|down`: the production shape of the stack on one machine, on 127.0.0.1.
 
-PostgreSQL (Debian's package) holds the databases of the Prefect server, of the MLflow tracking server and of
-Optuna's studies; moto's S3 server stands in for the object store that the tracking server keeps artifacts in
-(`--artifacts-destination`), so clients need only MLFLOW_TRACKING_URI and never a bucket credential. Two workers
-poll the process pool, one flow run each. Every process is recorded in <home>/stack/pids.json as stack.py does, so
-`make down` stops this stack too; PostgreSQL is stopped with `pg_ctl stop -m fast`.
+PostgreSQL for the Prefect server, the MLflow tracking server and Optuna; moto's S3 server for MLflow's artifacts;
+two workers. Processes are recorded in <home>/stack/pids.json, so `make down` stops them (docs/production-stack.md).
 """
 
 import argparse

@@ -1,10 +1,7 @@
 """Cache keys for the expensive stages (validation, training, export, compression), for Prefect's cache.
 
-A stage's key is a fingerprint of what its result depends on: its inputs (frames by content, files by
-sha256, settings as JSON), the pipeline's code, and the versions of the libraries that compute it, never the
-run's own folders. A rerun on the same data, spec and settings, after a crash or not, reuses the result.
-A cached result names files (a checkpoint, ONNX models, reports); when one of them is gone the result is
-not valid any more, and the key moves on to a fresh generation, so the stage runs again and is cached anew.
+A key fingerprints a stage's inputs (frames by content, files by sha256, settings as JSON), the pipeline's code and
+the computing libraries' versions, never the run's folders; a result whose files are gone moves to a fresh key.
 No Prefect import here: the key function gets Prefect's task run context and uses its result store.
 """
 

@@ -1,11 +1,7 @@
 """Secrets read from the environment: the endpoint's API key, and the keys that sign and verify models.
 
-GREENLIGHT_API_KEY / GREENLIGHT_API_KEY_FILE    the key POST /predict requires (the file wins: a mounted secret)
-GREENLIGHT_SIGNING_KEY_FILE                     ed25519 private key (PEM) the pipeline signs registered models with
-GREENLIGHT_VERIFY_KEY_FILE                      ed25519 public key (PEM) a service verifies models with
-
-The private key stays with the pipeline and never reaches the registry: whoever can write the registry can
-swap an artifact and its checksum tag together, but cannot sign the swapped bytes.
+GREENLIGHT_API_KEY(_FILE), GREENLIGHT_SIGNING_KEY_FILE and GREENLIGHT_VERIFY_KEY_FILE (docs/signing-and-lineage.md).
+The private key never reaches the registry: whoever can write the registry cannot sign the bytes they swap.
 """
 
 import base64

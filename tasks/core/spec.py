@@ -1,24 +1,7 @@
 """The spec: a dataset and a model as one typed value that a run is given, reviewed by a person, stored with
 every model version and read back by the service that serves it.
 
-Feature types drive everything downstream: the expectations a file must pass, the preprocessing learned on
-the training split, the model's input tensors, drift, and the HTTP request contract. Each type is one module
-of tasks.core.features (its settings, and each of those as a method the stages call). Inference
-(tasks.data.infer) only proposes a spec; `greenlight init` writes it as YAML for review.
-
-The ONNX hand-off every model family ends in (tasks.onnx.export) takes raw values, preprocessing inside:
-  numeric      float32 [batch, n]  numeric features in spec order, a datetime feature as its parts
-                                   (`<name>.year`, ...: tasks.core.features.dates); NaN = missing (imputed in the graph)
-  categorical  string  [batch, m]  categorical and binary features in spec order, each value as its text
-                                   (value_text); "" = missing; unseen values go to an out-of-vocabulary code
-  pixels       float32 [batch, h*w*c]  an image grid's columns, row-major (the bundled digits), or an image
-                                   file decoded and resized to the spec's input size (tasks.core.images)
-  text         string  [batch, 1]  a text feature's raw string ("" = missing); the runtime tokenizes it with
-                                   the tokenizer stored in the .onnx file (tasks.core.text) into the graph's
-                                   int64 "text_ids" / "text_mask" [batch, sequence] inputs
-and answers `logits` float32 [batch, n_labels] (classification, index i = target.labels[i]) or
-`prediction` float32 [batch] (regression, in the target's own units).
-
+Feature types (tasks.core.features) drive every stage; the ONNX hand-off every family ends in: docs/pipeline.md.
 No Prefect, no torch, no pandas at import: bentos import this module.
 """
 

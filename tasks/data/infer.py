@@ -1,28 +1,8 @@
 """Inference: propose a spec for any table, with a reason per column, for a person to review.
 
-Each column gets one feature type from its values alone (TFX's idea: an inferred schema is a proposal a
-person reviews and commits). Each type's module in tasks.core.features holds its rules; they run in this
-order on a column's values (tasks.core.features.columns) and the first that proposes a feature wins:
-   0 image        text whose every value names an image file
-   5 datetime     text whose every value reads as a date (ISO 8601 or one common format), or a column of
-                  dates / timestamps; never plain numbers (a year is a number)
-  10 ignore       no value, one value, or values of no feature type
-  20 binary       exactly two values (any dtype, booleans too)
-  30 id           whole numbers unique per row and consecutive or sorted (a row number)
-  40 categorical  whole numbers with <= 20 distinct values that skip most of their range (codes: 20, 30,
-                  120), or text with few enough levels for the rows to teach each one
-  45 id           text distinct in >= 80% of its rows in <= 6 words (median): a name, an address, an e-mail,
-                  a code (said so in its why: "looks like a name or identifier, not free text")
-  50 text         text with more levels and more words (median > 6): free text
-  80 numeric      any other numbers
-  90 ignore       any other text (too many levels to learn from these rows, too short for free text)
-Any missing value makes the feature nullable (the model imputes, or gives missing its own category).
-The model family follows the features (each type may name the family that reads it): image_cnn for an
-image, auto otherwise (a table: gradient_boosting and tabular_mlp trained, the best on validation served; a
-table with free text: text_ngram, the text and the other columns in one model). pretrained_encoder and
-text_transformer are there to be named in the spec.
-`greenlight init` prints the table of these decisions and writes the spec as YAML
-(write_spec_file).
+Each feature type's module (tasks.core.features) holds its inference rules; they run in order on a column's values
+and the first proposal wins. `greenlight init` prints the decisions and writes the spec (write_spec_file).
+The order of the rules and the families proposed: docs/spec.md.
 """
 
 from dataclasses import dataclass

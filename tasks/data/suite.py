@@ -1,12 +1,7 @@
 """The expectation suite of a spec: what a file must hold before anything is trained on it, per feature type.
 
-Severities follow one rule: critical when a breach means the file cannot be trained on or is not this
-dataset (a missing column, text in a number column, a label with no output, an image file that does not
-decode), warning when the run can go on and a person should look (a value far outside the training range,
-new categories, many missing values, unbalanced labels, an RGBA image for an RGB model), info for facts
-worth knowing. Each feature type's own expectations live in its module (tasks.core.features); the table's,
-the missing values' and the target's are here. The types are tasks.data.gx_expectations':
-one expectation covers many columns in one vectorised pass, because GX spends ~6 ms per expectation.
+Critical when a breach means the file cannot be trained on or is not this dataset, warning when a person should
+look, info for facts worth knowing (docs/data-checks.md). Each type's own expectations live in tasks.core.features.
 """
 
 import json

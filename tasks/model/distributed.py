@@ -1,11 +1,8 @@
 """Data-parallel training: torchrun starts training.distributed.nproc_per_node processes of this module.
 
-The launching side (`train_distributed`, called by the train_model task) writes the job (splits, spec,
-settings) to the run's folder, runs torchrun, and turns a failed rank into an error that names the rank and
-its last words. Each started process (`python -m tasks.model.distributed JOB`) joins the process group (NCCL
-on GPUs, one per process; gloo on CPU), trains its shard of every epoch through DistributedDataParallel in the
-same loop as one process (tasks.model.loop), and the first rank alone writes the checkpoint and the result.
-Nothing here logs to MLflow: the flow does that once, after the processes are gone.
+`train_distributed` writes the job to the run's folder, runs torchrun, and names a failed rank and its last words;
+each process (`python -m tasks.model.distributed JOB`) trains its shard in tasks.model.loop, and the first rank
+alone writes the checkpoint. Nothing here logs to MLflow.
 """
 
 import os

@@ -1,12 +1,7 @@
 """The task's metrics, from model outputs: one definition for evaluation, compression, the gate and baselines.
 
-Classification outputs are logits [n, n_labels] and targets label indices; regression outputs are
-predictions [n] and targets numbers, both in the target's own units. Torch-free.
-
-Beside accuracy, classification is scored the way an imbalanced table needs (a model that always answers the
-majority class reaches 0.97 accuracy on a 3 % minority): balanced accuracy (mean recall over the classes
-present; the majority model scores 1 / n_classes), ROC AUC and PR AUC from the softmax probabilities, and the
-minority class's F1. A metric these rows cannot define (a class absent from them) is left out, never 0.
+Beside accuracy, classification gets balanced accuracy, ROC AUC, PR AUC and the minority class's F1 (the majority
+model reaches 0.97 accuracy on a 3 % minority); a metric these rows cannot define is left out, never 0. Torch-free.
 """
 
 from dataclasses import dataclass

@@ -1,12 +1,8 @@
 """The whole model as one torch module: learned preprocessing, the family's network, the output in the
 target's units. What is trained is what is exported, so the ONNX graph carries the preprocessing too.
 
-Its inputs are the ONNX hand-off (tasks.core.spec) in spec.onnx_inputs() order, except that the categorical
-texts arrive as int64 codes (Preprocessing.codes; the exporter prepends the text -> code lookup) and a text
-feature arrives as token ids and attention mask (tokenized outside the graph by tasks.core.text).
-The checkpoint holds the spec (dataset and model family with its options), the learned preprocessing, the
-weights and every module's sizes (a structurally pruned model is narrower than its options say), so
-load_checkpoint rebuilds the model from the file alone.
+The checkpoint holds the spec, the preprocessing, the weights and every module's sizes (a pruned model is
+narrower than its options say), so load_checkpoint rebuilds the model from the file alone.
 """
 
 from pathlib import Path

@@ -1,16 +1,7 @@
 """Preprocessing learned from the training split only, as plain values that travel inside the checkpoint.
 
-One value per input kind, fitted on the training rows' ONNX feeds (tasks.core.spec.DatasetSpec.feeds), so
-what the model learns from is exactly what serving sends:
-  numeric      median imputation, a missing-indicator column for each nullable feature's column, standardisation
-  categorical  one vocabulary per column: code 0 = out-of-vocabulary (a value never seen in training),
-               1 = missing (""), 2.. = the training split's categories in sorted order
-  pixels       (x - min) / (max - min) with the spec's domain (digits: / 16; image files: / 255)
-  text         the tokenizer (pretrained, or WordPiece / BPE trained on the training texts) as its JSON
-  target       regression only: the training targets' mean and std (the network learns standardised values)
-The torch layers (tasks.model.network) read these as buffers, and the ONNX exporter (tasks.onnx.export)
-builds its LabelEncoder nodes from the same Vocabulary, so training and serving cannot disagree.
-Torch-free: numpy only.
+One value per ONNX input kind (numeric, categorical, pixels, text) and the regression target, fitted on the
+training rows' feeds, so what the model learns from is what serving sends (docs/pipeline.md). Torch-free.
 """
 
 from dataclasses import asdict, dataclass

@@ -1,12 +1,7 @@
 """A binary classifier's decision threshold, tuned on the validation rows and served inside the model.
 
-Argmax answers the minority class only when its probability passes 0.5; on an imbalanced table a network
-trained on plain cross-entropy rarely gets there (issue 21: minority recall 0.16 on a 16 % minority). After the
-fit, the threshold on the class-1 probability that maximises the minority class's F1 on the validation rows,
-among those costing at most MAX_ACCURACY_COST of their accuracy, is kept when it beats argmax there by
-MIN_F1_GAIN, and written into the model as its logit offset
-(GreenlightModel.logit_offset = [0, logit(t)]): the checkpoint, the ONNX graph and the service's argmax all
-apply it, and ROC AUC is unchanged (the offset is the same for every row). Multiclass models keep argmax.
+The cut on the class-1 probability with the best minority F1, costing at most MAX_ACCURACY_COST of accuracy, is
+kept when it beats argmax by MIN_F1_GAIN, as the model's logit offset [0, logit(t)]; multiclass models keep argmax.
 """
 
 import math

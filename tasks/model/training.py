@@ -1,10 +1,8 @@
 """Training stage: any family on any spec.
 
 Preprocessing is learned from the training split first (tasks.model.preprocess), then the whole model
-(preprocessing + the family's network, tasks.model.network) trains on the raw training feeds in the loop of
-tasks.model.loop: AdamW, the learning rate halved when validation loss stalls, early stopping on validation
-loss, best checkpoint kept. Loss: cross-entropy on labels, or mean squared error on the standardised
-regression target.
+(tasks.model.network) trains on the raw training feeds in tasks.model.loop: cross-entropy on labels, or mean
+squared error on the standardised regression target.
 """
 
 from dataclasses import dataclass

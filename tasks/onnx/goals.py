@@ -1,12 +1,7 @@
 """Which compression steps a run takes, and why: pruning and distillation only where they pay.
 
-Pruning and distillation cost minutes of fine-tuning; for a table's 50 kB network whose fp32 file already
-meets every goal they buy nothing a deployment asked for, and a smaller model risks answers. So the trained
-model's fp32 file is exported and measured first (its size, and its median latency for one row), then each
-step is decided in this order: a family with nothing to compress (Family.compression "never": a tree
-ensemble) skips all of them; compression.<step>.when never / always; the family's own rule (the digits CNN
-and the pretrained encoder always compress); otherwise the goals (compression.goals). INT8 files take
-seconds and are served only within the budgets of fp32, so they are made unless the family says never.
+The fp32 file is measured first; then per step: a family with nothing to compress skips all, then
+compression.<step>.when, the family's own rule, else compression.goals. INT8 is made unless the family says never.
 """
 
 from dataclasses import dataclass

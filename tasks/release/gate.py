@@ -1,12 +1,7 @@
 """Promotion gate: every rule explicit, every threshold's origin named, evidence kept with the version.
 
-The gate judges one value, GateEvidence: the served candidate's metrics on the test rows, its fp32 model's,
-the trivial baseline's on the same rows, parity, compression, the serving check and a person's approval.
-All comparisons are inclusive: a value equal to its threshold passes. The default bar for a table nobody
-calibrated is relative: beat the trivial baseline (majority class, on balanced accuracy, which it cannot pass
-however imbalanced the table; mean prediction, on RMSE) by a margin, and do not fall behind production (scored
-on the same test rows, like MLflow's MetricThreshold). Absolute thresholds apply only where the run
-configuration sets them.
+The gate judges one value, GateEvidence, with inclusive comparisons: by default relative bars (beat the trivial
+baseline, do not fall behind production on the same rows), absolute ones where configured (docs/promotion.md).
 """
 
 import json

@@ -1,12 +1,7 @@
 """Kubernetes export: what a cluster needs to serve a registered version as `greenlight serve` does here.
 
-`export_kubernetes` writes, into one folder:
-  image/                 the container build of the version's bento: the Dockerfile BentoML generates
-                         (image/env/docker/Dockerfile), the bento and its model (bentos/containerize.py)
-  kubernetes/            deployment.yaml, service.yaml, hpa.yaml, pdb.yaml (the manifests below)
-  README.md              the commands: build and push the image, create the API key's Secret, apply
-The pods follow the registry's `production` alias through the MLflow server named by MLFLOW_TRACKING_URI, as
-`greenlight serve` does, unless the export is pinned to its version.
+`export_kubernetes` writes image/ (BentoML's Dockerfile, the bento and its model: bentos/containerize.py),
+kubernetes/ (deployment, service, hpa, pdb) and README.md; the pods follow `production` unless pinned.
 """
 
 import re

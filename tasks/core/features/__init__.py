@@ -1,10 +1,8 @@
 """Feature types: a registry of type name -> the type's settings model; adding a type is adding one file here and
 one line below.
 
-Each type's module holds everything about it (contract.py lists the hooks): its settings, its inference rule,
-its expectations, its drift summary, its ONNX feed and its request field. The stages ask the registry
-(through a feature's own methods) instead of branching on type names. A spec's `features` are AnyFeature: the
-union of the registered types, keyed by `type`, so a setting of another type is refused when the spec is parsed.
+A spec's `features` are AnyFeature, the union of the registered types keyed by `type`, so a setting of another
+type is refused when the spec is parsed. The hooks every type implements: contract.py.
 """
 
 from collections.abc import Mapping

@@ -1,10 +1,7 @@
 """categorical: one of a set of values (codes, ratings, countries). An embedding per value in the network.
 
-Inference: whole numbers with few distinct values (<= MAX_INTEGER_LEVELS) that skip most of their range (codes:
-20, 30, 120), or text with few enough for the
-rows to teach each one (max_levels). Validation: values within the categories seen, up to a share of new ones
-(warning). Drift: one bin per category seen, one for unseen values, one for missing. Request: a string, number
-or boolean, encoded as the text the vocabulary keys it by (value_text), so 3, 3.0 and "3" are one category.
+Inferred for whole numbers with few values (<= MAX_INTEGER_LEVELS) that skip most of their range, or text with
+few enough levels for the rows to teach each one (max_levels). Values are keyed by value_text: 3, 3.0 and "3" are one.
 """
 
 import json

@@ -1,20 +1,8 @@
 """What every feature type is: the settings all features share, and the hooks the stages call on one.
 
-A feature type is one module of this package holding one pydantic model, a subclass of FeatureSpec. The model
-is both the type's settings (what a spec may say about a feature of this type: anything else is refused when
-the spec is parsed, naming the field) and its behaviour, which the stages ask for instead of branching on type
-names:
-  the spec     model_input (the ONNX input it feeds; None: named in the spec, never read), source_columns,
-               input_columns, input_width, and feed: raw values -> its block of the ONNX input, the one
-               encoding training, parity checks and serving share (tasks.core.spec.DatasetSpec.feeds)
-  inference    inference_rules: (order, rule) pairs; tasks.data.infer runs every type's rules by order on a
-               column's values and the first proposal wins (tasks.core.features.columns)
-  validation   expectations(features): the GX expectations (as suite JSON) a file must pass (tasks.data.suite)
-  drift        drift_kinds / drift_values: what drift compares, in which bins (tasks.data.drift)
-  serving      request_value, request_cell / request_feed, request_kind, request_values, example_value,
-               value_problem: one value of POST /predict (bentos.contract, bentos.documentation)
-tasks/core/features/__init__.py registers the types: a new type is one file there and one line in its list.
-No torch, no Prefect, no pandas at import: bentos import this package.
+A type is one pydantic model, a subclass of FeatureSpec: its settings (anything else is refused when the spec is
+parsed) and its behaviour per stage (feed, inference_rules, expectations, drift_kinds / drift_values, request_*),
+so no stage branches on type names (docs/architecture.md). No torch, no Prefect, no pandas: bentos import it.
 """
 
 import json

@@ -1,21 +1,8 @@
-"""datetime: a date or a timestamp per row, read by the model as numbers: its parts.
+"""datetime: a date or a timestamp per row, read by the model as numbers: its parts (year, month, day,
+day_of_week, hour, elapsed), each a column `<name>.<part>` of the "numeric" input.
 
-Inference: text whose every value reads as a date (ISO 8601, or one common format such as 03/31/2024 or
-31.03.2024, optionally with a time), or a column of dates / timestamps (a Parquet datetime column); never plain
-numbers (a year stays numeric or categorical). Each value becomes its parts, numbers in the "numeric" input
-(one column `<name>.<part>` each, standardised and imputed there like any number):
-  year         2024.0
-  month        1..12
-  day          day of the month, 1..31
-  day_of_week  0 (Monday) .. 6 (Sunday)
-  hour         time of day in hours, 13.5 for 13:30 (proposed when the column has times)
-  elapsed      days since `min` (the earliest date seen when the spec was made; 1970-01-01 without one)
-The conversion is parse_datetimes + datetime_parts: numpy and the standard library only, deterministic, the same
-in training, parity checks and serving. A value with a UTC offset is read at its own wall-clock time (the offset
-dropped), as a naive one is: the hour a shop opens matters more than the instant in UTC. Missing or unreadable
-values give NaN parts (imputed; a missing indicator per part when nullable). Validation: every present value a
-date (critical), within the training span widened by half its length (warning). Drift: each part over the
-reference's deciles. Request: an ISO 8601 string ("2024-03-31" or "2024-03-31T13:30:00").
+parse_datetimes + datetime_parts use numpy and the standard library only, so training, parity checks and serving
+convert alike; a UTC offset is dropped (wall-clock time is what is read). Inference and the parts: docs/spec.md.
 """
 
 from collections.abc import Mapping, Sequence

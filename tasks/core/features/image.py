@@ -1,10 +1,7 @@
 """image: a column of image file paths (PNG or JPEG), read at the spec's input size by tasks.core.images.
 
-Inference: text whose every value names an image file; the input size is the files' usual size, capped at
-MAX_IMAGE_SIDE a side. Its pixels go to the "pixels" input (uint8 values as float32, row-major height x width x
-channels), decoded by the one function training, validation, drift and serving share. Validation: every file
-decodes (critical); the model's channels and not far under its input size (warning). Drift: four measures per
-file over the reference's deciles. Request: a base64 PNG or JPEG string.
+Its pixels go to the "pixels" input (uint8 values as float32, row-major height x width x channels), decoded by the
+one function training, validation, drift and serving share. A request sends a base64 PNG or JPEG string.
 """
 
 import base64

@@ -1,10 +1,7 @@
 """numeric: a quantity. Median-imputed and standardised in the graph, with a missing indicator when nullable.
 
-Inference: any column of numbers (or text reading as numbers) that no earlier rule took: not a row id, not
-whole with few values skipping most of their range (codes: categorical). Few whole values filling their range
-(bathrooms 0..4, years 2006..2010) are a count or a scale, numeric. Validation: numbers (critical) within the
-training range widened by half its span (warning). Drift: the reference's deciles plus a missing bin. Request: a
-JSON number.
+Inferred for numbers no earlier rule took (not a row id, not a few-valued code); few whole values filling their
+range (bathrooms 0..4, years) are a count or a scale, numeric. A request sends a JSON number.
 """
 
 from collections.abc import Callable, Mapping, Sequence

@@ -1,10 +1,7 @@
 """text: free text (reviews, comments, descriptions), tokenized by the tokenizer stored in the model file.
 
-Inference: text with too many distinct values to be a category and more words per value than a name or a
-title has (a median over NAME_MAX_WORDS). Its raw string
-goes to the "text" input ("" = missing); the runtime tokenizes it (tasks.core.text) into the graph's token ids
-and mask. Validation: text in every present cell, within max_chars (critical). Drift: words per text, words
-outside the reference's vocabulary, and empty texts. Request: a JSON string, not empty, at most max_chars.
+Inferred for text with too many values to be a category and more words per value than a name or a title has
+(a median over NAME_MAX_WORDS). Its raw string goes to the "text" input; the runtime tokenizes it (tasks.core.text).
 """
 
 import importlib.util

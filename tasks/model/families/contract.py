@@ -1,28 +1,8 @@
 """What every model family receives and returns: the contract a custom `module:function` is written against.
 
-A family builds the network only; tasks.model.network wraps it in the learned preprocessing and the output
-layer, so every family ends in the same ONNX hand-off. The network is called as
-
-    network(numeric, codes)
-      numeric  float32 [n, numeric_width]: standardised numeric features, then one 0/1 missing indicator per
-               nullable numeric feature (tables); or an image grid's values scaled to 0..1, row-major
-               (height, width, channels), numeric_width = h * w * c (image_grid specs)
-      codes    int64 [n, len(categorical_cardinalities)]: one code per categorical / binary feature, in spec
-               order; 0 = a value unseen in training, 1 = missing, 2.. = categories; column j < cardinality j.
-               Zero columns when the spec has no categorical feature.
-
-A spec with a text feature calls network(numeric, codes, ids, mask) instead, with
-      ids      int64 [n, sequence]: token ids of the text (padded with 0 past each text's end; sequence <=
-               text.max_length, [CLS] first)
-      mask     int64 [n, sequence]: 1 for a real token, 0 for padding
-
-and returns float [n, n_outputs] (classification: logits, one per label in target.labels order;
-regression: n_outputs = 1, the standardised target; [n] is accepted too). A network may define
-optimizer_groups(learning_rate) -> AdamW parameter groups, to train parts at their own step (a pretrained
-encoder is fine-tuned at a fraction of its head's). A network with attention may define attention_heads() ->
-{projection Linear: heads} and after_pruning(heads left per projection), so structured pruning removes whole
-heads (tasks.model.pruning); and seed_student(student_network), to hand a distilled student what carries over
-(a pretrained encoder's token embeddings, tasks.model.distillation).
+A family builds the network only, called as network(numeric, codes) (network(numeric, codes, ids, mask) with a text
+feature) and answering [n, n_outputs]; tasks.model.network wraps it in the preprocessing and the output layer.
+The tensors and the optional hooks (optimizer_groups, attention_heads, seed_student): docs/architecture.md.
 """
 
 from collections.abc import Callable, Mapping

@@ -1,10 +1,7 @@
 """custom: the user's own network, named in the spec as model.custom = 'package.module:function'.
 
-The function is called with one tasks.model.families.contract.InputDescription and must return a
-torch.nn.Module following the contract in that module (network(numeric, codes) -> [n, n_outputs]).
-It is wrapped in the same learned preprocessing and goes through the same export, parity and gate as the
-built-in families. The module must be importable wherever the checkpoint is loaded again (training,
-export and parity run in the same environment).
+The function gets an InputDescription and returns a torch.nn.Module following contract.py; it is wrapped in the
+same preprocessing and goes through the same export, parity and gate as the built-in families.
 """
 
 import importlib

@@ -1,10 +1,7 @@
 """ensemble: a weighted average of several families' networks over the same learned preprocessing, as one network.
 
-`model.family: auto` (tasks.model.selection) builds one when it measures better on the validation rows than the
-best single family: classification averages the members' probabilities (the output is the log of the weighted
-mean, so argmax and softmax read it like any logits); regression averages the standardised predictions. The
-members keep their own weights and sizes (a tree ensemble's node arrays), so the checkpoint, the ONNX export and
-parity treat it like any other network.
+What `model.family: auto` serves when it measures better on validation than the best single family: the log of
+the weighted mean probability (classification), or the weighted standardised prediction (regression).
 """
 
 import torch

@@ -1,14 +1,8 @@
 """gradient_boosting: gradient-boosted decision trees (LightGBM) for tables, served as a torch module.
 
-LightGBM grows the trees on the same inputs every table family reads (standardised numbers with missing
-indicators, and one code per categorical feature, split on natively as categories), with early stopping on the
-validation rows. The grown trees are then copied into `TreeEnsemble`, a torch module that walks every tree at
-once with gathers (Hummingbird's "tree traversal" strategy), so a tree model goes through the same hand-off as a
-network: one ONNX graph with the preprocessing inside, parity-checked against this module, gated like the rest.
-
-Why LightGBM (over XGBoost or CatBoost): a ~4 MB CPU wheel with native categorical splits and early stopping; its
-pip wheel has no CUDA build, so trees train on the CPU even on a GPU machine (XGBoost's GPU wheel pulls several
-hundred MB of CUDA libraries, and these tables fit in seconds on a CPU).
+LightGBM grows the trees on the inputs every table family reads, with early stopping on validation; TreeEnsemble
+walks every tree at once with gathers (Hummingbird's tree traversal), so trees are exported, parity-checked and
+gated like a network. Why LightGBM: docs/spec.md.
 """
 
 import os

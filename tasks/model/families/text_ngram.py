@@ -1,17 +1,8 @@
 """text_ngram: a fastText-style bag of word n-grams, the fast text candidate on a CPU.
 
-Each text's tokens and its hashed bigrams (and trigrams, when asked) are looked up in one embedding table and
-averaged, each gram weighted by a learned importance (an IDF that is trained, not counted); the average, beside
-the table side (numeric and categorical features, tabular_mlp's TableInputs), goes through a small head. The
-n-gram ids are computed inside the graph from the token ids with int64 arithmetic, so the ONNX file takes the
-same ids and mask as every text family and needs no n-gram vocabulary. A text column beside other columns
-becomes features of the table model this way, not the whole model.
-
-Training costs what a linear model on TF-IDF costs: one embedding lookup per gram, no attention, so 3,000 news
-articles of 512 tokens train in seconds an epoch on 2 cores (benchmarks/text_and_images.py). It reads any
-tokenizer's ids. What it wants of the spec's text feature: many tokens (max_length 512 costs it little) and a
-vocabulary of whole words, WordPiece or BPE trained on the training split with ~16,000 pieces (the pretrained
-tokenizer works too, and lets one spec serve it and the pretrained encoder).
+Tokens and hashed bigrams (trigrams when asked) are averaged from one embedding table with learned weights, beside
+the table side, into a small head; the n-gram ids are computed inside the graph, so the file takes the same ids and
+mask as every text family (docs/text-and-images.md).
 """
 
 import torch
