@@ -340,7 +340,7 @@ def command_init(args: argparse.Namespace, locations: Locations) -> int:
     target = args.target or (LABEL_COLUMN if data.is_dir() else None)
     if target is None:
         raise ConfigRejected("greenlight init needs --target COLUMN: the column to predict")
-    dataset = load_dataset.fn(str(data), locations.home / "datasets", None)
+    dataset = load_dataset.fn(str(data), locations.datasets_dir, None)
     spec, columns = infer_spec(dataset.frame, target, args.task or "auto", name=safe_name(str(data)))
     print(render_column_table(columns))
     # Relative to the spec file, as `run --spec` reads it: the spec and its data can move (or be committed) together.

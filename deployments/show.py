@@ -4,9 +4,9 @@ import os
 from datetime import UTC, datetime
 
 from tasks.core.keys import key_id, load_verify_key, signed_payload, verify
+from tasks.core.records import LINEAGE_TAG_PREFIX
 from tasks.model.metrics import HEADLINE, METRIC_TITLES
 from tasks.registry.client import VersionRecord, read_version_spec
-from tasks.registry.lineage import LINEAGE_TAG_PREFIX
 
 
 def signature_text(record: VersionRecord) -> str:

@@ -28,6 +28,11 @@ class Locations:
         """Per-run working files (datasets, checkpoints, reports) before they are logged to MLflow."""
         return self.home / "runs"
 
+    @property
+    def datasets_dir(self) -> Path:
+        """Where the bundled digits are written as a file the first time a run reads them."""
+        return self.home / "datasets"
+
 
 def resolve_locations(environ: dict[str, str] | None = None) -> Locations:
     """Read GREENLIGHT_HOME, MLFLOW_TRACKING_URI, BENTOML_HOME, PREFECT_HOME and GREENLIGHT_STUDY_STORAGE (an

@@ -1,42 +1,8 @@
 """Drift stage: compare the input's distributions with the training data of the production version.
 
-The method is the Population Stability Index, PSI = sum_i (p_i - q_i) * ln(p_i / q_i), per column, with
-counts smoothed by +0.5 so an empty bin costs a bounded amount. The bins follow the spec's types (each type's
-module in tasks.core.features says what it compares, FeatureSpec.drift_kinds / drift_values):
-  numeric      the reference's decile edges (10 bins; a value 10%+ of the rows sit on, like a constant
-               column's, gets a bin of its own so a move to either side shows), plus one bin for missing values
-  categorical  one bin per category of the reference, one for categories it never saw, one for missing;
-  / binary     the unseen-category rate is reported beside the PSI
-  image_grid   one bin per integer value min..max of each pixel column (the bundled digits: 0..16)
-  text         three rows: <name>.tokens, words per non-empty text (lower-cased runs of letters and digits,
-               not the model's tokenizer: drift runs before training) over the reference's deciles;
-               <name>.vocabulary, words in / outside the reference's 5,000 most common words; <name>.empty,
-               non-empty / empty texts. The out-of-vocabulary and empty rates, here and in the reference,
-               are reported beside the PSI where a categorical's unseen rate is
-  image        four rows per file column, over the reference's deciles: <name>.intensity_mean and
-               <name>.intensity_std (0..255, in the spec's channels, at the file's own size), <name>.height
-               and <name>.width. A file that does not decode is skipped here (validation reports it)
-  datetime     one row per part the model reads (<name>.year, <name>.month, ... <name>.elapsed), over the
-               reference's deciles plus a missing bin, as numeric: a later period moves year and elapsed, a
-               change of weekday or season mix moves day_of_week or month
-  target       one bin per label (classification), or the reference's deciles (regression)
-A row with nothing measured here or in the reference (no image decodes, no text is non-empty) is left out as
-not comparable and named in the note; when no row is left, drift is skipped with that reason.
-The reference is the summary stored with the production version when it was registered (registry:
-reference/data_summary.json). A summary of another spec (other columns or types) is not compared.
-
-What chance alone scores (benchmarks/drift_chance.py: 200 resamples, with replacement, of a table scored
-against the whole table; largest feature PSI and target PSI, median / 95th percentile):
-  wine (13 numeric)                     100 rows: 0.16 / 0.24, target 0.02 / 0.06   300 rows: 0.06 / 0.08
-  penguins (4 numeric, 3 categorical)   100 rows: 0.13 / 0.22, target 0.02 / 0.08   300 rows: 0.05 / 0.08
-  digits (64 pixels x 17 values)        100 rows: 0.28 / 0.35, target 0.10 / 0.18   300 rows: 0.10 / 0.13
-Real changes score far above: wine's alcohol + 1 standard deviation 0.99; penguins with 10% of the rows on
-an island the reference never saw 0.43 (10% unseen); penguins without Gentoo 1.97 on the target; inverted
-digits 10+. DriftConfig's defaults (features: warn 0.4, block 1.0; target: warn 0.15, block 0.5) sit
-above what chance scores at 100 rows on the tables (digits' target at 100 rows brushes the warning).
-Text and image rows have no bundled dataset to measure yet; on synthetic data (words drawn Zipf-like, noise
-images) the largest row scores 0.11 / 0.20 (text) and 0.10 / 0.16 (images) at 100 rows, while texts in another
-language score 6-9, 40% empty texts ~0.9, images 60 levels brighter ~3 and images of twice the size ~13.
+PSI per column over bins that follow each feature type (FeatureSpec.drift_kinds / drift_values), against the
+summary stored with the production version when it was registered; a summary of another spec is not compared.
+What each type compares, the thresholds and what chance alone scores: docs/data-checks.md.
 """
 
 import json
@@ -53,9 +19,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core.config import DriftConfig
+from tasks.core.records import ProductionFile
 from tasks.core.spec import DatasetSpec, FeatureSpec, value_text
 from tasks.data.validation import ValidationReport
-from tasks.registry.client import RegistryError, download_data_summary, find_version
 
 # Format 2 also holds text and image rows: they reuse its fields (new kinds, new keys), so a reader of format 2
 # reads them, and an older reader meets keys its spec does not expect and skips drift as "another spec".
@@ -352,22 +318,24 @@ def verdict(features: tuple[FeatureDrift, ...], label_psi: float, config: DriftC
     return "ok"
 
 
-@task(name="load_drift_reference", cache_policy=NO_CACHE)
-def load_drift_reference(tracking_uri: str, model_name: str, dst_dir: Path) -> DriftReference:
+@task(name="read_drift_reference", cache_policy=NO_CACHE)
+def read_drift_reference(stored: ProductionFile) -> DriftReference:
     """The production version's data summary; a missing or unreadable one skips drift, it never fails the run."""
-    production = find_version(tracking_uri, model_name)
-    if production is None:
-        return DriftReference(None, None, f"no production version of '{model_name}' yet: nothing to compare with")
+    version = stored.version
+    if version is None:
+        note = f"no production version of '{stored.model_name}' yet: nothing to compare with"
+        return DriftReference(None, None, note)
     try:
-        path = download_data_summary(production, dst_dir)
-        summary = DataSummary.read(path) if path is not None else None
-    except (RegistryError, OSError, ValueError, TypeError, KeyError) as error:
-        return DriftReference(production.version, None, f"production v{production.version}'s data summary: {error}")
+        if stored.error is not None:
+            raise OSError(stored.error)
+        summary = DataSummary.read(stored.path) if stored.path is not None else None
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        return DriftReference(version, None, f"production v{version}'s data summary: {error}")
     if summary is None:
-        note = f"production v{production.version} has no stored data summary (registered before drift checks)"
-        return DriftReference(production.version, None, note)
-    note = f"production v{production.version}'s training data ({summary.rows} rows, sha256 {summary.sha256[:12]})"
-    return DriftReference(production.version, summary, note)
+        note = f"production v{version} has no stored data summary (registered before drift checks)"
+        return DriftReference(version, None, note)
+    note = f"production v{version}'s training data ({summary.rows} rows, sha256 {summary.sha256[:12]})"
+    return DriftReference(version, summary, note)
 
 
 @task(name="measure_drift", cache_policy=NO_CACHE)

@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.config import DriftConfig
 from tasks.core.errors import DataRejected
+from tasks.core.records import Link, Note, Record, RunLinks
 from tasks.data.drift import DriftReport, FeatureDrift, metric_name
 from tasks.data.validation import SEVERITIES, ExpectationFailure, ValidationReport, report_name, show_value
 
@@ -172,6 +173,22 @@ class DataCheckReport:
             lines += ["", f"Target PSI: {self.drift.label_psi:.3g}", ""]
         lines += [f"Full report: [{self.html.name}]({report_link})", "", f"Local copy: `{self.html}`"]
         return "\n".join(lines)
+
+    def record(self, links: RunLinks) -> Record:
+        """Validation and drift figures on the run, the report folder, the suite and the GX result (artifacts
+        validation/), and Prefect artifacts: a link to the page and the verdict with each problem."""
+        paths = [self.html.parent, self.validation.suite, self.validation.result_json]
+        # Report files of a cached validation live in the earlier run's folder: logged by name, once.
+        folders = [p for p in paths if p.is_dir()]
+        files = [p for p in paths if p.is_file() and not any(folder in p.parents for folder in folders)]
+        page = f"validation/{self.html.parent.name}/{self.html.name}"
+        return Record(
+            metrics=self.metrics(),
+            tags=self.tags(),
+            files={"validation": (*folders, *files)},
+            links=(Link("data-report", page, self.html.name, "Data check report"),),
+            notes=(Note("data-check", self.markdown(links.link(page)), "Validation and drift"),),
+        )
 
 
 def _failure_lines(failures: tuple[ExpectationFailure, ...]) -> list[str]:

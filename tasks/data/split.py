@@ -1,5 +1,8 @@
 """Splitting: train / validation / test frames of the spec's columns, seeded, stratified for classification."""
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from prefect import task
@@ -10,9 +13,20 @@ from tasks.core.config import SplitConfig
 from tasks.core.errors import DataRejected
 from tasks.core.spec import DatasetSpec
 from tasks.data.parts import DataSplits, encode_targets
+from tasks.data.report import DataVerdict
 
 # A class needs a row in each of train, validation and test, plus a couple to learn from.
 MIN_ROWS_PER_CLASS = 5
+
+
+@dataclass(frozen=True)
+class CheckedData:
+    """The data stage's result: rows that passed the checks, split; the verdict the gate report repeats; the data
+    summary stored with the version (the reference later runs measure drift against; None when not made)."""
+
+    splits: DataSplits
+    verdict: DataVerdict
+    summary: Path | None
 
 
 def check_class_sizes(spec: DatasetSpec, labels: np.ndarray) -> None:

@@ -1,12 +1,8 @@
 """Knowledge distillation: a smaller student of the same task trained on the trained model's outputs.
 
-The teacher is the trained checkpoint; the student is the family's own smaller network (Family.student: a
-narrower MLP or CNN, a small text transformer for the pretrained encoder) or compression.distillation.student.
-The student reads the same inputs through the same learned preprocessing, so it exports and serves like any
-model. Classification (Hinton et al. 2015): alpha x T^2 x KL(teacher's softmax(z/T) || student's) +
-(1 - alpha) x cross-entropy on the labels. Regression: alpha x squared error to the teacher's predictions +
-(1 - alpha) x squared error to the targets (both standardised). The teacher's outputs on the training rows are
-computed once; the student trains in the same early-stopped loop as any model (tasks.model.training).
+The student is the family's own smaller network (Family.student) or compression.distillation.student, reading the
+same inputs through the same preprocessing; the teacher's outputs on the training rows are computed once.
+The loss (Hinton et al. 2015 for classification, squared errors for regression): docs/compression.md.
 """
 
 import time
@@ -34,8 +30,7 @@ from tasks.model.loop import (
     train_targets,
 )
 from tasks.model.network import GreenlightModel, load_checkpoint, save_checkpoint
-from tasks.model.pruning import ShrinkResult, ShrunkModel, checkpoints_of, count_parameters
-from tasks.onnx.runtime import SkippedCandidate
+from tasks.model.pruning import ShrinkResult, ShrunkModel, SkippedCandidate, checkpoints_of, count_parameters
 
 TEACHER_CHUNK_ROWS = 256  # the teacher's outputs are computed in chunks (an encoder over thousands of texts)
 TOKEN_REPLACE_SHARE = 0.15  # of an altered text's tokens (BERT's masking rate)

@@ -1,11 +1,8 @@
 """The fit loop every training shares (a model's training, a pruned model's fine-tune, a student's distillation),
-readable top to bottom: AdamW, the step halved when validation loss stalls, early stopping on validation loss, the
-best weights kept. Imports no Prefect: the processes torchrun starts run it too (tasks.model.distributed), and so
-do GPU machines that have torch but not the pipeline's stack.
+readable top to bottom: AdamW, the step halved when validation loss stalls, early stopping, the best weights kept.
 
-One process by default; with a `DataParallel` each of several processes trains on its shard of every epoch
-(DistributedSampler) through DistributedDataParallel, and the losses and validation outputs are gathered so
-that every process takes the same early-stopping decisions.
+Imports no Prefect: torchrun's processes (tasks.model.distributed) and GPU machines without the pipeline's stack
+run it too. With a `DataParallel` each process trains its shard and all take the same early-stopping decisions.
 """
 
 import copy
@@ -14,7 +11,7 @@ import random
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -41,6 +38,16 @@ class EpochMetrics:
     train_loss: float
     val_loss: float
     val_metric: float  # the task's main metric on the validation rows (accuracy, or R^2)
+
+
+def epoch_curves(history: tuple[EpochMetrics, ...]) -> tuple[tuple[str, float, int], ...]:
+    """(metric, value, epoch) points of a fit's history: train_loss, val_loss, val_metric per epoch."""
+    return tuple(
+        (name, float(value), m.epoch)
+        for m in history
+        for name, value in asdict(m).items()
+        if name != "epoch" and isinstance(value, int | float)
+    )
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,8 @@
 """Structured pruning: whole neurons, convolution channels and attention heads removed with torch-pruning, then
 a short fine-tune; each level is one candidate for the compression stage.
 
-torch-pruning traces the model and removes coupled channels together (a Linear's outputs with the next layer's
-inputs, a residual stream's width everywhere it is added), so the network really gets narrower: a smaller
-file and fewer multiply-adds, where torch.nn.utils.prune would only mask weights to zero. Channels go by the
-L2 norm of their weights (GroupMagnitudeImportance). The output layer, embeddings (their rows are token or
-category codes) and frozen parts (a frozen pretrained encoder could not recover) are never pruned. A network
-with attention tells which projections hold heads (attention_heads()), so heads go whole, and learns the
-heads left (after_pruning(heads)).
+Coupled channels go together, so the network really gets narrower (torch.nn.utils.prune would only mask weights);
+the output layer, embeddings and frozen parts are never pruned (docs/compression.md).
 """
 
 import time
@@ -31,9 +26,16 @@ from tasks.model.loop import (
     train_targets,
 )
 from tasks.model.network import GreenlightModel, load_checkpoint, model_tensors, read_checkpoint, save_checkpoint
-from tasks.onnx.runtime import SkippedCandidate
 
 EXAMPLE_ROWS = 4  # rows traced by torch-pruning to find which channels are coupled
+
+
+@dataclass(frozen=True)
+class SkippedCandidate:
+    """A candidate that could not be produced, and why (the quantizer's or the pruner's own message)."""
+
+    name: str
+    reason: str
 
 
 @dataclass(frozen=True)

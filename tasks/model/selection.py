@@ -1,12 +1,7 @@
 """model.family auto: train the candidate families within the run's time budget, serve the best on validation rows.
 
-Candidates follow the features: a table of numbers and categories trains gradient-boosted trees first (seconds,
-and the family that wins most tables) and then the MLP; an image or a text spec has one family that reads it.
-A non-negative regression target with a long right tail gets the trees fitted on log(1 + y) as well; the better
-of the two on validation sets the target every later candidate learns (TargetSpec.transform). Each candidate is
-scored on the validation rows with the gate's metrics; a weighted average of the two best
-(tasks.model.families.ensemble, one graph) is scored too, and kept only when it measures better. The test rows are
-never looked at here: the gate judges the served file on them afterwards, as for any family.
+Trees first, then the MLP (or the one family that reads an image or a text); a skewed non-negative target is also
+fitted on log(1 + y); a weighted average of the two best is kept when it measures better. Test rows are not used.
 """
 
 import time
@@ -21,6 +16,7 @@ from prefect import task
 from tasks.core.config import TrainingConfig
 from tasks.core.errors import GreenlightError
 from tasks.core.plotting import one_plot_at_a_time
+from tasks.core.records import Note, Record, RunLinks
 from tasks.core.spec import ModelSpec, Spec
 from tasks.data.parts import DataSplits
 from tasks.model.evaluation import pyplot
@@ -66,6 +62,24 @@ class FamilySelection:
     @property
     def served(self) -> str:
         return next((c.name for c in self.candidates if c.note == "served"), self.spec.model.family)
+
+    def record(self, links: RunLinks) -> Record:
+        """Metrics candidate.<name>.validation_<metric> and .seconds, tag model_family_served, and the table and
+        plot (artifacts selection/), also as a Prefect artifact."""
+        metrics = {}
+        for candidate in self.candidates:
+            # "ensemble: gradient_boosting 0.6 + tabular_mlp 0.4" -> candidate.ensemble (MLflow names allow no "+"),
+            # "gradient_boosting, log target" -> candidate.gradient_boosting.log_target (nor ",")
+            key = "candidate." + candidate.name.split(":")[0].replace(", ", ".").replace(" ", "_")
+            if candidate.metric is not None:
+                metrics[f"{key}.validation_{self.metric_name}"] = candidate.metric
+                metrics[f"{key}.seconds"] = candidate.seconds
+        return Record(
+            metrics=metrics,
+            tags={"model_family_served": self.served, "model_family_requested": "auto"},
+            files={"selection": (self.table, self.plot)},
+            notes=(Note("family-selection", self.table.read_text(), "model.family auto: candidates"),),
+        )
 
     def table_markdown(self) -> str:
         lines = [

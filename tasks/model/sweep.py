@@ -1,11 +1,8 @@
 """Hyper-parameter sweeps: an Optuna study whose trials are Prefect tasks, each a training with settings drawn
 from the search space (RunConfig.sweep), stopped early by Optuna's pruner when its validation loss lags.
 
-The study lives in its own database (Locations.study_storage: SQLite beside MLflow's, or PostgreSQL), so a sweep
-resumes where it stopped and several workers can share one study. The driver, run_trials, runs in the flow: it
-asks the study for a trial only when a slot is free (so the sampler has seen every finished trial), trains at
-most `concurrency` trials at once in a bounded thread pool, and tells the study each outcome. The best trial's
-model, spec and settings then go on through the pipeline like a plain run's.
+The study lives in its own database (Locations.study_storage), so a sweep resumes and workers can share it;
+run_trials asks for a trial only when a slot is free and trains at most `concurrency` at once (docs/scaling.md).
 """
 
 import hashlib
@@ -31,13 +28,14 @@ from tasks.core.config import MODEL_OPTION, Choice, FloatRange, IntRange, RunCon
 from tasks.core.errors import ConfigRejected, GreenlightError
 from tasks.core.plotting import one_plot_at_a_time
 from tasks.core.processes import current_owner, is_dead, read_owner
+from tasks.core.records import ChildRecord, Link, Note, Record, RunLinks
 from tasks.core.spec import ModelSpec, Spec
 from tasks.data.parts import DataSplits
-from tasks.data.resolve import ResolvedDataset
 from tasks.model.evaluation import pyplot
 from tasks.model.families import AUTO_FAMILY, get_family
-from tasks.model.loop import EpochMetrics, pick_device, train_on_device
+from tasks.model.loop import EpochMetrics, epoch_curves, pick_device, train_on_device
 from tasks.model.network import save_checkpoint
+from tasks.model.resolve import ResolvedDataset
 from tasks.model.training import TrainedModel, trained_model
 
 Outcome = Literal["complete", "pruned", "failed"]
@@ -111,6 +109,47 @@ class SweepResult:
             f"[Optimisation history and setting importances]({plot_link})\n\n"
         )
         return head + "| trial | state | value | epochs | settings | s |\n|---|---|---|---|---|---|\n" + "\n".join(rows)
+
+    def record(self, links: RunLinks) -> Record:
+        """The study on the pipeline's run: the best trial's settings (params sweep.best.*), the trial counts,
+        the trial table and plot (artifacts sweep/), and the same as a Prefect artifact."""
+        counts = {f"sweep_trials_{outcome}": n for outcome, n in self.counts.items()}
+        importances = {f"sweep_importance.{name}": share for name, share in self.importances.items()}
+        plot = f"sweep/{self.plot.name}"
+        return Record(
+            metrics={
+                "sweep_best_value": self.best_value,
+                "sweep_trials_this_run": len(self.trials),
+                **counts,
+                **importances,
+            },
+            params={f"sweep.best.{name}": str(value) for name, value in self.best_params.items()},
+            tags={
+                "sweep.study": self.study.name,
+                "sweep.storage": self.study.shown_storage,
+                "sweep.best_trial": str(self.best_number),
+            },
+            files={"sweep": (self.table, self.plot)},
+            notes=(Note("sweep", self.markdown(links.link(plot)), "Hyper-parameter sweep"),),
+            images=(Link("sweep-plot", plot, self.plot.name, "Sweep: optimisation history"),),
+        )
+
+
+def trial_record(trial: TrialResult, study: StudyRef) -> ChildRecord:
+    """One trial as a nested run: its settings, per-epoch curves, outcome (tag trial_state) and value. A pruned
+    trial ends FINISHED (pruning is an outcome), a diverged one FAILED."""
+    tags = {"optuna.study": study.name, "optuna.trial": str(trial.number), "trial_state": trial.state}
+    tags |= {"error": trial.error[:4000]} if trial.error else {}
+    summary = {"epochs": len(trial.history), "seconds": trial.finished - trial.started}
+    if trial.trained is not None:
+        summary["best_epoch"] = trial.trained.best_epoch
+    record = Record(
+        metrics=summary | ({} if trial.value is None else {"value": trial.value}),
+        params={name: str(value) for name, value in trial.params.items()},
+        tags=tags,
+        series=epoch_curves(trial.history),
+    )
+    return ChildRecord(f"trial-{trial.number}", record, trial.started, trial.finished, trial.state != "failed")
 
 
 def settings_text(params: dict[str, Any]) -> str:

@@ -1,14 +1,8 @@
-"""Compression stage: the trained model's fp32 file measured against the goals first (plan_compression: which of
-pruning, distillation and INT8 run, and why: tasks.onnx.goals), then INT8 candidates from ONNX Runtime for the
-trained model and for each smaller one (pruned, distilled: tasks.model.pruning and tasks.model.distillation),
-and the choice of what to serve.
+"""Compression stage: plan the steps (tasks.onnx.goals), make INT8 candidates of the trained model and of each
+smaller one (tasks.model.pruning, tasks.model.distillation), and choose what to serve.
 
-Every candidate (fp32 included) is scored on the validation rows with the task's main metric (accuracy or
-R^2), its file size and its median latency at batch 1 and per batch; the best on compression.objective (the
-smallest file, or the fastest single request) within the metric and latency budgets of fp32 is served. The
-test rows stay untouched for the gate, which checks the chosen one's loss there. A quantizer that fails on a
-graph (string LabelEncoders, an op it does not know) leaves its candidate skipped with the reason, never the
-run failed.
+Every candidate is scored on the validation rows (metric, size, latency at batch 1 and per batch); the best on
+compression.objective within fp32's budgets is served. A quantizer that fails leaves its candidate skipped.
 """
 
 from dataclasses import dataclass, replace
@@ -26,11 +20,11 @@ from tasks.core.plotting import one_plot_at_a_time
 from tasks.core.spec import TEXT_INPUT, DatasetSpec
 from tasks.data.split import DataSplits
 from tasks.model.metrics import MAIN_METRIC, score_outputs
+from tasks.model.pruning import SkippedCandidate
 from tasks.onnx.export import ExportedModel
 from tasks.onnx.goals import CompressionPlan, decide_compression
 from tasks.onnx.runtime import (
     CandidateScore,
-    SkippedCandidate,
     batch_of,
     graph_feeds,
     median_latency_ms,

@@ -1,12 +1,7 @@
 """ONNX export stage: one .onnx file taking the spec's raw inputs, checked against PyTorch with ONNX Runtime.
 
-The torch model (tasks.model.network) is exported with its categorical input as int64 codes; the text -> code
-lookup is then prepended as ai.onnx.ml LabelEncoder nodes, one per column, built from the same Vocabulary
-values that encoded the training rows. The file therefore takes the hand-off of tasks.core.spec as is:
-"numeric" float32 (NaN = missing), "categorical" strings ("" = missing), "pixels" float32. A text feature is
-the exception: the graph takes int64 "text_ids" / "text_mask" [batch, sequence] (both axes dynamic), and the
-tokenizer that makes them from the raw strings is stored in the file's metadata (tasks.core.text), where
-tasks.onnx.runtime finds it.
+Categorical text -> code lookups are prepended as ai.onnx.ml LabelEncoder nodes built from the training vocabulary;
+a text feature's tokenizer goes into the file's metadata (tasks.core.text). The hand-off: docs/pipeline.md.
 """
 
 import threading
@@ -27,8 +22,8 @@ from tasks.core.text import MAX_LENGTH_KEY, TEXT_IDS, TEXT_MASK, TOKENIZER_KEY
 from tasks.data.split import DataSplits
 from tasks.model.network import GreenlightModel, load_checkpoint, predict_outputs
 from tasks.model.preprocess import MISSING_CODE, OOV_CODE, Vocabulary
-from tasks.model.pruning import ShrinkResult
-from tasks.onnx.runtime import ParityReport, SkippedCandidate, compare_outputs, run_model
+from tasks.model.pruning import ShrinkResult, SkippedCandidate
+from tasks.onnx.runtime import ParityReport, compare_outputs, run_model
 
 # torch.onnx.export keeps exporter state in module globals: two flows exporting at once in one
 # process (threads of a worker, concurrent test runs) fail with "GLOBALS.in_onnx_export must be False".

@@ -57,14 +57,6 @@ class CandidateScore:
     rows: int = 0
 
 
-@dataclass(frozen=True)
-class SkippedCandidate:
-    """A candidate that could not be produced, and why (the quantizer's or the pruner's own message)."""
-
-    name: str
-    reason: str
-
-
 def open_session(model: Path | bytes, threads: int = 2) -> ort.InferenceSession:
     """A CPU session from a file or from bytes already read (and checksummed) by the caller.
 

@@ -138,6 +138,19 @@ def log_files(run: TrackingRun, paths: list[Path], artifact_path: str) -> None:
             client.log_artifact(run.run_id, str(path), artifact_path)
 
 
+def log_texts(run: TrackingRun, texts: dict[str, str]) -> None:
+    """Write each text as the run's artifact file of that path (spec/spec.yaml), no local copy needed."""
+    client = run.client()
+    for artifact_file, text in texts.items():
+        client.log_text(run.run_id, text, artifact_file)
+
+
+def versions_of_run(run: TrackingRun) -> list[ModelVersionRef]:
+    """The versions registered from this run (normally one)."""
+    found = run.client().search_model_versions(f"run_id = '{run.run_id}'")
+    return [ModelVersionRef(run.tracking_uri, v.name, str(v.version), v.run_id, dict(v.tags)) for v in found]
+
+
 def set_run_tags(run: TrackingRun, tags: dict[str, str]) -> None:
     client = run.client()
     for key, value in tags.items():

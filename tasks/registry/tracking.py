@@ -1,7 +1,15 @@
-"""Tracking and registry stage: the run's record in MLflow, the new version, and its promotion."""
+"""The run context: one pipeline run's MLflow run, working folder, records and failure marking.
+
+`with tracking_run(config) as run:` opens it; stages report their results with `run.report(value)` (any value
+with a `record()` method, tasks/core/records.py); leaving the block by an exception, Ctrl-C included, marks the
+run FAILED and a version it registered `gate_verdict: error`. This stage imports no other stage.
+"""
 
 import os
-from dataclasses import asdict, dataclass, fields
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
@@ -14,55 +22,102 @@ from prefect.runtime import flow_run
 from tasks.core.config import RunConfig
 from tasks.core.errors import TRANSIENT_RETRIES, transient_only
 from tasks.core.keys import key_id, load_signing_key, sign, signed_payload
+from tasks.core.locations import Locations, resolve_locations
 from tasks.core.processes import current_owner
-from tasks.core.spec import Spec
-from tasks.data.files import LoadedDataset, file_sha256
-from tasks.data.report import DataCheckReport
-from tasks.data.split import DataSplits
-from tasks.model.evaluation import EvaluationReport
-from tasks.model.loop import EpochMetrics
-from tasks.model.threshold import ThresholdChoice
-from tasks.model.training import TrainedModel
-from tasks.onnx.compress import CompressionResult
-from tasks.onnx.runtime import ParityReport
+from tasks.core.records import SPEC_ARTIFACT, ChildRecord, ProductionFile, Record, Recorded, RegistrationRequest
+from tasks.core.timing import start_clock
 from tasks.registry.client import (
     DATA_SUMMARY_TAG,
     ModelVersionRef,
+    RegistryError,
     TrackingRun,
+    download_data_summary,
     find_version,
     finish_tracking_run,
-    get_version,
     log_data_summary,
     log_files,
     log_metric_series,
-    log_metrics,
+    log_params,
+    log_texts,
     register_onnx_model,
     run_artifact_image_url,
     run_artifact_link,
     set_run_tags,
+    start_nested_run,
     start_tracking_run,
     tag_model_version,
+    versions_of_run,
 )
-from tasks.registry.lineage import Lineage
 from tasks.registry.recovery import OWNER_TAG, recover_abandoned
-from tasks.release.gate import GateDecision
+
+TRACKED = {"cache_policy": NO_CACHE, "retry_condition_fn": transient_only, **TRANSIENT_RETRIES}
 
 
 @dataclass(frozen=True)
-class PipelineSummary:
-    """What one pipeline run produced, for the CLI and the flow's return value."""
+class RunContext:
+    """What a stage needs of the run it belongs to: folders to write in, a place to report, the registry."""
 
-    tracking_uri: str
-    run_id: str
-    model_name: str
-    version: str
-    promoted: bool
-    decision: GateDecision
-    bento_tag: str
-    compression: str
-    production_version: str | None
-    family: str  # the served model's family (what model.family auto chose)
-    stage_seconds: dict[str, float]  # per stage, and "_started_at": when the flow's body began (wall clock)
+    tracking: TrackingRun
+    work_dir: Path  # this run's own folder under the data home's runs/
+    locations: Locations
+    experiment_name: str
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.tracking.tracking_uri
+
+    def folder(self, name: str) -> Path:
+        """A folder of this run's working files (created), e.g. run.folder("validation")."""
+        path = self.work_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def link(self, artifact_path: str) -> str:
+        """Where a person opens one of the run's artifacts (the MLflow UI on a server, else the file's URI)."""
+        return run_artifact_link(self.tracking, artifact_path)
+
+    def report(self, result: Recorded) -> None:
+        """Put what the result says of itself (its record()) on the MLflow run and in the Prefect UI."""
+        kind = re.sub(r"(?<!^)(?=[A-Z])", "_", type(result).__name__).lower()
+        log_record(run=self.tracking, record=result.record(self), kind=kind)
+
+    def report_child(self, child: ChildRecord) -> str:
+        """A nested run under this one (a sweep's trial); returns its run id."""
+        return log_child_run(run=self.tracking, child=child)
+
+    def register(self, request: RegistrationRequest) -> ModelVersionRef:
+        return register_model(run=self.tracking, request=request)
+
+    def production_data_summary(self, model_name: str) -> ProductionFile:
+        return fetch_production_data_summary(self.tracking_uri, model_name, self.folder("reference"))
+
+    def recover_abandoned(self, model_name: str) -> int:
+        return recover_abandoned_runs(self.tracking_uri, self.experiment_name, model_name)
+
+
+@contextmanager
+def tracking_run(config: RunConfig) -> Iterator[RunContext]:
+    """Open the run (its folder, its MLflow run, the stage clock); close it FINISHED, or FAILED with the error on
+    the run and on any version it registered, whatever ended it (a Ctrl-C or SIGTERM too)."""
+    start_clock()
+    locations = resolve_locations()
+    work_dir = prepare_workspace(runs_dir=locations.runs_dir)
+    run = RunContext(open_tracking_run(locations.tracking_uri, config), work_dir, locations, config.experiment_name)
+    try:
+        yield run
+    except BaseException as error:  # nothing may be left looking unfinished
+        mark_run_failed(run=run.tracking, error=str(error) or type(error).__name__)
+        raise
+    finish_tracking_run(run.tracking, succeeded=True)
+
+
+@task(name="prepare_workspace", cache_policy=NO_CACHE)
+def prepare_workspace(runs_dir: Path) -> Path:
+    """runs_dir/<UTC time>-<flow run id prefix>, created empty: runs never overwrite each other's files."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    path = runs_dir / f"{stamp}-{str(flow_run.get_id() or 'local')[:8]}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path
 
 
 def flatten(prefix: str, value: object) -> dict[str, str]:
@@ -72,7 +127,7 @@ def flatten(prefix: str, value: object) -> dict[str, str]:
     return {prefix.rstrip("."): str(value)}
 
 
-@task(name="open_tracking_run", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
+@task(name="open_tracking_run", **TRACKED)
 def open_tracking_run(tracking_uri: str, config: RunConfig) -> TrackingRun:
     """Create this pipeline run's MLflow run, tagged with the Prefect flow run it belongs to."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -84,6 +139,49 @@ def open_tracking_run(tracking_uri: str, config: RunConfig) -> TrackingRun:
     return start_tracking_run(
         tracking_uri, config.experiment_name, f"train-{stamp}", flatten("", config.model_dump()), tags
     )
+
+
+@task(name="log_record", task_run_name="log_{kind}", **TRACKED)
+def log_record(run: TrackingRun, record: Record, kind: str) -> None:
+    """One stage's record: each kind of entry in as few calls as MLflow allows, then the Prefect artifacts."""
+    if record.params:
+        log_params(run, dict(record.params))
+    if points := [*record.series, *((name, value, 0) for name, value in record.metrics.items())]:
+        log_metric_series(run, points)
+    set_run_tags(run, dict(record.tags))
+    for folder, paths in record.files.items():
+        log_files(run, list(paths), folder)
+    log_texts(run, dict(record.texts))
+    for link in record.links:
+        url = run_artifact_link(run, link.artifact_path)
+        create_link_artifact(key=link.key, link=url, link_text=link.text, description=link.description)
+    for image in record.images:
+        if (url := run_artifact_image_url(run, image.artifact_path)) is not None:  # a server: the UI shows it
+            create_image_artifact(image_url=url, key=image.key, description=image.description)
+    for note in record.notes:
+        create_markdown_artifact(key=note.key, markdown=note.markdown, description=note.description)
+
+
+@task(name="log_child_run", **TRACKED)
+def log_child_run(run: TrackingRun, child: ChildRecord) -> str:
+    """A nested run with its params, tags, metrics and series, ended as it ended; returns its run id."""
+    record = child.record
+    nested = start_nested_run(run, child.name, dict(record.params), dict(record.tags), int(child.started * 1000))
+    log_metric_series(nested, [*record.series, *((name, value, 0) for name, value in record.metrics.items())])
+    finish_tracking_run(nested, succeeded=child.succeeded, end_ms=int(child.finished * 1000))
+    return nested.run_id
+
+
+@task(name="fetch_production_data_summary", cache_policy=NO_CACHE)
+def fetch_production_data_summary(tracking_uri: str, model_name: str, dst_dir: Path) -> ProductionFile:
+    """The data summary stored with the production version (None: no production, or registered without one)."""
+    production = find_version(tracking_uri, model_name)
+    if production is None:
+        return ProductionFile(model_name, None, None)
+    try:
+        return ProductionFile(model_name, production.version, download_data_summary(production, dst_dir))
+    except (RegistryError, OSError) as error:
+        return ProductionFile(model_name, production.version, None, str(error))
 
 
 @task(name="recover_abandoned_runs", cache_policy=NO_CACHE)
@@ -115,213 +213,33 @@ def mark_flow_runs_crashed(flow_run_ids: tuple[str, ...]) -> None:
                 print(f"marked Prefect flow run {found.name} ({flow_run_id}) Crashed")
 
 
-@task(name="log_dataset", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
-def log_dataset(run: TrackingRun, dataset: LoadedDataset, reports: list[Path]) -> None:
-    """Record the data fingerprint and attach the validation result and Data Docs."""
-    set_run_tags(run, {"data_sha256": dataset.sha256, "data_source": dataset.source, "data_rows": str(dataset.rows)})
-    # Report files of a cached validation live in the earlier run's folder: logged by name, once.
-    folders = [p for p in reports if p.is_dir()]
-    files = [p for p in reports if p.is_file() and not any(folder in p.parents for folder in folders)]
-    log_files(run, folders + files, "validation")
-
-
-@task(name="log_data_checks", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
-def log_data_checks(run: TrackingRun, checks: DataCheckReport) -> str:
-    """Validation and drift figures on the MLflow run, and Prefect artifacts linking the report; returns the link.
-
-    The report files themselves reach the run through log_dataset (the validation folder).
-    """
-    log_metrics(run, checks.metrics())
-    set_run_tags(run, checks.tags())
-    link = run_artifact_link(run, f"validation/{checks.html.parent.name}/{checks.html.name}")
-    create_link_artifact(key="data-report", link=link, link_text=checks.html.name, description="Data check report")
-    create_markdown_artifact(key="data-check", markdown=checks.markdown(link), description="Validation and drift")
-    return link
-
-
-@task(name="log_spec", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
-def log_spec(run: TrackingRun, spec: Spec, origin: str, work_dir: Path) -> Path:
-    """The spec this run trained with, as the YAML a person reviews, on the run (and later the version)."""
-    path = work_dir / "spec.yaml"
-    path.write_text(spec.to_yaml(header=f"# Greenlight spec used by this run ({origin})\n"))
-    dataset = spec.dataset
-    tags = {
-        "spec_origin": origin,
-        "task": dataset.task,
-        "target": dataset.target.name,
-        "model_family": spec.model.family,
-        "features": ", ".join(f"{f.name}:{f.type}" for f in dataset.features)[:5000],
-    }
-    set_run_tags(run, tags)
-    log_files(run, [path], "spec")
-    return path
-
-
-def epoch_curves(history: tuple[EpochMetrics, ...]) -> list[tuple[str, float, int]]:
-    """(metric, value, epoch) points of a fit's history: train_loss, val_loss, val_metric per epoch."""
-    return [
-        (name, float(value), m.epoch)
-        for m in history
-        for name, value in asdict(m).items()
-        if name != "epoch" and isinstance(value, int | float)
-    ]
-
-
-def threshold_record(choice: ThresholdChoice | None) -> tuple[dict[str, float], dict[str, str]]:
-    """A binary model's decision threshold as metrics (the threshold, the validation minority F1 at argmax and at
-    the best cut) and a tag saying why it was kept or not; nothing for other tasks."""
-    if choice is None or not choice.minority:
-        return {}, {}
-    metrics = {
-        "decision_threshold": choice.threshold,
-        "validation_minority_f1_at_argmax": choice.f1_at_argmax,
-        "validation_minority_f1_at_best_threshold": choice.f1_at_best,
-    }
-    return metrics, {"decision_threshold": choice.reason[:5000]}
-
-
-@task(name="log_training", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
-def log_training(
-    run: TrackingRun,
-    splits: DataSplits,
-    trained: TrainedModel,
-    evaluation: EvaluationReport,
-    threshold: ThresholdChoice | None = None,
-) -> None:
-    """Per-epoch curves, test metrics (balanced accuracy, ROC AUC, PR AUC and minority F1 among them, where the
-    test rows define them) and plots, and the decision threshold served, each in as few calls as possible."""
-    log_metric_series(run, epoch_curves(trained.history))
-    sizes = {f"rows_{k}": float(v) for k, v in splits.sizes().items()}
-    chosen, why = threshold_record(threshold)
-    log_metrics(
-        run,
-        {**evaluation.metrics(), **sizes, **chosen, "best_epoch": trained.best_epoch, "train_seconds": trained.seconds},
-    )
-    set_run_tags(run, {"device": trained.device, **why})
-    plots = [getattr(evaluation, f.name) for f in fields(evaluation) if isinstance(getattr(evaluation, f.name), Path)]
-    log_files(run, [*plots, trained.checkpoint_path], "evaluation")
-
-
-@task(name="log_compression", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
-def log_compression(
-    run: TrackingRun, compression: CompressionResult, parity_fp32: ParityReport, parity_served: ParityReport
-) -> None:
-    """Each candidate's size, validation metric and latency, the choice, and the parity figures."""
-    metrics = {
-        "parity_fp32_max_abs_diff": parity_fp32.max_abs_diff,
-        "parity_fp32_agreement": parity_fp32.agreement,
-        "parity_served_max_abs_diff": parity_served.max_abs_diff,
-        "parity_served_agreement": parity_served.agreement,
-    }
-    for c in compression.candidates:
-        key = c.name.replace("-", "_").replace("+", "_")
-        metrics |= {
-            f"{key}_size_bytes": c.size_bytes,
-            f"{key}_validation_metric": c.metric,
-            f"{key}_latency_ms": c.latency_ms_per_batch,
-            f"{key}_latency_ms_batch1": c.latency_ms_batch1,
-        }
-    log_metrics(run, metrics)
-    set_run_tags(run, {"compression_choice": compression.chosen.name, **compression.step_tags()})
-    log_files(run, [c.path for c in compression.candidates], "onnx_candidates")
-    if compression.chosen.source != "fp32" and compression.chosen_checkpoint is not None:
-        # The served file came from a pruned or distilled model: keep that torch model beside the trained one's.
-        log_files(run, [compression.chosen_checkpoint], "compression")
-    markdown = compression.table_markdown()
-    if compression.plot is not None:
-        log_files(run, [compression.plot], "compression")
-        link = run_artifact_link(run, f"compression/{compression.plot.name}")
-        markdown += f"\n\n[Candidates: validation metric against latency, and their Pareto front]({link})"
-        image = run_artifact_image_url(run, f"compression/{compression.plot.name}")
-        if image is not None:  # a tracking server: the Prefect UI shows the plot itself
-            create_image_artifact(image_url=image, key="compression-plot", description="Compression candidates")
-    create_markdown_artifact(key="compression", markdown=markdown, description="Compression candidates")
-
-
-@task(name="register_model", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
-def register_model(
-    run: TrackingRun,
-    model_name: str,
-    spec: Spec,
-    compression: CompressionResult,
-    parity_fp32: ParityReport,
-    parity_served: ParityReport,
-    lineage: Lineage,
-    data_summary: Path | None = None,
-) -> ModelVersionRef:
-    """Register the serving candidate, with its spec, as a new version; the gate verdict is 'pending' until decided.
-
-    data_summary (tasks.data.drift) is stored with the version: the reference later runs measure drift against.
-    """
-    chosen = compression.chosen
-    tags = {
-        "gate_verdict": "pending",
-        "task": spec.dataset.task,
-        "target": spec.dataset.target.name,
-        "model_family": spec.model.family,
-        "validation_metric": f"{chosen.metric:.6f}",
-        "compression": chosen.name,
-        "model_size_bytes": str(chosen.size_bytes),
-        "parity_fp32_max_abs_diff": f"{parity_fp32.max_abs_diff:.3e}",
-        "parity_fp32_agreement": f"{parity_fp32.agreement:.6f}",
-        "parity_served_agreement": f"{parity_served.agreement:.6f}",
-        "data_sha256": lineage.data_sha256,
-        "spec": f"runs:/{run.run_id}/spec/spec.yaml",
-        # Verified by the service before it serves the file: what was gated is what answers.
-        "onnx_sha256": file_sha256(chosen.path),
-        OWNER_TAG: current_owner(),
-        **lineage.tags(),
-    }
-    if data_summary is not None:
-        tags[DATA_SUMMARY_TAG] = log_data_summary(run, data_summary)
+@task(name="register_model", **TRACKED)
+def register_model(run: TrackingRun, request: RegistrationRequest) -> ModelVersionRef:
+    """Register the file, with its spec, as a new version of the request's model, signed when a key is set."""
+    tags = {**request.tags, "spec": f"runs:/{run.run_id}/{SPEC_ARTIFACT}", OWNER_TAG: current_owner()}
+    if request.data_summary is not None:
+        tags[DATA_SUMMARY_TAG] = log_data_summary(run, request.data_summary)
     signing_key = load_signing_key(os.environ)  # read before registering: a bad key file registers nothing
-    description = f"{chosen.name} ONNX, validation metric {chosen.metric:.4f}. {compression.reason}"
-    version = register_onnx_model(run, chosen.path, model_name, spec, tags, description)
+    version = register_onnx_model(run, request.onnx_path, request.model_name, request.spec, tags, request.description)
     if signing_key is None:
         return tag_model_version(version, {"signature": "none"})
-    payload = signed_payload(tags["onnx_sha256"], spec.model_dump(mode="json"), model_name, version.version)
+    spec = request.spec.model_dump(mode="json")
+    payload = signed_payload(tags["onnx_sha256"], spec, request.model_name, version.version)
     signed = {"signature": sign(signing_key, payload), "signature_key_id": key_id(signing_key.public_key())}
     return tag_model_version(version, signed)
 
 
-@task(name="record_bento", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
-def record_bento(version: ModelVersionRef, bento_tag: str) -> ModelVersionRef:
-    return tag_model_version(version, {"bento_tag": bento_tag})
+@task(name="tag_version", **TRACKED)
+def tag_version(version: ModelVersionRef, tags: dict[str, str]) -> ModelVersionRef:
+    return tag_model_version(version, tags)
 
 
-@task(name="mark_version_errored", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
-def mark_version_errored(version: ModelVersionRef, error: str) -> None:
-    """A stage after registration failed: say so on the version, so nobody mistakes it for a candidate."""
-    tag_model_version(version, {"gate_verdict": "error", "gate_reason": error[:4000]})
-
-
-@task(name="close_tracking_run", cache_policy=NO_CACHE, retry_condition_fn=transient_only, **TRANSIENT_RETRIES)
-def close_tracking_run(run: TrackingRun, succeeded: bool, error: str | None = None) -> None:
-    if error:
-        set_run_tags(run, {"error": error[:4000]})
-    finish_tracking_run(run, succeeded)
-
-
-@task(name="summarize_run", cache_policy=NO_CACHE)
-def summarize_run(
-    run: TrackingRun, version: ModelVersionRef, decision: GateDecision, stage_seconds: dict[str, float]
-) -> PipelineSummary:
-    """What the CLI prints: the run, the version, the decision, where production stands now, and the time
-    each stage took (also on the MLflow run, as stage_seconds.<stage>)."""
-    timings = {name: seconds for name, seconds in stage_seconds.items() if not name.startswith("_")}
-    log_metrics(run, {f"stage_seconds.{name.replace(' ', '_').replace('+', 'and')}": s for name, s in timings.items()})
-    current = get_version(version.tracking_uri, version.name, version.version)
-    production = find_version(run.tracking_uri, version.name)
-    return PipelineSummary(
-        tracking_uri=run.tracking_uri,
-        run_id=run.run_id,
-        model_name=version.name,
-        version=version.version,
-        promoted=decision.promote,
-        decision=decision,
-        bento_tag=current.tags.get("bento_tag", ""),
-        compression=current.tags.get("compression", ""),
-        production_version=production.version if production else None,
-        family=current.tags.get("model_family", ""),
-        stage_seconds=stage_seconds,
-    )
+@task(name="mark_run_failed", **TRACKED)
+def mark_run_failed(run: TrackingRun, error: str) -> None:
+    """The run FAILED with its error; a version it registered and the gate has not judged says so too, so nobody
+    mistakes it for a candidate."""
+    for version in versions_of_run(run):
+        if version.tags.get("gate_verdict") == "pending":
+            tag_model_version(version, {"gate_verdict": "error", "gate_reason": error[:4000]})
+    set_run_tags(run, {"error": error[:4000]})
+    finish_tracking_run(run, succeeded=False)

@@ -6,28 +6,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 from PIL import Image
 from pydantic import ValidationError
 
 from tasks.core.config import DriftConfig, ValidationConfig
 from tasks.core.errors import DataRejected
 from tasks.core.features.image import image_figures
+from tasks.core.records import ProductionFile
 from tasks.core.spec import DIGITS_COLUMNS, DatasetSpec, FeatureSpec, TargetSpec, digits_frame, digits_spec
 from tasks.data.drift import (
     DataSummary,
     DriftReference,
     DriftReport,
     FeatureDrift,
-    load_drift_reference,
     measure_drift,
     psi,
+    read_drift_reference,
     score_drift,
     summarize,
 )
 from tasks.data.report import require_valid_dataset, write_data_report
 from tasks.data.validation import validate_dataset
-from tasks.registry.client import DATA_SUMMARY_TAG, ensure_registered_model, log_data_summary, start_tracking_run
 
 MODEL = "drift-test-model"
 DIGITS = digits_spec().dataset
@@ -301,28 +300,20 @@ def test_a_datetime_drifts_per_part_and_a_year_later_moves_year_and_elapsed_not_
     assert psi_of["signup.day_of_week"] == 0.0 and psi_of["signup.month"] < 0.05
 
 
-def registered_version(tracking_uri: str, tmp_path: Path, summary: DataSummary | None) -> str:
-    """A production version of MODEL, with or without a stored data summary (no model file needed here)."""
-    run = start_tracking_run(tracking_uri, "drift-test", "run", {}, {})
-    tags = {DATA_SUMMARY_TAG: log_data_summary(run, summary.write(tmp_path / "data_summary.json"))} if summary else {}
-    client = MlflowClient(tracking_uri=tracking_uri)
-    ensure_registered_model(client, MODEL, digits_spec())
-    version = client.create_model_version(MODEL, source=f"runs:/{run.run_id}/model", run_id=run.run_id, tags=tags)
-    client.set_registered_model_alias(MODEL, "production", version.version)
-    return str(version.version)
+def test_the_reference_is_productions_stored_summary_or_says_why_there_is_none(tmp_path, reference):
+    stored = reference.summary.write(tmp_path / "data_summary.json")
+    (tmp_path / "garbage.json").write_text("{not json")
 
+    def read(version, path=None, error=None):
+        return read_drift_reference.fn(ProductionFile(MODEL, version, path, error))
 
-def test_reference_is_the_production_versions_stored_summary(tmp_path, reference):
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert "no production version" in load_drift_reference.fn(tracking_uri, MODEL, tmp_path / "dl").note
-
-    old = registered_version(tracking_uri, tmp_path, None)
-    found = load_drift_reference.fn(tracking_uri, MODEL, tmp_path / "dl")
-    assert found.summary is None and f"production v{old} has no stored data summary" in found.note
-
-    new = registered_version(tracking_uri, tmp_path, reference.summary)
-    found = load_drift_reference.fn(tracking_uri, MODEL, tmp_path / "dl")
-    assert found.version == new and found.summary == reference.summary
+    assert "no production version of 'drift-test-model'" in read(None).note
+    assert "production v3 has no stored data summary" in read("3").note
+    found = read("4", stored)
+    assert found.version == "4" and found.summary == reference.summary and "production v4's training data" in found.note
+    for unreadable in (read("5", None, "artifact store refused: 403"), read("6", tmp_path / "garbage.json")):
+        assert unreadable.summary is None and "data summary:" in unreadable.note  # drift skipped, the run goes on
+    assert "403" in read("5", None, "artifact store refused: 403").note
 
 
 def test_a_constant_numeric_column_that_moves_up_is_flagged(table):

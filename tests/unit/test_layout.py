@@ -6,7 +6,9 @@ from pathlib import Path
 import mlflow
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = {"core", "data", "model", "onnx", "registry", "release"}
+# The stages in the order imports may run: a stage imports only those to its left (and itself).
+STAGE_ORDER = ("core", "data", "model", "onnx", "registry", "release")
+STAGES = set(STAGE_ORDER)
 
 
 def imports_of(path: Path) -> set[str]:
@@ -64,7 +66,60 @@ def test_core_and_runtime_stay_light_for_the_service():
     heavy = {"prefect", "torch"}
     for path in [*(ROOT / "tasks" / "core").glob("*.py"), ROOT / "tasks" / "onnx" / "runtime.py"]:
         assert not {name.split(".")[0] for name in imports_of(path)} & heavy, path
-    bentos_tasks = {
-        name for path in (ROOT / "bentos").rglob("*.py") for name in imports_of(path) if name.startswith("tasks.")
-    }
-    assert {name.split(".")[1] for name in bentos_tasks} <= {"core", "onnx", "registry"}
+
+
+def stage_of(name: str) -> str | None:
+    """'tasks.model.training' -> 'model'; None for anything outside tasks/<stage>."""
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "tasks" and parts[1] in STAGES else None
+
+
+def backward_imports(root: Path) -> list[str]:
+    """Every import in tasks/<stage>/ of a stage to its right (in functions too), as 'file imports module'."""
+    found = []
+    for path in sorted((root / "tasks").rglob("*.py")):
+        here = path.relative_to(root / "tasks").parts[0]
+        for name in sorted(imports_of(path)) if here in STAGES else ():
+            there = stage_of(name)
+            if there is not None and STAGE_ORDER.index(there) > STAGE_ORDER.index(here):
+                found.append(f"{path.relative_to(root)} imports {name}")
+    return found
+
+
+def test_stages_import_only_the_stages_before_them():
+    assert backward_imports(ROOT) == []
+
+
+def test_a_backward_import_anywhere_in_a_stage_is_named(tmp_path):
+    """The check itself: one import of a later stage, even inside a function, fails it by file and module."""
+    planted = tmp_path / "tasks" / "data" / "drift.py"
+    planted.parent.mkdir(parents=True)
+    planted.write_text("def reference():\n    from tasks.registry.client import find_version\n")
+    (tmp_path / "tasks" / "model").mkdir()
+    (tmp_path / "tasks" / "model" / "training.py").write_text("from tasks.data.split import split_dataset\n")
+    assert backward_imports(tmp_path) == ["tasks/data/drift.py imports tasks.registry.client"]
+
+
+def test_the_registry_imports_no_other_stage():
+    """Stages report through tasks.core.records, so a new result never needs a registry edit."""
+    for path in (ROOT / "tasks" / "registry").rglob("*.py"):
+        assert {stage_of(name) for name in imports_of(path)} <= {None, "core", "registry"}, path
+
+
+def test_bentos_import_only_core_the_runtime_and_the_registry_client():
+    allowed = ("tasks.core", "tasks.onnx.runtime", "tasks.registry.client")
+    for path in (ROOT / "bentos").rglob("*.py"):
+        imported = {name for name in imports_of(path) if name.startswith("tasks")}
+        assert all(name.startswith(allowed) for name in imported), (path, imported)
+
+
+def test_the_flows_only_wire():
+    """The pipeline reads top to bottom: short functions, no path building, no error handling of their own."""
+    for path in (ROOT / "flows").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef):
+                assert node.end_lineno - node.lineno + 1 <= 40, f"{path.name}: {node.name} is over 40 lines"
+            assert not isinstance(node, ast.Try), f"{path.name}:{node.lineno}: a flow handles no errors itself"
+            division = isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)
+            assert not division, f"{path.name}:{node.lineno}: paths come from the run context, not '/' in a flow"

@@ -32,6 +32,7 @@ from tasks.model.training import TrainedModel, train_model
 from tasks.onnx.export import check_parity, export_onnx
 from tasks.onnx.goals import decide_compression
 from tasks.onnx.runtime import CandidateScore
+from tasks.registry.tracking import RunContext
 
 QUICK = TrainingConfig(max_epochs=3, seed=0)
 
@@ -215,4 +216,6 @@ def test_skipped_steps_read_no_checkpoint_and_prepare_no_rows(tmp_path):
         seconds=0.0,
         metric_name="accuracy",
     )
-    assert shrink_model(splits=None, trained=trained, plan=plan, config=RunConfig(), work_dir=tmp_path) == []
+    run = RunContext(tracking=None, work_dir=tmp_path, locations=None, experiment_name="unused")
+    assert shrink_model(splits=None, trained=trained, plan=plan, config=RunConfig(), run=run) == []
+    assert not (tmp_path / "smaller").exists()

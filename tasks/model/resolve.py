@@ -8,10 +8,13 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.config import RunConfig
 from tasks.core.errors import ConfigRejected, DataRejected
+from tasks.core.records import SPEC_ARTIFACT, Record, RunLinks
 from tasks.core.spec import ModelSpec, Spec, digits_spec, read_spec_file, safe_name
 from tasks.data.files import LoadedDataset, load_dataset
 from tasks.data.image_folders import LABEL_COLUMN
 from tasks.data.infer import infer_spec, render_column_table
+from tasks.model.families import AUTO_FAMILY, get_family
+from tasks.model.selection import candidate_families
 
 DIGITS_MODEL_NAME = "digits-classifier"
 
@@ -24,6 +27,27 @@ class ResolvedDataset:
     spec: Spec
     origin: str  # "spec file greenlight.yaml", "inferred from churn.csv", "bundled digits"
     model_name: str
+
+    def with_spec(self, spec: Spec, why: str) -> "ResolvedDataset":
+        """The same rows under the spec a search settled on (model.family auto's choice, a sweep's best trial)."""
+        return replace(self, spec=spec, origin=f"{self.origin}; {why}")
+
+    def record(self, links: RunLinks) -> Record:
+        """The data's fingerprint and the spec this run trains with, as the YAML a person reviews (spec/spec.yaml
+        on the run; the version points at it)."""
+        dataset, spec = self.dataset, self.spec.dataset
+        tags = {
+            "data_sha256": dataset.sha256,
+            "data_source": dataset.source,
+            "data_rows": str(dataset.rows),
+            "spec_origin": self.origin,
+            "task": spec.task,
+            "target": spec.target.name,
+            "model_family": self.spec.model.family,
+            "features": ", ".join(f"{f.name}:{f.type}" for f in spec.features)[:5000],
+        }
+        header = f"# Greenlight spec used by this run ({self.origin})\n"
+        return Record(tags=tags, texts={SPEC_ARTIFACT: self.spec.to_yaml(header=header)})
 
 
 @task(name="resolve_dataset", cache_policy=NO_CACHE)
@@ -41,8 +65,6 @@ def resolve_dataset(config: RunConfig, default_dir: Path) -> ResolvedDataset:
 
 def get_family_or_auto(name: str) -> None:
     """An unknown family is refused before any data is read further (the known ones listed)."""
-    from tasks.model.families import AUTO_FAMILY, get_family  # torch: only when a run trains
-
     if name != AUTO_FAMILY:
         get_family(name)
 
@@ -94,7 +116,5 @@ def model_line(spec: Spec, config: RunConfig) -> str:
     budget = config.training.time_budget_s
     family = spec.model.family
     if family == "auto":
-        from tasks.model.selection import candidate_families  # torch: only when a run trains
-
         family = f"auto (candidates: {', '.join(candidate_families(spec))}; the best on validation rows is served)"
     return f"model family      {family}\ntraining budget   " + ("no limit" if budget is None else f"{budget:.0f} s")

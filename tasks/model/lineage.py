@@ -14,11 +14,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from tasks.core.locations import PROJECT_ROOT, code_version
+from tasks.core.records import LINEAGE_TAG_PREFIX
 from tasks.data.files import file_sha256
-from tasks.data.resolve import ResolvedDataset
+from tasks.model.resolve import ResolvedDataset
 from tasks.model.training import TrainedModel
-
-LINEAGE_TAG_PREFIX = "lineage."
 
 
 @dataclass(frozen=True)
