@@ -11,12 +11,17 @@ Every graph input this project writes maps to a Triton type: numeric and pixels 
 """
 
 import hashlib
+import importlib.util
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from types import ModuleType
 
 import onnx
+from google.protobuf import text_format
+from google.protobuf.message import Message
 
 from tasks.core.errors import ConfigRejected, GreenlightError
 from tasks.core.spec import CATEGORICAL_INPUT, NUMERIC_INPUT, PIXELS_INPUT, TEXT_INPUT, DatasetSpec
@@ -57,13 +62,6 @@ class TritonTensor:
     name: str
     data_type: str
     dims: tuple[int, ...]
-
-    def entry(self, extra: str = "") -> str:
-        # A graph tensor of shape [batch] has no other axis: Triton wants dims [1] reshaped to [].
-        dims = ", ".join(map(str, self.dims or (1,)))
-        reshape = "" if self.dims else "\n    reshape { shape: [ ] }"
-        fields = f'name: "{self.name}"\n    data_type: {self.data_type}\n    dims: [ {dims} ]{reshape}{extra}'
-        return f"  {{\n    {fields}\n  }}"
 
 
 @dataclass(frozen=True)
@@ -127,37 +125,65 @@ def check_against_spec(inputs: tuple[TritonTensor, ...], outputs: tuple[TritonTe
         raise TritonRefused(f"the graph answers {[t.name for t in outputs]}, not its spec's '{spec.onnx_output}'")
 
 
+@cache
+def model_config_schema() -> ModuleType:
+    """Triton's model-config protobuf module (model_config.proto, generated) as tritonclient ships it.
+
+    Loaded by path: importing tritonclient.grpc imports grpcio, which the schema does not need (and tritonclient's
+    grpc extra pins protobuf < 7, where onnx and mlflow run on 7)."""
+    try:
+        import tritonclient
+    except ImportError as missing:
+        raise GreenlightError(
+            "the Triton export writes config.pbtxt with tritonclient's model-config schema, and tritonclient is not"
+            " installed: pip install tritonclient (no extra needed)"
+        ) from missing
+    path = Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location("triton_model_config_pb2", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def model_config(
     name: str, inputs: tuple[TritonTensor, ...], outputs: tuple[TritonTensor, ...], options: TritonOptions, labels: bool
 ) -> str:
-    """config.pbtxt in Triton's text format (model_config.proto)."""
-    label = '\n    label_filename: "labels.txt"' if labels else ""
-    input_entries = ",\n".join(tensor.entry() for tensor in inputs)
-    output_entries = ",\n".join(tensor.entry(label if tensor.dims else "") for tensor in outputs)
+    """config.pbtxt: the ModelConfig message in protobuf text format, after a comment on where it came from."""
     notes = ["# Written by `greenlight export triton`: inputs and outputs are the graph's, checked against its spec."]
     if any(tensor.name == TEXT_IDS for tensor in inputs):
         notes.append("# text_ids / text_mask: token ids and attention mask made with tokenizer.json. Triton batches")
         notes.append("# requests of equal sequence length together: pad every text to one length to batch them all.")
-    return f"""{chr(10).join(notes)}
-name: "{name}"
-platform: "onnxruntime_onnx"
-max_batch_size: {options.max_batch_size}
-input [
-{input_entries}
-]
-output [
-{output_entries}
-]
-dynamic_batching {{
-  max_queue_delay_microseconds: {options.max_queue_delay_us}
-}}
-instance_group [
-  {{
-    count: {options.instances}
-    kind: {"KIND_GPU" if options.gpu else "KIND_CPU"}
-  }}
-]
-"""
+    message = model_config_message(name, inputs, outputs, options, labels)
+    return "\n".join(notes) + "\n" + text_format.MessageToString(message)
+
+
+def model_config_message(
+    name: str, inputs: tuple[TritonTensor, ...], outputs: tuple[TritonTensor, ...], options: TritonOptions, labels: bool
+) -> Message:
+    """Triton's ModelConfig for the graph: the ONNX Runtime backend, dynamic batching, one instance group."""
+    schema = model_config_schema()
+    config = schema.ModelConfig(name=name, platform="onnxruntime_onnx", max_batch_size=options.max_batch_size)
+    for tensor in inputs:
+        add_tensor(config.input, tensor, schema)
+    for tensor in outputs:
+        entry = add_tensor(config.output, tensor, schema)
+        if labels and tensor.dims:  # Triton's classification extension names the logits by labels.txt's lines
+            entry.label_filename = "labels.txt"
+    config.dynamic_batching.SetInParent()  # present even at a zero delay: its presence turns batching on
+    config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+    kind = schema.ModelInstanceGroup.KIND_GPU if options.gpu else schema.ModelInstanceGroup.KIND_CPU
+    config.instance_group.add(count=options.instances, kind=kind)
+    return config
+
+
+def add_tensor(entries, tensor: TritonTensor, schema: ModuleType) -> Message:
+    """Append a ModelInput or ModelOutput for the tensor to the config's repeated field; returns it."""
+    entry = entries.add(name=tensor.name, data_type=schema.DataType.Value(tensor.data_type))
+    # A graph tensor of shape [batch] has no other axis: Triton wants dims [1] reshaped to [].
+    entry.dims.extend(tensor.dims or (1,))
+    if not tensor.dims:
+        entry.reshape.SetInParent()
+    return entry
 
 
 def verified_onnx(exported: ExportedVersion, folder: Path) -> Path:
