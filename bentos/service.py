@@ -39,7 +39,7 @@ class PinnedModel(BaseModel):
     traffic={"timeout": 30},
     # Both measured (benchmarks/serving.py, py-spy): an access-log line and an OpenTelemetry span per
     # request (made even when nothing samples or exports them) cost more than the inference itself.
-    # /metrics counts and times every /predict (bentos/metrics.py); README says how to turn either back on.
+    # /metrics counts and times every /predict (bentos/metrics.py); docs/serving.md says how to turn either back on.
     logging={"access": {"enabled": False}},
     # BentoML's request metrics middleware cost ~60 us per request (py-spy), about 20% of a minimal
     # endpoint's whole request; bentos/metrics.py counts and times /predict and serves GET /metrics itself.

@@ -1,11 +1,5 @@
-"""Records left by a run that died (kill -9, a lost machine, an OOM kill): found and marked as such.
-
-Every pipeline run tags its MLflow run, and the version it registers, with its owner: host, pid and the
-process's start time. A version still `pending` whose owner is gone, or whose run already ended, was never
-judged by the gate and never will be: it becomes `abandoned` (the gate cannot promote it, nor can
-`greenlight promote`), its MLflow run KILLED, and its Prefect flow run Crashed. This runs at the start of
-every pipeline run and of every command that shows versions: the next time anything looks at it.
-"""
+"""Records left by a run that died (kill -9, a lost machine, an OOM kill), found by their owner tag and marked
+abandoned / KILLED / Crashed the next time anything looks (docs/recovery.md)."""
 
 from dataclasses import dataclass
 
