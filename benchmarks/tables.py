@@ -77,6 +77,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, r2_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 
+from tasks.core.retry import wait_until
 from tasks.core.spec import value_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -420,16 +421,12 @@ def wait_ready(client, process: subprocess.Popen, deadline: float) -> str | None
     """Until /readyz answers 200; the reason when the service exits or the deadline passes first."""
     import httpx
 
-    while time.perf_counter() < deadline:
-        if process.poll() is not None:
-            return f"greenlight serve exited with {process.returncode}"
-        try:
-            if client.get("/readyz", timeout=2).status_code == 200:
-                return None
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    return "timed out waiting for /readyz"
+    def ready_or_exited() -> bool:
+        return process.poll() is not None or client.get("/readyz", timeout=2).status_code == 200
+
+    if not wait_until(ready_or_exited, deadline - time.perf_counter(), every_s=0.2, not_yet=(httpx.HTTPError,)):
+        return "timed out waiting for /readyz"
+    return None if process.poll() is None else f"greenlight serve exited with {process.returncode}"
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ warm-up), /metrics.
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Mapping
 from typing import IO
 
 import bentoml
 
+from tasks.core.retry import wait_until
 from tasks.registry.client import PRODUCTION_ALIAS
 
 # Loopback: putting a model on the network is a deliberate choice, not a default.
@@ -60,18 +60,17 @@ def start_server(
 
 def wait_until_ready(server: subprocess.Popen[bytes], base_url: str, timeout_s: float = 60.0) -> None:
     """Poll /readyz until the model is loaded; raise if the server exits or the time runs out."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if server.poll() is not None:
             raise RuntimeError(f"bentoml serve exited with code {server.returncode} before {base_url} was ready")
-        try:
-            with urllib.request.urlopen(f"{base_url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:  # URLError, refused, or timed out: the socket is bound before a worker accepts
-            pass  # not up yet, or up but the model is still loading (503)
-        time.sleep(0.2)
-    raise TimeoutError(f"{base_url}/readyz did not answer 200 within {timeout_s:.0f} s")
+        with urllib.request.urlopen(f"{base_url}/readyz", timeout=2) as response:
+            return response.status == 200
+
+    # OSError (URLError, refused, timed out, a 503 while the model loads): the socket is bound before a worker
+    # accepts, and a worker answers before its model is ready.
+    if not wait_until(ready, timeout_s, every_s=0.2, not_yet=(OSError,)):
+        raise TimeoutError(f"{base_url}/readyz did not answer 200 within {timeout_s:.0f} s")
 
 
 def find_bento(model_name: str, model_version: str) -> str:

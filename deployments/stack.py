@@ -23,6 +23,7 @@ from pathlib import Path
 
 from deployments.watch import DEPLOYMENT as NEW_DATA_DEPLOYMENT
 from deployments.watch import watch_roots
+from tasks.core import retry
 from tasks.core.errors import GreenlightError
 from tasks.core.locations import PROJECT_ROOT, Locations, export_locations, resolve_locations
 from tasks.registry.client import default_artifact_location
@@ -117,12 +118,7 @@ def group_alive(proc: StartedProcess) -> bool:
 
 
 def wait_for_exit(proc: StartedProcess, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while group_alive(proc):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
+    return bool(retry.wait_until(lambda: not group_alive(proc), timeout_s, every_s=0.2))
 
 
 def stop_group(proc: StartedProcess) -> str:
@@ -208,16 +204,21 @@ class Launcher:
         Returns:
             Seconds from starting the process until it was ready.
         """
-        start = self.launched_at[proc.name]
-        while not ready():
-            if (code := self.popens[proc.name].poll()) is not None:
-                problem = f"exited with code {code} before {what}"
-            elif time.monotonic() - start > START_TIMEOUT_S:
-                problem = f"gave no {what} within {START_TIMEOUT_S} s"
-            else:
-                time.sleep(0.5)
-                continue
-            raise StackError(f"{proc.name} {problem}; last lines of {proc.log}:\n{log_tail(proc.log)}")
+        start, popen = self.launched_at[proc.name], self.popens[proc.name]
+
+        def failed(problem: str) -> StackError:
+            return StackError(f"{proc.name} {problem}; last lines of {proc.log}:\n{log_tail(proc.log)}")
+
+        def up() -> bool:
+            if ready():
+                return True
+            if (code := popen.poll()) is not None:
+                raise failed(f"exited with code {code} before {what}")
+            return False
+
+        # From the launch, not from this call: processes started together are waited for one after another.
+        if not retry.wait_until(up, START_TIMEOUT_S - (time.monotonic() - start), every_s=0.5):
+            raise failed(f"gave no {what} within {START_TIMEOUT_S} s")
         return time.monotonic() - start
 
     def stop_all(self) -> None:

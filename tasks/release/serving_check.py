@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.core.config import ServingCheckConfig
 from tasks.core.keys import read_api_key
 from tasks.core.processes import start_child, stop_child
+from tasks.core.retry import try_again_while, wait_until
 from tasks.core.spec import DatasetSpec, value_text
 from tasks.data.split import DataSplits
 from tasks.onnx.runtime import run_model
@@ -57,16 +58,15 @@ def client_headers() -> dict[str, str]:
 def wait_until_ready(client: httpx.Client, server: subprocess.Popen, timeout_s: float) -> float:
     """Seconds until /readyz answered 200; raises RuntimeError if the server dies or never gets ready."""
     started = time.perf_counter()
-    while time.perf_counter() - started < timeout_s:
+
+    def ready() -> bool:
         if server.poll() is not None:
             raise RuntimeError(f"bento server exited with code {server.returncode} before it was ready")
-        try:
-            if client.get("/readyz", timeout=2).status_code == 200:
-                return time.perf_counter() - started
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"/readyz did not answer 200 within {timeout_s:.0f} s")
+        return client.get("/readyz", timeout=2).status_code == 200
+
+    if not wait_until(ready, timeout_s, every_s=0.25, not_yet=(httpx.TransportError,)):
+        raise RuntimeError(f"/readyz did not answer 200 within {timeout_s:.0f} s")
+    return time.perf_counter() - started
 
 
 def records_of(frame: pd.DataFrame, spec: DatasetSpec) -> list[dict]:
@@ -149,13 +149,14 @@ def check_serving(
     spec = splits.spec
     records = records_of(splits.test, spec)
     expected = expected_answers(spec, onnx_path, splits, config.known_batch_rows)
-    check = serve_and_probe(bento_tag, records, expected, spec, config)
-    for attempt in range(2, PORT_ATTEMPTS + 1):
-        if check.ready or "address already in use" not in check.detail.lower():
-            break
-        print(f"serving check: the port was taken before the bento bound it; attempt {attempt} on another port")
-        check = serve_and_probe(bento_tag, records, expected, spec, config)
-    return check
+    return try_again_while(
+        lambda: serve_and_probe(bento_tag, records, expected, spec, config),
+        again=lambda check: not check.ready and "address already in use" in check.detail.lower(),
+        attempts=PORT_ATTEMPTS,
+        before_again=lambda number: print(
+            f"serving check: the port was taken before the bento bound it; attempt {number} on another port"
+        ),
+    )
 
 
 def serve_and_probe(

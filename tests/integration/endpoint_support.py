@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from mlflow import MlflowClient
 from onnx import TensorProto, helper, numpy_helper
 
 from bentos.serve import serve_environment, start_server, wait_until_ready
+from tasks.core.retry import wait_until
 from tasks.core.spec import (
     CATEGORICAL_INPUT,
     DIGITS_COLUMNS,
@@ -336,13 +336,10 @@ def serving(
 
 def wait_until_answering(process: subprocess.Popen[bytes], url: str, timeout_s: float = 90) -> None:
     """Until /healthz answers: the service is up, ready or not."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def answering() -> bool:
         assert process.poll() is None, f"bentoml serve exited with {process.returncode}"
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url}/healthz did not answer within {timeout_s:.0f} s")
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+
+    if not wait_until(answering, timeout_s, every_s=0.2, not_yet=(httpx.HTTPError,)):
+        raise TimeoutError(f"{url}/healthz did not answer within {timeout_s:.0f} s")

@@ -5,7 +5,6 @@ bento) while its MLflow run and Prefect flow run both record why. A file with on
 """
 
 import os
-import time
 from pathlib import Path
 from uuid import UUID
 
@@ -15,6 +14,7 @@ from mlflow import MlflowClient
 from registry_support import MODEL, bentos, registry_state
 
 from deployments.cli import main
+from tasks.core.retry import wait_until
 from tasks.core.spec import DIGITS_COLUMNS as FEATURE_COLUMNS
 from tasks.core.spec import digits_frame
 
@@ -109,14 +109,15 @@ def test_a_rejected_run_records_why_in_mlflow_and_prefect(client, tmp_path, caps
         artifacts = prefect.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
-        # Logs reach the API in batches, a moment after the run: wait for the flow run's own last line.
-        deadline, logs = time.monotonic() + 30, []
-        while time.monotonic() < deadline:
+        logs: list[str] = []
+
+        def flow_run_logged_its_end() -> bool:
             found = prefect.read_logs(LogFilter(flow_run_id={"any_": [flow_run_id]}))
-            logs = [log.message for log in found]
-            if any(log.task_run_id is None and log.message.startswith("Finished in state") for log in found):
-                break
-            time.sleep(0.5)
+            logs[:] = [log.message for log in found]
+            return any(log.task_run_id is None and log.message.startswith("Finished in state") for log in found)
+
+        # Logs reach the API in batches, a moment after the run: wait for the flow run's own last line.
+        wait_until(flow_run_logged_its_end, timeout_s=30, every_s=0.5)
     assert flow_run.state.is_failed()
     # An expected error reads as its message in the Prefect UI's logs, once, with no traceback around it.
     assert not [line for line in logs if "Traceback" in line]

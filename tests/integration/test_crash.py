@@ -10,13 +10,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 from mlflow import MlflowClient
+
+from tasks.core.retry import wait_until
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,11 +56,14 @@ def start_run(home: Path, model: str, log: Path) -> subprocess.Popen:
 
 def kill_when(run: subprocess.Popen, ready: Callable[[], bool], timeout_s: float = 240) -> list[psutil.Process]:
     """kill -9 the run once ready() holds; returns the processes it had started at that moment."""
-    deadline = time.monotonic() + timeout_s
-    while not ready():
+
+    def reached() -> bool:
+        if ready():
+            return True
         assert run.poll() is None, "the run ended before the moment it was to be killed at"
-        assert time.monotonic() < deadline, "the run never reached the moment it was to be killed at"
-        time.sleep(0.2)
+        return False
+
+    assert wait_until(reached, timeout_s, every_s=0.2), "the run never reached the moment it was to be killed at"
     started = psutil.Process(run.pid).children(recursive=True)
     run.send_signal(signal.SIGKILL)
     run.wait(timeout=10)

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from stack_support import free_ports, group_exists, log_tail, request_json
 
+from tasks.core.retry import wait_until
+
 pytestmark = pytest.mark.slow  # starts Prefect, a worker and MLflow, then trains a small model
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -77,12 +79,14 @@ def deployment(stack: Stack) -> dict:
 
 def final_state(stack: Stack, flow_run_id: str) -> dict:
     """The flow run once it has ended (the worker polls every 10 s, then the run imports the pipeline)."""
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while time.monotonic() < deadline:
-        flow_run = request_json(f"{stack.api}/flow_runs/{flow_run_id}")
-        if flow_run["state_type"] in FINAL_STATES:
-            return flow_run
-        time.sleep(3)
+    flow_run: dict = {}
+
+    def ended() -> bool:
+        flow_run.update(request_json(f"{stack.api}/flow_runs/{flow_run_id}"))
+        return flow_run["state_type"] in FINAL_STATES
+
+    if wait_until(ended, RUN_TIMEOUT_S, every_s=3):
+        return flow_run
     worker_log = log_tail(stack.home, "prefect-worker")
     pytest.fail(f"run still {flow_run['state_type']} after {RUN_TIMEOUT_S} s:\n{worker_log}")
 
@@ -194,11 +198,9 @@ def new_data_runs(stack: Stack, data_path: Path) -> list[dict]:
 
 def started_run(stack: Stack, data_path: Path) -> dict:
     """The flow run an event about data_path started, once it exists (the trigger acts within a second or two)."""
-    deadline = time.monotonic() + 60
-    while not (runs := new_data_runs(stack, data_path)):
-        if time.monotonic() > deadline:
-            pytest.fail(f"no flow run of {data_path} within 60 s; watcher log:\n{log_tail(stack.home, 'watcher')}")
-        time.sleep(1)
+    runs = wait_until(lambda: new_data_runs(stack, data_path), 60, every_s=1)
+    if not runs:
+        pytest.fail(f"no flow run of {data_path} within 60 s; watcher log:\n{log_tail(stack.home, 'watcher')}")
     return runs[0]
 
 

@@ -29,6 +29,7 @@ from endpoint_support import (
     table_onnx,
 )
 
+from tasks.core.retry import wait_until
 from tasks.core.spec import digits_spec
 
 pytestmark = pytest.mark.slow  # builds a bento and serves it while moving the alias
@@ -67,14 +68,14 @@ class Traffic(threading.Thread):
     def wait_for(self, version: str, timeout_s: float = 30) -> None:
         """Until an answer comes from `version`, then a few more so the switch is seen to stick."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.answers and self.answers[-1].header_version == version:
-                seen = len(self.answers)
-                while len(self.answers) < seen + 20 and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"no answer from version {version} within {timeout_s:.0f} s")
+
+        def answered_by_version() -> bool:
+            return bool(self.answers) and self.answers[-1].header_version == version
+
+        if not wait_until(answered_by_version, timeout_s, every_s=0.05):
+            raise AssertionError(f"no answer from version {version} within {timeout_s:.0f} s")
+        seen = len(self.answers)
+        wait_until(lambda: len(self.answers) >= seen + 20, deadline - time.monotonic(), every_s=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -163,13 +164,15 @@ DIABETIC = [{"age": 50, "bmi": 31.2, "sex": 2}, {"age": 23, "bmi": None, "sex": 
 
 def wait_for_version(url: str, body: dict, version: str, timeout_s: float = 30) -> httpx.Response:
     """Until `body` is answered 200 by `version`: the alias move has reached the endpoint."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def answered() -> httpx.Response | None:
         response = httpx.post(f"{url}/predict", json=body, timeout=10)
-        if response.status_code == 200 and response.headers["X-Model-Version"] == version:
-            return response
-        time.sleep(0.1)
-    raise AssertionError(f"{body} was not answered by version {version} within {timeout_s:.0f} s")
+        return response if response.status_code == 200 and response.headers["X-Model-Version"] == version else None
+
+    response = wait_until(answered, timeout_s, every_s=0.1)
+    if response is None:
+        raise AssertionError(f"{body} was not answered by version {version} within {timeout_s:.0f} s")
+    return response
 
 
 def test_the_contract_moves_with_the_alias_to_a_version_of_another_spec(server: RunningServer, store: Path) -> None:

@@ -6,7 +6,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from mlflow import MlflowClient
 
 from bentos.model import onnx_file
 from bentos.serve import wait_until_ready
+from tasks.core.retry import wait_until
 from tasks.core.spec import digits_spec
 
 pytestmark = pytest.mark.slow  # builds bentos and starts BentoML servers
@@ -193,9 +193,7 @@ def test_stopping_greenlight_serve_in_any_way_stops_the_server_it_started(
         (server,) = children_of(parent.pid)
         parent.send_signal(stop_signal)
         parent.wait(timeout=30)
-        deadline = time.monotonic() + 30
-        while group_alive(server) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: not group_alive(server), timeout_s=30, every_s=0.2)
         assert not group_alive(server), "the bentoml server outlived greenlight serve"
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)

@@ -24,6 +24,8 @@ import pytest
 from mlflow import MlflowClient
 from stack_support import free_ports, group_exists, log_tail, request_json
 
+from tasks.core.retry import wait_until
+
 pytestmark = pytest.mark.slow  # starts PostgreSQL, S3, MLflow, Prefect and two workers, then trains three times
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -253,12 +255,14 @@ def concurrent_runs(stack: Stack, wine: Path, first_run) -> list[dict]:
     parameters = {"config": {"data_path": str(wine), "target": "cultivar", "model_name": MODEL, **SMALL_RUN}}
     create = f"{stack.api}/deployments/{deployment['id']}/create_flow_run"
     ids = [request_json(create, {"parameters": parameters})["id"] for _ in range(2)]
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while time.monotonic() < deadline:
-        runs = [request_json(f"{stack.api}/flow_runs/{run_id}") for run_id in ids]
-        if all(run["state_type"] in FINAL_STATES for run in runs):
-            return runs
-        time.sleep(3)
+    runs: list[dict] = []
+
+    def all_ended() -> bool:
+        runs[:] = [request_json(f"{stack.api}/flow_runs/{run_id}") for run_id in ids]
+        return all(run["state_type"] in FINAL_STATES for run in runs)
+
+    if wait_until(all_ended, RUN_TIMEOUT_S, every_s=3):
+        return runs
     logs = "\n".join(log_tail(stack.home, f"prefect-worker-{n}") for n in (1, 2))
     pytest.fail(f"runs still {[run['state_type'] for run in runs]} after {RUN_TIMEOUT_S} s:\n{logs}")
 
@@ -322,10 +326,8 @@ def test_the_served_production_model_answers_and_follows_a_rollback(stack, concu
         assert rolled.returncode == 0, rolled.stderr
         assert str(mlflow_client.get_registered_model(MODEL).aliases["production"]) == previous
         assert alias_history(stack.client["MLFLOW_TRACKING_URI"], MODEL)[-1]["kind"] == "rollback"
-        deadline = time.monotonic() + 60
-        while predict(url, records[:1])["model_version"] != previous:
-            assert time.monotonic() < deadline, f"still serving v{before} 60 s after the rollback"
-            time.sleep(1)
+        rolled_back = wait_until(lambda: predict(url, records[:1])["model_version"] == previous, 60, every_s=1)
+        assert rolled_back, f"still serving v{before} 60 s after the rollback"
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)

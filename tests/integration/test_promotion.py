@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from deployments.cli import main
 from tasks.core.errors import GreenlightError
 from tasks.core.locations import resolve_locations
+from tasks.core.retry import wait_until
 from tasks.registry.client import alias_history, find_version
 from tasks.release.promotion import history_disagreement, rollback
 
@@ -123,7 +124,6 @@ def test_run_pauses_for_approval_and_a_rejection_is_recorded_like_a_failed_gate(
     prefect_harness, tracking_uri, tmp_path
 ):
     import threading
-    import time
 
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter
@@ -137,12 +137,14 @@ def test_run_pauses_for_approval_and_a_rejection_is_recorded_like_a_failed_gate(
         target=lambda: result.setdefault("exit", main(["run", "--model-name", model, "--config", str(config), *FAST]))
     )
     runner.start()
-    paused = None
-    deadline = time.monotonic() + 300
-    while paused is None and time.monotonic() < deadline and runner.is_alive():
+
+    def paused_run():
+        assert runner.is_alive(), "the run never paused for approval"  # it ended first
         with get_client(sync_client=True) as client:
             found = client.read_flow_runs(flow_run_filter=FlowRunFilter(state={"name": {"any_": ["Paused"]}}))
-        paused = found[0] if found else time.sleep(1)
+        return found[0] if found else None
+
+    paused = wait_until(paused_run, timeout_s=300, every_s=1)
     assert paused is not None, "the run never paused for approval"
     resume_flow_run(paused.id, run_input={"approve": False, "reviewer": "ana", "comment": "not before the audit"})
     runner.join(timeout=300)
