@@ -1,5 +1,6 @@
 """Model families: each builds for a spec, exports to the ONNX hand-off, and refuses what it cannot build
-with a message naming what was wrong; the checkpoint rebuilds the whole model alone."""
+with a message naming what was wrong; the checkpoint rebuilds the whole model alone (training one:
+tests/model/test_training_loop.py)."""
 
 import numpy as np
 import onnx
@@ -7,14 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from tasks.core.config import TrainingConfig
 from tasks.core.errors import ConfigRejected, GreenlightError
 from tasks.core.spec import DatasetSpec, FeatureSpec, ModelSpec, Spec, TargetSpec, digits_spec
-from tasks.data.split import DataSplits
 from tasks.model.network import GreenlightModel, load_checkpoint, predict_outputs, save_checkpoint
 from tasks.model.preprocess import TargetScale, fit_preprocessing
-from tasks.model.training import train_model
-from tasks.onnx.export import check_parity, export_onnx
+from tasks.onnx.export import export_onnx
 from tasks.onnx.runtime import run_model
 
 ROWS = pd.DataFrame(
@@ -132,26 +130,3 @@ def test_a_custom_network_onnx_cannot_express_is_refused_at_export_naming_it(tmp
     model = build(table_spec(family="custom", custom="custom_networks:not_exportable"))
     with pytest.raises(GreenlightError, match=r"'custom' \(custom_networks:not_exportable\) could not be exported.*i0"):
         export_onnx(model, tmp_path / "model.onnx")
-
-
-def test_a_custom_family_trains_checkpoints_and_exports_like_the_built_in_ones(tmp_path):
-    spec = table_spec(family="custom", custom="custom_networks:linear")
-    frame = pd.concat([ROWS] * 3, ignore_index=True).assign(churn=["stays", "leaves"] * 9)
-    splits = DataSplits(spec.dataset, frame.iloc[:12], frame.iloc[12:15], frame.iloc[15:])
-    trained = train_model.fn(splits, spec, TrainingConfig(max_epochs=3), tmp_path)
-    assert trained.family == "custom" and len(trained.history) == 3
-    path = export_onnx(load_checkpoint(trained.checkpoint_path), tmp_path / "model.onnx")
-    parity = check_parity.fn(path, trained.checkpoint_path, splits)
-    assert parity.rows == 3 and parity.max_abs_diff <= 1e-5 and parity.agreement == 1.0
-
-
-def test_a_diverging_run_stops_at_the_first_nan_epoch_naming_it_and_the_likely_cause(tmp_path):
-    spec = table_spec()
-    frame = pd.concat([ROWS] * 3, ignore_index=True).assign(churn=["stays", "leaves"] * 9)
-    splits = DataSplits(spec.dataset, frame.iloc[:12], frame.iloc[12:15], frame.iloc[15:])
-    config = TrainingConfig(max_epochs=5, learning_rate=1.0, weight_decay=1e30)
-    expected = r"diverged at epoch 1: training loss .*, validation loss nan"
-    with pytest.raises(GreenlightError, match=expected) as diverged:
-        train_model.fn(splits, spec, config, tmp_path)
-    assert "training.weight_decay 1e+30" in str(diverged.value) and "training.learning_rate 1" in str(diverged.value)
-    assert not (tmp_path / "best.pt").exists()

@@ -1,5 +1,5 @@
-"""Custom model families for tests/unit/test_families.py, plugged in as `custom: custom_networks:NAME`
-(pytest puts this folder on sys.path, as a user's own package would be importable)."""
+"""Custom model families for the unit and model tests, plugged in as `custom: custom_networks:NAME` (pytest puts
+this folder, tests/conftest.py's, on sys.path, as a user's own package would be importable)."""
 
 import torch
 from torch import nn
