@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: install run test lint up up-production down lock clean
+.PHONY: install run test test-unit lint up up-production down lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# tests/unit alone, under a minute: no model trained, no MLflow store, no server (tests/unit/conftest.py fails a test
+# that does one; it belongs in tests/model or tests/integration).
+test-unit: install
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check flows tasks bentos deployments tests benchmarks
