@@ -26,13 +26,17 @@ def client(prefect_harness, greenlight_home) -> MlflowClient:
 def reviews_run(tmp_path_factory, client) -> int:
     path = tmp_path_factory.mktemp("text") / "reviews.csv"
     product_reviews(600, seed=3).to_csv(path, index=False)
-    # 360 training texts: the encoder is fine-tuned on a CPU too (~5 s an epoch here); 4 epochs is where the
-    # benchmark's fine-tuning levels off. Compression is cut to one pruning level and a shorter distillation
-    # to keep the suite's minutes down; every kind of candidate is still made.
+    # 360 training texts: the encoder is fine-tuned on a CPU too (~9 s an epoch here); 3 epochs reach ~0.87 test
+    # accuracy (4, where the benchmark's fine-tuning levels off: ~0.92; the bar below is 0.8). Compression is cut to
+    # one pruning level without its fine-tune and a 3-epoch distillation to keep the suite's minutes down (the run:
+    # 125 s -> 93 s); every kind of candidate is still made and scored, and their quality is not asserted here.
     config = path.with_name("compression.yaml")
-    config.write_text("compression:\n  pruning: {levels: [0.5]}\n  distillation: {text_copies: 1, max_epochs: 6}\n")
+    config.write_text(
+        "compression:\n  pruning: {levels: [0.5], fine_tune_epochs: 0}\n"
+        "  distillation: {text_copies: 1, max_epochs: 3}\n"
+    )
     # auto would train text_ngram (seconds): the encoder is named, as a user who wants it fine-tuned does.
-    args = ["run", "--data", str(path), "--target", "sentiment", "--model-name", "reviews", "--max-epochs", "4"]
+    args = ["run", "--data", str(path), "--target", "sentiment", "--model-name", "reviews", "--max-epochs", "3"]
     args += ["--family", "pretrained_encoder"]
     return main([*args, "--config", str(config)])
 
