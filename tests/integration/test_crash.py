@@ -42,9 +42,13 @@ def environment(home: Path) -> dict[str, str]:
 
 
 def run_command(home: Path, model: str) -> list[str]:
-    """`greenlight run` for model; serving latency is not what these tests are about (a busy machine)."""
+    """`greenlight run` for model; serving latency and smaller models are not what these tests are about (a busy
+    machine; no pruning or distillation, which a rerun would otherwise redo)."""
     config = home / "relaxed-latency.yaml"
-    config.write_text("gate: {serving: {max_p99_latency_ms: 5000}}\n")
+    config.write_text(
+        "gate: {serving: {max_p99_latency_ms: 5000}}\n"
+        "compression: {pruning: {levels: []}, distillation: {enabled: false}}\n"
+    )
     return [sys.executable, "-m", "deployments.cli", "run", "--model-name", model, "--config", str(config), *ARGS]
 
 

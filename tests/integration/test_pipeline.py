@@ -177,11 +177,14 @@ def test_bad_data_is_rejected_with_exit_2_and_changes_nothing(first_run, tmp_pat
     assert bentos() == bentos_before
 
 
-def test_worse_model_is_registered_but_not_promoted(first_run):
+def test_worse_model_is_registered_but_not_promoted(first_run, tmp_path):
     _, client = first_run
     versions_before, production_before = registry_state(client)
+    # No pruning or distillation of a model trained on shuffled labels: the gate's verdict is the subject.
+    small = tmp_path / "small-run.yaml"
+    small.write_text("compression: {pruning: {levels: []}, distillation: {enabled: false}}\n")
 
-    assert main(["run", "--shuffle-labels", "--max-epochs", "3"]) == 3
+    assert main(["run", "--shuffle-labels", "--max-epochs", "3", "--config", str(small)]) == 3
     versions_after, production_after = registry_state(client)
     assert production_after == production_before
     (new_version,) = set(versions_after) - set(versions_before)
