@@ -23,8 +23,12 @@ install: $(STAMP)
 run: install
 	$(BIN)/greenlight run $(ARGS)
 
+# Two pytest-xdist workers, each taking whole test modules in the suite's order (a module's fixtures and its order
+# stay on one worker; each worker has its own stores): servers starting, stacks waiting and single-threaded imports
+# leave a core idle in one process. TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # tests/unit alone, under a minute: no model trained, no MLflow store, no server (tests/unit/conftest.py fails a test
 # that does one; it belongs in tests/model or tests/integration).
