@@ -21,9 +21,9 @@ from bentoml.exceptions import NotFound
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from bentos.model import onnx_file
 from tasks.core.errors import GreenlightError
 from tasks.core.locations import PROJECT_ROOT, export_locations, resolve_locations, sqlite_database
+from tasks.onnx.verified import onnx_file
 
 BENTOFILE = Path(__file__).resolve().parent / "bentofile.yaml"
 

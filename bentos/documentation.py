@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 
-from bentos.contract import MAX_BODY_BYTES, MAX_ROWS, Contract, missing_rule
+from tasks.core.contract import MAX_BODY_BYTES, MAX_ROWS, Contract, missing_rule
 from tasks.core.spec import FeatureSpec
 
 REFUSALS = {

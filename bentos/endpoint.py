@@ -18,9 +18,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bentos.contract import MAX_BODY_BYTES, Refusal
 from bentos.documentation import index_page, openapi_document
 from bentos.metrics import exposition
+from tasks.core.contract import MAX_BODY_BYTES, Refusal
 
 logger = logging.getLogger("greenlight.serving")
 

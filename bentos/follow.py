@@ -11,8 +11,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-from bentos.model import ModelRefused, ModelSlot, Provenance, ServedModel, load_verified
+from bentos.model import ModelSlot
 from bentos.settings import ServingSettings
+from tasks.onnx.verified import ModelRefused, Provenance, ServedModel, load_verified
 from tasks.registry.client import ModelVersionRef, download_version_onnx, find_version
 
 logger = logging.getLogger("greenlight.serving")

@@ -16,11 +16,12 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bentos import endpoint
-from bentos.contract import Refusal
 from bentos.endpoint import refuse, unavailable
 from bentos.metrics import ServingMetrics
-from bentos.model import ModelRefused, ModelSlot, Provenance, ServedModel, load_verified
+from bentos.model import ModelSlot
 from bentos.settings import ServingSettings
+from tasks.core.contract import Refusal
+from tasks.onnx.verified import ModelRefused, Provenance, ServedModel, load_verified
 
 if TYPE_CHECKING:
     from bentos.follow import AliasFollower

@@ -33,7 +33,7 @@ from endpoint_support import (
 from hypothesis import HealthCheck, given, settings
 from schemathesis.generation import GenerationMode
 
-from bentos.contract import MAX_BODY_BYTES, MAX_ROWS
+from tasks.core.contract import MAX_BODY_BYTES, MAX_ROWS
 from tasks.core.spec import DIGITS_COLUMNS, digits_spec
 
 pytestmark = pytest.mark.slow  # builds bentos and starts two BentoML servers

@@ -31,10 +31,10 @@ from endpoint_support import (
 )
 from mlflow import MlflowClient
 
-from bentos.model import onnx_file
 from bentos.serve import wait_until_ready
 from tasks.core.retry import wait_until
 from tasks.core.spec import digits_spec
+from tasks.onnx.verified import onnx_file
 
 pytestmark = pytest.mark.slow  # builds bentos and starts BentoML servers
 

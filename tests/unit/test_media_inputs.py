@@ -15,7 +15,7 @@ import pytest
 from corpora import product_reviews, write_digit_folders
 from PIL import Image
 
-from bentos.contract import Batch, Refusal, compile_contract
+from tasks.core.contract import Batch, Refusal, compile_contract
 from tasks.core.errors import DataRejected
 from tasks.core.images import ImageUnreadable, image_pixels
 from tasks.core.spec import DatasetSpec, FeatureSpec, TargetSpec

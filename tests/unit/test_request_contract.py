@@ -9,10 +9,10 @@ import palmerpenguins
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
-from bentos.contract import MAX_ROWS, Batch, Contract, Refusal, compile_contract
 from bentos.documentation import field_docs, openapi_document
-from bentos.model import check_feeds
+from tasks.core.contract import MAX_ROWS, Batch, Contract, Refusal, compile_contract
 from tasks.core.spec import DatasetSpec, FeatureSpec, TargetSpec, digits_spec, value_text
+from tasks.onnx.verified import check_feeds
 
 
 def penguins() -> DatasetSpec:

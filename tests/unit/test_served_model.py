@@ -11,10 +11,10 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from onnx import TensorProto, helper, numpy_helper
 
-from bentos.contract import Batch
-from bentos.model import ModelRefused, Provenance, load_verified
+from tasks.core.contract import Batch
 from tasks.core.keys import sign, signed_payload
 from tasks.core.spec import DIGITS_COLUMNS, DatasetSpec, FeatureSpec, Spec, TargetSpec, digits_spec
+from tasks.onnx.verified import ModelRefused, Provenance, load_verified
 
 
 def digits_graph() -> bytes:

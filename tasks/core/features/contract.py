@@ -24,7 +24,7 @@ NUMERIC_INPUT, CATEGORICAL_INPUT, PIXELS_INPUT, TEXT_INPUT = "numeric", "categor
 MODEL_INPUTS = (NUMERIC_INPUT, CATEGORICAL_INPUT, PIXELS_INPUT, TEXT_INPUT)
 # Each input's array type: numbers as float32 (NaN = missing), categories and texts as strings ("" = missing).
 INPUT_DTYPES = {NUMERIC_INPUT: np.float32, CATEGORICAL_INPUT: object, PIXELS_INPUT: np.float32, TEXT_INPUT: object}
-# A request body is at most this large (bentos.contract), so an image's base64 field is too.
+# A request body is at most this large (tasks.core.contract), so an image's base64 field is too.
 MAX_BODY_BYTES = 8 * 1024 * 1024
 # Values echoed back in a refusal are cut to this many characters: the body is the client's own.
 ECHO_CHARS = 40

@@ -117,7 +117,7 @@ class Contract:
         float, so a number needs only None -> NaN and a category value_text, as spec.feeds does; skipping
         its per-column conversion and stacking took one record from ~28 us to ~5 us (benchmarks/serving.py).
         A text, an image or a value that becomes several goes through its type's request feed, which may
-        refuse it. bentos.model.warm_up checks at load that both give the same feeds for the spec's example."""
+        refuse it. tasks.onnx.verified.warm_up checks at load that both give the same feeds for the spec's example."""
         feeds = {}
         for name, plan in self.inputs.items():
             if plan.cells is None:
