@@ -1,14 +1,17 @@
 """How the endpoint is run, read once from the environment of each worker when it starts.
 
 The variables (GREENLIGHT_API_KEY(_FILE), GREENLIGHT_FOLLOW_ALIAS, GREENLIGHT_ALIAS_POLL_S, MLFLOW_TRACKING_URI,
-GREENLIGHT_ORT_THREADS, GREENLIGHT_VERIFY_KEY_FILE) and what each does: docs/serving.md.
+GREENLIGHT_ORT_THREADS, GREENLIGHT_VERIFY_KEY_FILE, GREENLIGHT_KEYS_FILE, GREENLIGHT_AUDIT_LOG,
+GREENLIGHT_AUDIT_MAX_BYTES, GREENLIGHT_AUDIT_BACKUPS) and what each does: docs/serving.md.
 """
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from bentos.audit import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
 from tasks.core.keys import SettingsRejected, load_verify_key, read_api_key
 
 # A poll is one or two registry queries (~15 ms on SQLite); every 5 s keeps it far below 1% of a core
@@ -29,6 +32,10 @@ class ServingSettings:
     poll_s: float = DEFAULT_POLL_S
     tracking_uri: str | None = None
     ort_threads: int = DEFAULT_ORT_THREADS
+    keys_file: Path | None = None  # per-model keys (bentos/access.py); instead of api_key
+    audit_log: Path | None = None  # one JSON line per request (bentos/audit.py); None: no audit log
+    audit_max_bytes: int = DEFAULT_MAX_BYTES
+    audit_backups: int = DEFAULT_BACKUPS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "ServingSettings":
@@ -46,6 +53,10 @@ class ServingSettings:
             poll_s=positive(env, "GREENLIGHT_ALIAS_POLL_S", DEFAULT_POLL_S, float),
             tracking_uri=tracking_uri,
             ort_threads=int(positive(env, "GREENLIGHT_ORT_THREADS", DEFAULT_ORT_THREADS, int)),
+            keys_file=Path(env["GREENLIGHT_KEYS_FILE"]).expanduser() if env.get("GREENLIGHT_KEYS_FILE") else None,
+            audit_log=Path(env["GREENLIGHT_AUDIT_LOG"]).expanduser() if env.get("GREENLIGHT_AUDIT_LOG") else None,
+            audit_max_bytes=int(positive(env, "GREENLIGHT_AUDIT_MAX_BYTES", DEFAULT_MAX_BYTES, int)),
+            audit_backups=int(positive(env, "GREENLIGHT_AUDIT_BACKUPS", DEFAULT_BACKUPS, int)),
         )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from deployments.export import add_export_parser, command_export
+from deployments.keys import add_keys_parser, command_keys
 from deployments.preflight import (
     check_data_file,
     check_prefect_api,
@@ -419,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--model-name", help="registered model name to record (default: the data file's name)")
     init.add_argument("--force", action="store_true", help="replace --out if it exists")
     add_export_parser(commands)
+    add_keys_parser(commands)
     return parser
 
 
@@ -441,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         "keygen": command_keygen,
         "relocate": command_relocate,
         "export": command_export,
+        "keys": command_keys,
     }[args.command]
     try:
         if args.command in READS_STORE:
