@@ -2,6 +2,7 @@
 
     python benchmarks/serving.py                  # digits: the registry's production model, else a stand-in
     python benchmarks/serving.py --onnx model.onnx --seconds 10
+    python benchmarks/serving.py --service many   # every model behind `greenlight serve` (no --model-name)
 
 Two cases, each a model with its spec, served one case at a time:
   digits    rows of 64 pixels (real digits); the registry's production digits model, or a stand-in Gemm
@@ -17,6 +18,10 @@ per cell: requests per second, p50 and p99 latency, errors (non-2xx, timeouts, s
 CPU time per request, then the ratio Greenlight / minimal. CPU per request is the steadier figure on a
 shared machine: throughput and tail latency there follow the neighbours' load, so the load average is
 printed too.
+
+--service many serves both cases from one registry by the many-model service (`greenlight serve` without
+--model-name: bentos/gateway.py), with a per-model key file, the audit log on and each model loaded on first use;
+each case's POST /models/<name>/predict is measured against its own minimal endpoint.
 
 Needs wrk (Debian: apt-get install wrk) and taskset (util-linux); Linux only.
 """
@@ -42,7 +47,9 @@ import psutil
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))  # run as a script from anywhere: bentos and tasks are imported
 
-from bentos.serve import serve_command, serve_environment, wait_until_ready  # noqa: E402
+from bentos.access import KeyFile  # noqa: E402
+from bentos.serve import gateway_command, serve_command, serve_environment, wait_until_ready  # noqa: E402
+from deployments.keys import new_key, write_key_file  # noqa: E402
 from tasks.core.locations import resolve_locations  # noqa: E402
 from tasks.core.spec import (  # noqa: E402
     DatasetSpec,
@@ -92,6 +99,10 @@ class Endpoint:
     url: str
     process: subprocess.Popen[bytes]
     api_key: str = ""
+    many: bool = False  # the many-model service: a model's door is /models/<name>/predict
+
+    def predict_url(self, case: str) -> str:
+        return f"{self.url}/models/{case}/predict" if self.many else f"{self.url}/predict"
 
 
 def parse_args() -> argparse.Namespace:
@@ -103,6 +114,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated connection counts (default 1,8,32)")
     parser.add_argument("--client-core", default="0", help="CPU the load generator is pinned to")
     parser.add_argument("--server-core", default="1", help="CPU both servers are pinned to")
+    parser.add_argument(
+        "--service", choices=["single", "many"], default="single", help="one model's bento, or every model at once"
+    )
     return parser.parse_args()
 
 
@@ -243,8 +257,20 @@ def prepare_cases(names: list[str], onnx: Path | None, tmp: Path) -> list[Case]:
 
 
 def build_greenlight_bento(case: Case, tmp: Path) -> tuple[str, dict[str, str]]:
-    """Register the model with its spec as the pipeline does in a temporary registry, make it production,
-    build its bento. Returns the bento tag and the store variables the server needs."""
+    """Register the model (register_case) and build its bento. Returns the bento tag and the store variables
+    the server needs."""
+    version, stores = register_case(case, tmp)
+    env = {**os.environ, **stores, "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(PROJECT_ROOT)}
+    command = [sys.executable, "-m", "bentos.build", "--model-name", case.name, "--model-version", version]
+    built = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True, timeout=300, check=False)
+    if built.returncode != 0:
+        sys.exit(f"building the bento failed:\n{built.stderr[-2000:]}")
+    return json.loads(built.stdout)["bento_tag"], stores
+
+
+def register_case(case: Case, tmp: Path) -> tuple[str, dict[str, str]]:
+    """Register the model with its spec as the pipeline does in a temporary registry and make it production.
+    Returns its version and the store variables a server needs."""
     import mlflow
     import mlflow.onnx
     import onnx
@@ -271,12 +297,7 @@ def build_greenlight_bento(case: Case, tmp: Path) -> tuple[str, dict[str, str]]:
     checksum = hashlib.sha256(case.onnx.read_bytes()).hexdigest()
     client.set_model_version_tag(case.name, version, "onnx_sha256", checksum)
     client.set_registered_model_alias(case.name, "production", version)
-    env = {**os.environ, **stores, "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(PROJECT_ROOT)}
-    command = [sys.executable, "-m", "bentos.build", "--model-name", case.name, "--model-version", version]
-    built = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True, timeout=300, check=False)
-    if built.returncode != 0:
-        sys.exit(f"building the bento failed:\n{built.stderr[-2000:]}")
-    return json.loads(built.stdout)["bento_tag"], stores
+    return version, stores
 
 
 def free_port() -> int:
@@ -313,6 +334,18 @@ def start_greenlight(bento_tag: str, stores: dict[str, str], core: str, tmp: Pat
     return start("greenlight", serve_command(bento_tag, "127.0.0.1", port), env, core, tmp, port)
 
 
+def start_many(stores: dict[str, str], core: str, tmp: Path) -> Endpoint:
+    """The many-model service as `greenlight serve` runs it: a key file (one key for every model), the audit log."""
+    key, entry = new_key(KeyFile(), ("*",), None, "benchmark")
+    write_key_file(tmp / "keys.yaml", KeyFile(keys=(entry,)))
+    audit = {"GREENLIGHT_KEYS_FILE": str(tmp / "keys.yaml"), "GREENLIGHT_AUDIT_LOG": str(tmp / "audit.jsonl")}
+    env = serve_environment(follow_alias="production", **stores, **audit)
+    env.pop("PYTHONPATH", None)
+    port = free_port()
+    endpoint = start("greenlight", gateway_command("127.0.0.1", port), env, core, tmp, port)
+    return Endpoint(endpoint.name, endpoint.url, endpoint.process, key, many=True)
+
+
 def start_minimal(case: Case, core: str, tmp: Path) -> Endpoint:
     port = free_port()
     spec_path = tmp / f"{case.name}-spec.json"
@@ -334,13 +367,14 @@ def stop(endpoint: Endpoint) -> None:
         endpoint.process.wait()
 
 
-def check_answers_agree(endpoints: list[Endpoint], payloads: dict[int, Path]) -> None:
+def check_answers_agree(endpoints: list[Endpoint], payloads: dict[int, Path], case: str) -> None:
     """Both endpoints answer 200 with the same predictions: the comparison is of one model, not two."""
     for batch, path in payloads.items():
         answers = []
         for endpoint in endpoints:
             headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
-            response = httpx.post(f"{endpoint.url}/predict", content=path.read_bytes(), headers=headers, timeout=30)
+            url = endpoint.predict_url(case)
+            response = httpx.post(url, content=path.read_bytes(), headers=headers, timeout=30)
             if response.status_code != 200:
                 sys.exit(f"{endpoint.name} answered {response.status_code}: {response.text[:300]}")
             answers.append(response.json()["predictions"])
@@ -361,18 +395,18 @@ def server_cpu_seconds(process: subprocess.Popen[bytes]) -> float:
     return total
 
 
-def run_wrk(endpoint: Endpoint, body: Path, concurrency: int, seconds: float, core: str) -> dict[str, int]:
+def run_wrk(endpoint: Endpoint, case: str, body: Path, concurrency: int, seconds: float, core: str) -> dict[str, int]:
     """One wrk run against /predict; the JSON line post.lua prints at the end."""
     env = {**os.environ, "BODY_FILE": str(body), "API_KEY": endpoint.api_key}
     command = ["taskset", "-c", core, "wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "5s"]
-    command += ["-s", str(LUA_SCRIPT), f"{endpoint.url}/predict"]
+    command += ["-s", str(LUA_SCRIPT), endpoint.predict_url(case)]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60, check=True)
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def measure(endpoint: Endpoint, case: str, batch: int, body: Path, concurrency: int, seconds: float, core: str) -> Cell:
     cpu_before = server_cpu_seconds(endpoint.process)
-    result = run_wrk(endpoint, body, concurrency, seconds, core)
+    result = run_wrk(endpoint, case, body, concurrency, seconds, core)
     cpu = server_cpu_seconds(endpoint.process) - cpu_before
     requests = max(result["requests"], 1)
     errors = sum(result[kind] for kind in ("connect", "read", "write", "status", "timeout"))
@@ -432,7 +466,7 @@ def run_cells(case: Case, endpoints: list[Endpoint], args: argparse.Namespace) -
     """Every cell of one case, the two endpoints one after the other, after a short warm-up of each."""
     for endpoint in endpoints:
         for body in case.payloads.values():
-            run_wrk(endpoint, body, 8, 1, args.client_core)
+            run_wrk(endpoint, case.name, body, 8, 1, args.client_core)
     cells = []
     for batch in map(int, args.batches.split(",")):
         for concurrency in map(int, args.concurrency.split(",")):
@@ -449,11 +483,32 @@ def benchmark_case(case: Case, args: argparse.Namespace, tmp: Path) -> tuple[str
     try:
         endpoints.append(start_greenlight(bento_tag, stores, args.server_core, tmp))
         endpoints.append(start_minimal(case, args.server_core, tmp))
-        check_answers_agree(endpoints, case.payloads)
+        check_answers_agree(endpoints, case.payloads, case.name)
         return bento_tag, run_cells(case, endpoints, args)
     finally:
         for endpoint in endpoints:
             stop(endpoint)
+
+
+def benchmark_many(cases: list[Case], args: argparse.Namespace, tmp: Path) -> list[Cell]:
+    """Every case registered in one registry and served by one many-model service; each case measured against
+    its own minimal endpoint (started, measured, stopped one case at a time)."""
+    stores: dict[str, str] = {}
+    for case in cases:
+        _, stores = register_case(case, tmp)
+    many = start_many(stores, args.server_core, tmp)
+    cells: list[Cell] = []
+    try:
+        for case in cases:
+            minimal = start_minimal(case, args.server_core, tmp)
+            try:
+                check_answers_agree([many, minimal], case.payloads, case.name)
+                cells += run_cells(case, [many, minimal], args)
+            finally:
+                stop(minimal)
+    finally:
+        stop(many)
+    return cells
 
 
 def main() -> int:
@@ -466,8 +521,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="greenlight-bench-") as directory:
         tmp = Path(directory)
         load_before = os.getloadavg()
+        cases = prepare_cases(args.cases.split(","), args.onnx, tmp)
+        if args.service == "many":
+            cells = benchmark_many(cases, args, tmp)
+            lines = [f"{case.name:<18} {case.description}; served by the many-model service" for case in cases]
         # One case at a time: two `bentoml serve` in one BentoML home would share (and empty) its metrics folder.
-        for case in prepare_cases(args.cases.split(","), args.onnx, tmp):
+        for case in cases if args.service == "single" else []:
             bento_tag, measured = benchmark_case(case, args, tmp)
             cells += measured
             lines.append(f"{case.name:<18} {case.description}; bento {bento_tag}")
@@ -477,7 +536,8 @@ def main() -> int:
         f"{args.seconds:g} s per cell; {os.cpu_count()} CPUs"
     )
     print(f"load avg   {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after (1 min)")
-    print("greenlight: API key, contract from the spec, metrics, following production\n")
+    features = "per-model key file, audit log" if args.service == "many" else "API key"
+    print(f"greenlight: {features}, contract from the spec, metrics, following production\n")
     print_table(cells)
     return 0
 

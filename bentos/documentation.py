@@ -18,10 +18,12 @@ from tasks.core.contract import MAX_BODY_BYTES, MAX_ROWS, Contract, missing_rule
 from tasks.core.spec import FeatureSpec
 
 REFUSALS = {
-    "401": "GREENLIGHT_API_KEY is set and the request lacks it",
+    "401": "a key is required (GREENLIGHT_API_KEY or a key file) and the request lacks it, or it is wrong or revoked",
+    "403": "the key may not call this model (a key file scopes each key to its models)",
     "413": f"more than {MAX_ROWS} records or rows, or a body over {MAX_BODY_BYTES} bytes",
     "415": "a Content-Type other than application/json",
     "422": "the body does not meet the contract; error names the record and field (or row and column) and the value",
+    "429": "past the key's rate (requests per second); Retry-After says how many seconds to wait",
     "503": "no model passed its checks yet",
 }
 REFUSAL_SCHEMA = {

@@ -4,11 +4,11 @@ Mounted rather than declared with @bentoml.api: BentoML's API machinery cost ~10
 body with 400 and a traceback (benchmarks/serving.py). Each refusal is one JSON sentence, never a 500.
 """
 
-import hmac
 import html
 import json
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from bentoml import get_current_service
 from starlette.applications import Starlette
@@ -18,45 +18,67 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from bentos.access import Denied
 from bentos.documentation import index_page, openapi_document
 from bentos.metrics import exposition
 from tasks.core.contract import MAX_BODY_BYTES, Refusal
+
+if TYPE_CHECKING:
+    from bentos.audit import AuditLog
 
 logger = logging.getLogger("greenlight.serving")
 
 PREDICT_PATH = "/predict"
 
-UNAUTHORIZED = Refusal(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
 NOT_JSON = Refusal(415, "send the body as JSON with 'Content-Type: application/json'")
 TOO_LARGE = Refusal(413, f"body larger than {MAX_BODY_BYTES} bytes: split the batch")
 
 
 async def predict(scope: Scope, receive: Receive, send: Send) -> None:
-    """Check the request, then let the service parse and answer it with the model it serves right now."""
+    """Admit the caller, check the request, then let the service parse and answer it with the model it serves
+    right now; count it, and write its audit line when there is an audit log."""
     started = time.perf_counter()
     service = get_current_service()
-    outcome = check_headers(Headers(scope=scope), service.api_key) or await read_body(receive)
-    response = refuse(outcome) if isinstance(outcome, Refusal) else service.answer(outcome)
+    headers = Headers(scope=scope)
+    caller = service.access.admit(headers, service.model_name)
+    if isinstance(caller, Denied):
+        response = denied(caller)
+    else:
+        outcome = check_content(headers) or await read_body(receive)
+        response = refuse(outcome) if isinstance(outcome, Refusal) else service.answer(outcome)
     await response(scope, receive, send)
-    service.slot.metrics.requested(response.status_code, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    service.slot.metrics.requested(response.status_code, seconds)
+    if service.audit is not None:
+        key = None if isinstance(caller, Denied) else caller.key_id
+        audit_line(service.audit, key, service.model_name, response, seconds, scope["path"])
 
 
-def check_headers(headers: Headers, api_key: bytes | None) -> Refusal | None:
-    if api_key is not None and not authorized(headers, api_key):
-        return UNAUTHORIZED
+def audit_line(audit: "AuditLog", key: str | None, model: str, response: Response, seconds: float, path: str) -> None:
+    """One request's audit line: who, which model and version, the status, how many rows, how long."""
+    version, rows = response.headers.get("x-model-version"), int(response.headers.get("x-rows", 0))
+    audit.write(key, model, version, response.status_code, rows, seconds, path)
+
+
+def denied(refusal: Denied) -> Response:
+    """A 401, 403 or 429 from the access policy, with its WWW-Authenticate or Retry-After header."""
+    logger.debug("refused: %d %s", refusal.status, refusal.message)
+    return Response(refusal.body(), status_code=refusal.status, media_type="application/json", headers=refusal.headers)
+
+
+def check_content(headers: Headers, media_types: tuple[str, ...] = ("application/json",)) -> Refusal | None:
+    """A body of a media type the door reads (no Content-Type at all counts as JSON), within the size limit."""
     media_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if media_type != "application/json":  # no Content-Type at all counts as JSON
-        return NOT_JSON
+    if media_type not in media_types:
+        return (
+            NOT_JSON
+            if media_types == ("application/json",)
+            else Refusal(415, f"send the body as {' or '.join(media_types)}")
+        )
     length = headers.get("content-length", "")
     if length.isdigit() and int(length) > MAX_BODY_BYTES:
         return TOO_LARGE
     return None
-
-
-def authorized(headers: Headers, api_key: bytes) -> bool:
-    scheme, _, credentials = headers.get("authorization", "").partition(" ")
-    offered = credentials.strip() if scheme.lower() == "bearer" else headers.get("x-api-key", "")
-    return hmac.compare_digest(offered.encode(), api_key)
 
 
 async def read_body(receive: Receive) -> bytes | Refusal:
@@ -112,7 +134,7 @@ async def index(request: Request) -> Response:
     example = model.contract.parse(json.dumps(model.contract.example_body()).encode())
     answer = model.contract.answer(model.predict(example), model.name, model.version)
     base_url = str(request.base_url).rstrip("/")
-    page = index_page(model.contract, model.name, model.version, base_url, service.api_key is not None, answer)
+    page = index_page(model.contract, model.name, model.version, base_url, service.access.protected, answer)
     return HTMLResponse(page)
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 from typing import IO
 
 import bentoml
@@ -24,6 +25,16 @@ DEFAULT_PORT = 3000
 def serve_command(bento_tag: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> list[str]:
     """The `bentoml serve` argv for a bento in the store, using this interpreter's BentoML."""
     return [sys.executable, "-m", "bentoml", "serve", bento_tag, "--host", host, "--port", str(port)]
+
+
+GATEWAY_SERVICE = "bentos.gateway:GreenlightModels"
+
+
+def gateway_command(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> list[str]:
+    """The `bentoml serve` argv for the service answering every production model (bentos/gateway.py), imported
+    from this installation's bentos package."""
+    package_root = str(Path(__file__).resolve().parents[1])
+    return [*serve_command(GATEWAY_SERVICE, host, port), "--working-dir", package_root]
 
 
 def serve_environment(follow_alias: str | None = PRODUCTION_ALIAS, **extra: str) -> dict[str, str]:

@@ -5,7 +5,6 @@ The bento argument `model_tag` pins the model per bento; GREENLIGHT_FOLLOW_ALIAS
 (bentos/follow.py). Endpoints: bentos/endpoint.py; settings: bentos/settings.py; the whole story: docs/serving.md.
 """
 
-import gc
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,10 +15,11 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bentos import endpoint
+from bentos.access import AccessPolicy
 from bentos.endpoint import refuse, unavailable
 from bentos.metrics import ServingMetrics
-from bentos.model import ModelSlot
-from bentos.settings import ServingSettings
+from bentos.model import ModelSlot, settle_garbage_collector
+from bentos.settings import ServingSettings, open_audit_log
 from tasks.core.contract import Refusal
 from tasks.onnx.verified import ModelRefused, Provenance, ServedModel, load_verified
 
@@ -56,8 +56,10 @@ class GreenlightModel:
         # BentoML leaves the root logger at WARNING; model loads and switches are worth an INFO line.
         logging.getLogger("greenlight").setLevel(logging.INFO)
         self.settings = ServingSettings.from_env()
-        self.api_key = self.settings.api_key.encode() if self.settings.api_key else None
         labels = self.bento_model.info.labels
+        self.model_name = labels["model_name"]
+        self.access = AccessPolicy.from_settings(self.settings.keys_file, self.settings.api_key)
+        self.audit = open_audit_log(self.settings)
         self.slot = ModelSlot(ServingMetrics(labels["model_name"]))
         bento_model = self.load_bento_model()
         self.follower = self.follow(bento_model) if self.settings.follow_alias else None
@@ -100,7 +102,8 @@ class GreenlightModel:
             return refuse(batch)
         outputs = self.slot.timed_predict(model, batch)
         answer = model.contract.answer(outputs, model.name, model.version)
-        return Response(answer, media_type="application/json", headers={"X-Model-Version": model.version})
+        headers = {"X-Model-Version": model.version, "X-Rows": str(batch.size)}
+        return Response(answer, media_type="application/json", headers=headers)
 
     async def __is_ready__(self) -> bool:
         return self.slot.current is not None
@@ -109,6 +112,8 @@ class GreenlightModel:
     def stop_following(self) -> None:
         if self.follower is not None:
             self.follower.stop()
+        if self.audit is not None:
+            self.audit.close()
 
 
 class PredictFirst:
@@ -131,15 +136,3 @@ class PredictFirst:
 
 
 GreenlightModel.add_asgi_middleware(PredictFirst)
-
-
-def settle_garbage_collector() -> None:
-    """Keep Python's full collections from stalling requests for 100-370 ms several times a minute.
-
-    Measured with a gc.callbacks probe under benchmarks/serving.py: BentoML, pydantic and MLflow leave
-    ~300k long-lived objects, and every full collection walked them all; that was the p99 of 100-300 ms
-    at 8 connections. Startup's objects are frozen out of collection, and the oldest generation is
-    collected rarely: request garbage dies in the young generations.
-    """
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 100)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bentos.audit import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
+from bentos.audit import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, AuditLog
 from tasks.core.keys import SettingsRejected, load_verify_key, read_api_key
 
 # A poll is one or two registry queries (~15 ms on SQLite); every 5 s keeps it far below 1% of a core
@@ -72,3 +72,10 @@ def positive(env: Mapping[str, str], name: str, default: float, kind: type) -> f
     if value <= 0:
         raise SettingsRejected(f"{name} must be a {kind.__name__} > 0, got {raw!r}")
     return value
+
+
+def open_audit_log(settings: ServingSettings) -> AuditLog | None:
+    """The audit log the settings name, opened for appending; None when there is none."""
+    if settings.audit_log is None:
+        return None
+    return AuditLog.open(settings.audit_log, settings.audit_max_bytes, settings.audit_backups)

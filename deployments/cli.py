@@ -120,7 +120,8 @@ def print_summary(summary, locations: Locations, flow_called: float, budget_s: f
     else:
         print(f"  registry UI     {locations.tracking_uri} (Models -> {summary.model_name})")
     print("  Prefect UI      make up   (Prefect server + worker + MLflow UI on 127.0.0.1)")
-    print(f"  serve           .venv/bin/greenlight serve --model-name {summary.model_name}   (http://127.0.0.1:3000)")
+    where = f"POST http://127.0.0.1:3000/models/{summary.model_name}/predict"
+    print(f"  serve           .venv/bin/greenlight serve   (every production model: {where})")
     print("=" * 72)
 
 
@@ -182,6 +183,10 @@ def run_pipeline(config: RunConfig, locations: Locations) -> int:
 
 
 def command_serve(args: argparse.Namespace, locations: Locations) -> int:
+    if args.model_name is None:
+        if args.pinned:
+            raise ConfigRejected("--pinned keeps one model's bento on its version: name it with --model-name")
+        return serve_every_model(args, locations)
     from tasks.registry.client import find_version
 
     found = find_version(locations.tracking_uri, args.model_name)
@@ -195,7 +200,36 @@ def command_serve(args: argparse.Namespace, locations: Locations) -> int:
     follow = None if args.pinned else "production"
     mode = f"following @{follow}" if follow else "pinned to this version"
     print(f"serving {found.uri} (bento {bento_tag}, {mode}) on http://{args.host}:{args.port}", flush=True)
-    server = start_child(serve_command(bento_tag, args.host, args.port), serve_environment(follow_alias=follow))
+    return run_server(serve_command(bento_tag, args.host, args.port), serve_environment(follow_alias=follow))
+
+
+def serve_every_model(args: argparse.Namespace, locations: Locations) -> int:
+    """One service for the production version of every registered model (bentos/gateway.py)."""
+    from bentos.serve import gateway_command, serve_environment
+    from deployments.keys import default_keys_file
+    from tasks.registry.client import versions_with_alias
+
+    models = versions_with_alias(locations.tracking_uri)
+    settings = {"GREENLIGHT_MAX_MODELS": args.max_models, "GREENLIGHT_MAX_MODEL_BYTES": args.max_model_bytes}
+    extra = {name: str(value) for name, value in settings.items() if value}
+    keys_file = default_keys_file(locations.home)
+    if keys_file.exists() and not os.environ.get("GREENLIGHT_API_KEY"):
+        extra["GREENLIGHT_KEYS_FILE"] = str(keys_file)
+    extra.setdefault(
+        "GREENLIGHT_AUDIT_LOG",
+        os.environ.get("GREENLIGHT_AUDIT_LOG") or str(locations.home / "audit" / "serving.jsonl"),
+    )
+    listed = ", ".join(f"{name} v{version}" for name, version in sorted(models.items())) or "none yet"
+    print(f"serving every production model ({listed}) on http://{args.host}:{args.port}", flush=True)
+    print("  POST /models/<name>/predict, /v2/models/<name>/infer; GET / documents them", flush=True)
+    access = f"keys from {extra['GREENLIGHT_KEYS_FILE']}" if "GREENLIGHT_KEYS_FILE" in extra else "no per-model keys"
+    print(f"  {access}; audit log {extra['GREENLIGHT_AUDIT_LOG']}", flush=True)
+    return run_server(gateway_command(args.host, args.port), serve_environment(**extra))
+
+
+def run_server(command: list[str], env: dict[str, str]) -> int:
+    """Run a server in the foreground; its exit code (128 + signal when a signal stopped it)."""
+    server = start_child(command, env)
     # Any stop of this command stops the server: signals are passed on, and a kill -9 reaches it through
     # PR_SET_PDEATHSIG; nothing keeps answering with this command's settings after it is gone.
     try:
@@ -386,10 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--trials", type=int, help="trials the study should end with (a resumed study counts its own)")
     sweep.add_argument("--concurrency", type=int, help="trials trained at once (default 1)")
     sweep.add_argument("--study-name", help="the study to create or resume (default: model name + data fingerprint)")
-    serve = commands.add_parser("serve", help="serve the production model's bento over HTTP")
+    serve = commands.add_parser(
+        "serve", help="serve every production model over HTTP (--model-name: one model's bento, on /predict)"
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=3000)
-    serve.add_argument("--model-name", default="digits-classifier")
+    serve.add_argument("--model-name", help="serve only this model's bento, on POST /predict (today's service)")
+    serve.add_argument("--max-models", type=int, help="models kept loaded at once; the least recently used goes")
+    serve.add_argument("--max-model-bytes", type=int, help="bytes of ONNX files kept loaded at once (the same)")
     serve.add_argument("--pinned", action="store_true", help="keep serving this version when production moves")
     status = commands.add_parser("status", help="show the production version and recent versions")
     status.add_argument("--model-name", default="digits-classifier")

@@ -110,6 +110,15 @@ class Contract:
             return self.from_rows(rows)
         return Refusal(422, f'field "records" is missing: send {self.shape()}')
 
+    def parse_records(self, records: list[dict[str, Any]]) -> Batch | Refusal:
+        """Records already decoded (the Open Inference Protocol's tensors, a batch file's rows) as feeds, through
+        the same request model and refusals as a JSON body."""
+        try:
+            request = self.request.model_validate({"records": records})
+        except ValidationError as error:
+            return self.describe(error.errors(include_url=False)[0])
+        return self.from_records(request.records)
+
     def from_records(self, records: list[BaseModel]) -> Batch | Refusal:
         """Feeds for validated records: spec.feeds' encoding, without its work for raw frames.
 

@@ -56,6 +56,7 @@ class ServedModel:
     sha256: str
     session: Any  # onnxruntime.InferenceSession, from tasks.onnx.runtime.open_session
     contract: Contract
+    size_bytes: int = 0  # the ONNX file's size: what a many-model service counts against its memory bound
 
     def predict(self, batch: Batch) -> np.ndarray:
         """The graph's output for a parsed request: logits [n, labels] or predictions [n]."""
@@ -95,7 +96,7 @@ def load_verified(mlflow_model_dir: Path, provenance: Provenance, name: str, ver
     except Exception as error:  # onnxruntime raises its own types (Fail, InvalidGraph, ...) for a bad graph
         raise ModelRefused(f"{where} cannot be loaded: {short(error)}", "load_error") from error
     spec = read_spec(read_mlmodel(mlflow_model_dir), session, where)
-    model = ServedModel(name, version, actual_sha256(content), session, compile_contract(spec))
+    model = ServedModel(name, version, actual_sha256(content), session, compile_contract(spec), len(content))
     try:
         warm_up(model)
     except Exception as error:  # a graph that does not take its spec's inputs fails here, not on a request

@@ -319,6 +319,18 @@ def find_version(tracking_uri: str, model_name: str, alias: str = PRODUCTION_ALI
     return get_version(tracking_uri, model_name, str(aliases[alias]))
 
 
+def versions_with_alias(tracking_uri: str, alias: str = PRODUCTION_ALIAS) -> dict[str, str]:
+    """Registered model name -> the version an alias points to, for every model that has the alias."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found, token = {}, None
+    while True:
+        page = client.search_registered_models(max_results=200, page_token=token)
+        found |= {model.name: str(model.aliases[alias]) for model in page if alias in (model.aliases or {})}
+        token = page.token
+        if not token:
+            return found
+
+
 @dataclass(frozen=True)
 class VersionRecord:
     """One version as `greenlight show` prints it: its tags, gate report, run and aliases."""
@@ -464,3 +476,9 @@ def relocate_sqlite_store(tracking_uri: str, old_root: Path, new_root: Path) -> 
             query = f"update {table} set {column} = ? || substr({column}, ?) where {column} = ? or {column} like ?"
             changed += db.execute(query, (new, len(old) + 1, old, f"{old}/%")).rowcount
     return changed
+
+
+def registered_model_names(tracking_uri: str, limit: int = 100) -> list[str]:
+    """The registry's model names, sorted (at most limit): what a mistyped --model-name is told exists."""
+    found = MlflowClient(tracking_uri=tracking_uri).search_registered_models(max_results=limit)
+    return sorted(model.name for model in found)

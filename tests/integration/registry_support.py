@@ -49,13 +49,15 @@ def post_json(url: str, payload: object) -> tuple[int, dict]:
 
 
 @contextmanager
-def served(model_name: str, log: Path) -> Iterator[str]:
-    """`greenlight serve --model-name NAME` on a free port until the block ends; yields its base URL."""
+def served(model_name: str | None, log: Path) -> Iterator[str]:
+    """`greenlight serve --model-name NAME` (None: `greenlight serve`, every model) on a free port until the block
+    ends; yields its base URL."""
     from bentos.serve import wait_until_ready
 
     port = free_port()
+    which = ["--model-name", model_name] if model_name else []
     server = subprocess.Popen(
-        [sys.executable, "-m", "deployments.cli", "serve", "--model-name", model_name, "--port", str(port)],
+        [sys.executable, "-m", "deployments.cli", "serve", *which, "--port", str(port)],
         cwd=Path(__file__).resolve().parents[2],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,

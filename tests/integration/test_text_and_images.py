@@ -6,8 +6,11 @@ import base64
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tritonclient.http as triton
 from corpora import product_reviews, write_digit_folders
+from endpoint_support import penguins_spec, register_onnx, table_onnx
 from mlflow import MlflowClient
 from registry_support import post_json, registry_state, served
 
@@ -105,6 +108,43 @@ def test_the_served_image_model_answers_base64_files_and_refuses_what_is_not_an_
         status, body = post_json(f"{url}/predict", {"records": [{"image": encoded(files[0])}, {"image": "aGVsbG8="}]})
         assert status == 422 and (body["record"], body["field"]) == (1, "image"), body
         assert "not a readable PNG or JPEG image" in body["error"]
+
+
+def test_one_endpoint_answers_the_text_the_image_and_a_table_model_also_to_a_triton_client(
+    reviews_run, gray_run, gray_folder, tmp_path
+):
+    """`greenlight serve` (no --model-name): the trained text and image models and a registered table model, by
+    POST /models/<name>/predict and by tritonclient's binary BYTES tensors (raw text, raw PNG bytes)."""
+    version = register_onnx(tmp_path, table_onnx(penguins_spec(), seed=5), penguins_spec(), name="penguin-table")
+    MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"]).set_registered_model_alias(
+        "penguin-table", "production", version
+    )
+    frame = product_reviews(8, seed=12)
+    texts = frame["review"].tolist()
+    pngs = sorted(gray_folder.rglob("*.png"))[::120]
+    penguin = {"island": "Dream", "bill_length_mm": 40.0, "flipper_length_mm": 190.0, "sex": "male", "year": 2008}
+    with served(None, tmp_path / "serve.log") as url:
+        status, by_post = post_json(f"{url}/models/reviews/predict", {"records": [{"review": t} for t in texts]})
+        assert status == 200 and set(by_post["predictions"]) <= LABELS, by_post
+        status, images = post_json(
+            f"{url}/models/digit-photos/predict", {"records": [{"image": encoded(p)} for p in pngs]}
+        )
+        assert status == 200 and images["model_name"] == "digit-photos", images
+        status, table = post_json(f"{url}/models/penguin-table/predict", {"records": [penguin]})
+        assert status == 200 and table["model_version"] == version, table
+
+        client = triton.InferenceServerClient(url.removeprefix("http://"))
+        text = triton.InferInput("review", [len(texts)], "BYTES")
+        result = client.infer(
+            "reviews", [text.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object))]
+        )
+        assert [label.decode() for label in result.as_numpy("label")] == by_post["predictions"]
+        image = triton.InferInput("image", [len(pngs)], "BYTES")
+        raw = np.array([p.read_bytes() for p in pngs], dtype=object)
+        result = client.infer("digit-photos", [image.set_data_from_numpy(raw)])
+        assert [label.decode() for label in result.as_numpy("label")] == [str(p) for p in images["predictions"]]
+        metadata = client.get_model_metadata("penguin-table")
+        assert [i["name"] for i in metadata["inputs"]][:2] == ["island", "bill_length_mm"]
 
 
 def test_a_colour_jpeg_folder_trains_and_its_endpoint_answers_a_jpeg(tmp_path, client):

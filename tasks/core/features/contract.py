@@ -147,6 +147,11 @@ class FeatureSpec(BaseModel):
         """A file's value as a client sends it in a request (the serving check's records): JSON-ready."""
         return value
 
+    def tensor_value(self, raw: bytes) -> Any:
+        """One element of a BYTES tensor (the Open Inference Protocol's binary form) as the request field takes
+        it: UTF-8 text here; UnicodeDecodeError when it is not."""
+        return raw.decode()
+
     def request_kind(self) -> str:
         """What the field is, for the OpenAPI document."""
         return self.type

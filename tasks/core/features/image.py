@@ -154,6 +154,9 @@ class ImageFeature(FeatureSpec):
     def client_value(self, value: Any) -> Any:
         return value if is_missing(value) else base64.b64encode(Path(value).read_bytes()).decode()
 
+    def tensor_value(self, raw: bytes) -> Any:
+        return base64.b64encode(raw).decode()  # the file's bytes, as the request field takes them
+
     def request_kind(self) -> str:
         return "image (a base64-encoded PNG or JPEG)"
 
