@@ -23,6 +23,7 @@ from deployments.preflight import (
     check_store_location,
     check_tracking_store,
 )
+from deployments.scoring import add_predict_parser, command_predict
 from deployments.watch import add_arrival_parsers, command_submit, command_watch
 from tasks.core.config import RunConfig
 from tasks.core.errors import ConfigRejected, GreenlightError
@@ -33,7 +34,7 @@ from tasks.core.spec import read_spec_file, spec_file_settings, validation_probl
 
 EXIT_PROMOTED, EXIT_ERROR, EXIT_DATA_REJECTED, EXIT_GATE_REFUSED = 0, 1, 2, 3
 # Commands that only work on an existing store: they never create one (a mistyped URI says nothing is there).
-READS_STORE = ("serve", "status", "history", "rollback", "promote", "show", "export")
+READS_STORE = ("serve", "status", "history", "rollback", "promote", "show", "export", "predict")
 
 
 def read_settings_file(path: Path) -> dict:
@@ -458,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--model-name", help="registered model name to record (default: the data file's name)")
     init.add_argument("--force", action="store_true", help="replace --out if it exists")
     add_export_parser(commands)
+    add_predict_parser(commands)
     add_keys_parser(commands)
     return parser
 
@@ -481,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         "keygen": command_keygen,
         "relocate": command_relocate,
         "export": command_export,
+        "predict": command_predict,
         "keys": command_keys,
     }[args.command]
     try:
