@@ -140,6 +140,24 @@ def posted_rows_per_s(url: str, key: str, data: Path, rows: int) -> tuple[float,
     return rows / requests_s, rows / (requests_s + client_s)
 
 
+def time_predict(kind: str, path: Path, tmp: Path, env: dict[str, str], rows: int) -> tuple[float, float]:
+    """Run and print one `greenlight predict`; its rate from start to exit, and the scoring's own rate (reading to
+    writing, as the command prints it: the rest is start-up and loading the version)."""
+    seconds, peak_gb, output = run_predict(path, tmp / f"scores-{kind}.parquet", env)
+    summary = next(line for line in output.splitlines() if line.startswith("scored"))
+    scoring = float(
+        next(line for line in output.splitlines() if "rows/s from reading" in line).split()[0].replace(",", "")
+    )
+    print(
+        f"greenlight predict ({kind}, {path.stat().st_size / 1e6:.0f} MB): {seconds:.1f} s wall,"
+        f" {rows / seconds:,.0f} rows/s (scoring alone {scoring:,.0f} rows/s), peak RSS {peak_gb:.2f} GB;"
+        f" {summary.split(' (see')[0]}"
+    )
+    ok = seconds <= TARGET_SECONDS * rows / 1_000_000 and peak_gb <= TARGET_RSS_GB
+    print(f"  target <= {TARGET_SECONDS:.0f} s per 1,000,000 rows, <= {TARGET_RSS_GB} GB: {verdict(ok)}")
+    return rows / seconds, scoring
+
+
 def verdict(met: bool) -> str:
     return "met" if met else "MISSED"
 
@@ -164,17 +182,7 @@ def main() -> int:
         env.pop("GREENLIGHT_VERIFY_KEY_FILE", None)
         paths = write_table(args.rows, tmp, args.formats)
         print(f"{args.rows:,} rows, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
-        rates = {}
-        for kind, path in paths.items():
-            seconds, peak_gb, output = run_predict(path, tmp / f"scores-{kind}.parquet", env)
-            rates[kind] = args.rows / seconds
-            summary = next(line for line in output.splitlines() if line.startswith("scored"))
-            print(
-                f"greenlight predict ({kind}, {path.stat().st_size / 1e6:.0f} MB): {seconds:.1f} s wall,"
-                f" {rates[kind]:,.0f} rows/s, peak RSS {peak_gb:.2f} GB; {summary.split(';')[0]}"
-            )
-            ok = seconds <= TARGET_SECONDS * args.rows / 1_000_000 and peak_gb <= TARGET_RSS_GB
-            print(f"  target <= {TARGET_SECONDS:.0f} s per 1,000,000 rows, <= {TARGET_RSS_GB} GB: {verdict(ok)}")
+        rates = {kind: time_predict(kind, path, tmp, env, args.rows) for kind, path in paths.items()}
         if args.skip_service:
             return 0
         server = start_greenlight(bento_tag, stores, "0-1", tmp)
@@ -187,12 +195,11 @@ def main() -> int:
             f"POST /predict, {POST_ROWS} rows a request, extrapolated from {sample:,} rows: {posted:,.0f} rows/s"
             f" ({args.rows / posted:,.0f} s for {args.rows:,}); with the client's own work {posted_whole:,.0f} rows/s"
         )
-        for kind, rate in rates.items():
-            ratio, whole = rate / posted, rate / posted_whole
-            met = verdict(ratio >= TARGET_RATIO)
+        for kind, (rate, scoring) in rates.items():
+            met = verdict(rate / posted >= TARGET_RATIO)
             print(
-                f"ratio predict ({kind}) / posting: {ratio:.1f}x, {whole:.1f}x with the client's work"
-                f" (target >= {TARGET_RATIO:.0f}x: {met})"
+                f"ratio predict ({kind}) / posting: {rate / posted:.1f}x, {rate / posted_whole:.1f}x with the client's"
+                f" work; the scoring alone {scoring / posted:.1f}x (target >= {TARGET_RATIO:.0f}x: {met})"
             )
     return 0
 

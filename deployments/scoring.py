@@ -62,5 +62,5 @@ def command_predict(args: argparse.Namespace, locations: Locations) -> int:
         print(f"not in the file, answered as missing in every row: {', '.join(result.absent_columns)}")
     run_id = record_scoring.fn(result)
     print(f"{result.line()}; answers in {result.out_path}")
-    print(f"{result.rows_per_s:,.0f} rows/s; MLflow run {run_id} (experiment batch-scoring, {locations.tracking_uri})")
+    print(f"{result.rows_per_s:,.0f} rows/s from reading to writing; MLflow run {run_id} (experiment batch-scoring)")
     return 0

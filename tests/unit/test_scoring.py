@@ -15,9 +15,12 @@ from tasks.release.scoring import (
     MAX_REFUSED_PASSES,
     ScoringInput,
     answer_columns,
+    check_columns,
     check_records,
+    column_contract,
     records_of,
     rejects_path,
+    request_columns,
 )
 
 
@@ -95,6 +98,9 @@ def test_the_reason_is_what_the_service_answers_for_the_same_record():
     ((_, refusal),) = check_records(CONTRACT, [record], first_row=0).refused
     answered = CONTRACT.parse(json.dumps({"records": [record]}).encode())  # json writes Infinity, as clients do
     assert refusal.message == answered.message
+    columns = {column: [value] for column, value in record.items()}
+    ((_, by_column),) = check_columns(column_contract(CONTRACT), columns, rows=1, first_row=0).refused
+    assert by_column.message == answered.message
 
 
 def test_many_bad_rows_in_one_slice_are_each_named():
@@ -118,3 +124,26 @@ def test_answers_are_the_services_numbers():
 def test_rejects_sit_beside_the_answers_as_parquet():
     assert rejects_path(Path("out/scores.csv")) == Path("out/scores.csv.rejected.parquet")
     assert rejects_path(Path("scores.parquet")).name == "scores.parquet.rejected.parquet"
+
+
+def test_a_table_checked_by_column_gets_the_same_reasons_and_feeds_as_by_record():
+    """The column path (a table of numbers and categories) against the record path, on the same bad and good rows."""
+    table = pa.concat_tables([csv_chunk()] * 3)
+    rules = column_contract(CONTRACT)
+    by_column = check_columns(rules, request_columns(table, source(table), CONTRACT), table.num_rows, first_row=7)
+    by_record = check_records(CONTRACT, records_of(table, source(table), CONTRACT), first_row=7)
+    assert by_column.accepted == by_record.accepted and len(by_column.refused) == 9
+    assert [(i, r.message, r.field, r.row) for i, r in by_column.refused] == [
+        (i, r.message, r.field, r.row) for i, r in by_record.refused
+    ]
+    for name, array in by_record.batch.feeds.items():
+        assert by_column.batch.feeds[name].dtype == array.dtype
+        assert np.array_equal(by_column.batch.feeds[name], array, equal_nan=array.dtype != object)
+
+
+def test_an_absent_nullable_column_is_missing_in_every_row():
+    table = csv_chunk().drop_columns(["bill_length_mm"]).slice(0, 2)
+    checked = check_columns(column_contract(CONTRACT), request_columns(table, source(table), CONTRACT), 2, 0)
+    expected = CONTRACT.parse(json.dumps({"records": records_of(table, source(table), CONTRACT)}).encode())
+    assert checked.accepted == [0, 1] and np.isnan(checked.batch.feeds["numeric"][:, 0]).all()
+    assert np.array_equal(checked.batch.feeds["numeric"], expected.feeds["numeric"], equal_nan=True)
