@@ -21,7 +21,8 @@ def add_predict_parser(commands: argparse._SubParsersAction) -> None:
             "Answer every row of a file with a registered version's ONNX file and the service's request contract."
             f" Rows the contract refuses go to {REJECTS_RULE} with their 0-based data row number (the header is"
             " not a row), the reason the service would answer, and their values; the rest are answered. Exit 0"
-            " when at least one row was scored; exit 1 when the model or the file cannot be used (nothing written)."
+            " when at least one row was scored; exit 1 when the model or the file cannot be used: no answers file is"
+            " written (when every row was refused, only the rejects file)."
         ),
     )
     predict.add_argument("--model-name", required=True, help="registered model name")
