@@ -215,7 +215,8 @@ class Keyring:
         self.load(keys, signature)
         logger.info("re-read key file %s: %d keys", self.path, len(self.grants))
 
-    def admit(self, offered: str, model: str) -> Caller | Denied:
+    def grant(self, offered: str) -> Grant | Denied:
+        """The live grant of the key offered, or the 401 saying why there is none."""
         now = self.clock()
         if now >= self.next_check:
             self.next_check = now + RELOAD_CHECK_S
@@ -225,8 +226,13 @@ class Keyring:
         grant = self.grants.get(hash_key(offered))
         if grant is None:
             return UNKNOWN
-        if grant.revoked:
-            return REVOKED
+        return REVOKED if grant.revoked else grant
+
+    def admit(self, offered: str, model: str) -> Caller | Denied:
+        grant = self.grant(offered)
+        if isinstance(grant, Denied):
+            return grant
+        now = self.clock()
         if not grant.may_call(model):
             return Denied(403, f"this API key may not call model '{model[:100]}'")
         bucket = self.buckets.get(grant.key_id)
@@ -278,3 +284,12 @@ class AccessPolicy:
         if hmac.compare_digest(offered_key(headers).encode(), self.api_key):
             return SINGLE_KEY
         return WRONG_SINGLE
+
+    def visible(self, headers: Headers, models: list[str]) -> list[str] | Denied:
+        """The models this caller may call, for listings (GET /models, GET /): a key sees only its own models,
+        and no rate is spent on looking."""
+        if self.keyring is None:
+            admitted = self.admit(headers, "")
+            return admitted if isinstance(admitted, Denied) else models
+        grant = self.keyring.grant(offered_key(headers))
+        return grant if isinstance(grant, Denied) else [name for name in models if grant.may_call(name)]

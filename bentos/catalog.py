@@ -61,6 +61,8 @@ class ModelCatalog:
         self.listed_at = 0.0
         self.stopped = threading.Event()
         self.contracts: dict[tuple[str, str], Contract | Refusal] = {}  # of models not loaded, for GET /models
+        # model -> (the version that could not be loaded, why): refused again until the alias moves
+        self.failed: dict[str, tuple[str, Refusal]] = {}
 
     @property
     def alias(self) -> str:
@@ -128,10 +130,16 @@ class ModelCatalog:
                 self.refresh_listing()
             if name not in self.listing:
                 return self.unknown(name)
+            version = self.listing[name]
+            failed = self.failed.get(name)
+            if failed is not None and failed[0] == version:
+                return failed[1]  # the same version again: no download per request; a move retries
             model = self.open(name)
             if model.slot.current is None:
                 model.follower.stop()
-                return Refusal(503, f"model {name!r} cannot be served: {model.slot.problem}")
+                refusal = Refusal(503, f"model {name!r} cannot be served: {model.slot.problem}")
+                self.failed[name] = (version, refusal)
+                return refusal
             with self.lock:
                 self.loaded[name] = model
             self.unload_past_bound(keep=name)

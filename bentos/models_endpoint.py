@@ -6,6 +6,7 @@ Every model request is admitted per model (bentos/access.py), answered by the ve
 counted in that model's metrics and written to the audit log; a refusal is one JSON sentence, never a 500.
 """
 
+import html
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -184,17 +185,22 @@ def model_page(request: Request, model: ServedModel) -> Response:
     return HTMLResponse(index_page(model.contract, model.name, model.version, base_url, keyed, answer))
 
 
-async def list_models(_: Request) -> Response:
-    """GET /models: each model with its version, whether it is loaded, its doors and its contract."""
+async def list_models(request: Request) -> Response:
+    """GET /models: each model the caller may call, with its version, whether it is loaded, its doors and its
+    contract (a key sees only the models it may call)."""
     service = get_current_service()
-    entries = await run_in_threadpool(model_entries, service)
+    names = service.access.visible(request.headers, sorted(service.catalog.listing))
+    if isinstance(names, Denied):
+        return denied(names)
+    entries = await run_in_threadpool(model_entries, service, names)
     return JSONResponse({"alias": service.catalog.alias, "models": entries})
 
 
-def model_entries(service: Any) -> list[dict[str, Any]]:
-    """Every listed model; the contract of one not loaded yet is read from its registered spec (MLmodel only)."""
+def model_entries(service: Any, names: list[str]) -> list[dict[str, Any]]:
+    """The named models; the contract of one not loaded yet is read from its registered spec (MLmodel only)."""
     entries = []
-    for name, version in sorted(service.catalog.listing.items()):
+    listing = service.catalog.listing
+    for name, version in ((name, listing[name]) for name in names if name in listing):
         loaded = service.catalog.loaded.get(name)
         current = loaded.slot.current if loaded is not None else None
         contract = current.contract if current is not None else service.catalog.contract_of(name, version)
@@ -224,7 +230,11 @@ def contract_entry(contract: Contract | Refusal) -> dict[str, Any]:
 async def index(request: Request) -> Response:
     """GET /: every model, its version and fields, how to call it by either door."""
     service = get_current_service()
-    entries = await run_in_threadpool(model_entries, service)
+    names = service.access.visible(request.headers, sorted(service.catalog.listing))
+    if isinstance(names, Denied):  # a browser has no key to send: say how to list the models with one
+        page = f"<h1>Greenlight models</h1><p>{html.escape(names.message)}. With a key: GET /models.</p>"
+        return HTMLResponse(page, status_code=names.status)
+    entries = await run_in_threadpool(model_entries, service, names)
     base_url = str(request.base_url).rstrip("/")
     page = template().render(models=entries, base_url=base_url, keyed=service.access.protected)
     return HTMLResponse(page)

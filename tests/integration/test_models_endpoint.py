@@ -192,6 +192,8 @@ def test_keys_are_scoped_per_model_rate_limited_and_audited(served: Served) -> N
     body = {"records": [PENGUIN]}
     with served.client(key=None) as anonymous, served.client("penguins") as scoped:
         assert anonymous.post("/models/penguins/predict", json=body).status_code == 401
+        assert anonymous.get("/models").status_code == 401
+        assert [model["name"] for model in scoped.get("/models").json()["models"]] == ["penguins"]  # its own only
         wrong = anonymous.post("/models/penguins/predict", json=body, headers={"X-API-Key": "glk_not-a-key"})
         assert wrong.status_code == 401
         other_model = scoped.post("/models/diabetes/predict", json={"records": [{"age": 50, "sex": 1}]})

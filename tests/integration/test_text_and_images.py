@@ -119,12 +119,11 @@ def test_one_endpoint_answers_the_text_the_image_and_a_table_model_also_to_a_tri
     MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"]).set_registered_model_alias(
         "penguin-table", "production", version
     )
-    frame = product_reviews(8, seed=12)
-    texts = frame["review"].tolist()
+    records = product_reviews(8, seed=12).drop(columns=["sentiment"]).to_dict("records")
     pngs = sorted(gray_folder.rglob("*.png"))[::120]
     penguin = {"island": "Dream", "bill_length_mm": 40.0, "flipper_length_mm": 190.0, "sex": "male", "year": 2008}
     with served(None, tmp_path / "serve.log") as url:
-        status, by_post = post_json(f"{url}/models/reviews/predict", {"records": [{"review": t} for t in texts]})
+        status, by_post = post_json(f"{url}/models/reviews/predict", {"records": records})
         assert status == 200 and set(by_post["predictions"]) <= LABELS, by_post
         status, images = post_json(
             f"{url}/models/digit-photos/predict", {"records": [{"image": encoded(p)} for p in pngs]}
@@ -134,10 +133,15 @@ def test_one_endpoint_answers_the_text_the_image_and_a_table_model_also_to_a_tri
         assert status == 200 and table["model_version"] == version, table
 
         client = triton.InferenceServerClient(url.removeprefix("http://"))
-        text = triton.InferInput("review", [len(texts)], "BYTES")
-        result = client.infer(
-            "reviews", [text.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object))]
-        )
+        inputs = [i["name"] for i in client.get_model_metadata("reviews")["inputs"]]
+        assert "review" in inputs
+        texts = [  # one BYTES tensor per input the spec feeds the model (the text, the channel if it reads it)
+            triton.InferInput(column, [len(records)], "BYTES").set_data_from_numpy(
+                np.array([record[column].encode() for record in records], dtype=object)
+            )
+            for column in inputs
+        ]
+        result = client.infer("reviews", texts)
         assert [label.decode() for label in result.as_numpy("label")] == by_post["predictions"]
         image = triton.InferInput("image", [len(pngs)], "BYTES")
         raw = np.array([p.read_bytes() for p in pngs], dtype=object)

@@ -87,6 +87,19 @@ def test_a_star_key_calls_every_model(keys_file):
     ] * 3
 
 
+def test_a_listing_shows_a_key_only_its_models_and_spends_no_rate(tmp_path):
+    path = tmp_path / "keys.yaml"
+    write_key_file(path, KeyFile(keys=(entry("k_one", "one", ("penguins",), rate=1.0), entry("k_all", "all", ("*",)))))
+    policy = AccessPolicy.from_settings(path, None, clock=Clock())
+    models = ["digits", "penguins", "reviews"]
+    assert [policy.visible(bearer("one"), models) for _ in range(3)] == [["penguins"]] * 3
+    assert policy.admit(bearer("one"), "penguins") == Caller("k_one")  # its one request per second is still there
+    assert policy.visible(bearer("all"), models) == models
+    assert policy.visible(Headers({}), models).status == 401
+    assert AccessPolicy.from_settings(None, None).visible(Headers({}), models) == models
+    assert AccessPolicy.from_settings(None, "s3cret").visible(bearer("nope"), models).status == 401
+
+
 def test_no_key_or_an_unknown_key_is_401(keys_file):
     policy = AccessPolicy.from_settings(keys_file, None, clock=Clock())
     for headers in (Headers({}), bearer("key-b"), Headers({"authorization": "Basic a2V5LWE="})):

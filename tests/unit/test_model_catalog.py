@@ -44,7 +44,10 @@ class OfflineCatalog(ModelCatalog):
     def open(self, name: str) -> LoadedModel:
         self.opened.append(name)
         slot = ModelSlot(ServingMetrics(name))
-        slot.current = StandIn(name, "1", self.sizes[name])
+        if self.sizes[name] < 0:  # a version that fails its checks
+            slot.problem = f"{name} version {self.listing[name]} fails its checksum"
+        else:
+            slot.current = StandIn(name, self.listing[name], self.sizes[name])
         return LoadedModel(slot, Follower())
 
 
@@ -83,3 +86,12 @@ def test_a_name_without_a_production_version_is_a_404_that_lists_nothing() -> No
     refused = catalog.load("secret-model")
     assert isinstance(refused, Refusal) and refused.status == 404
     assert "GET /models lists the models" in refused.message and catalog.opened == []
+
+
+def test_a_version_that_cannot_load_is_refused_without_a_download_per_request_until_the_alias_moves() -> None:
+    catalog = OfflineCatalog(CatalogLimits(), {"broken": -1})
+    first, second = catalog.load("broken"), catalog.load("broken")
+    assert first.status == 503 and "fails its checksum" in first.message and second is first
+    assert catalog.opened == ["broken"]
+    catalog.listing["broken"], catalog.sizes["broken"] = "2", 10  # the alias moved to a good version
+    assert isinstance(catalog.load("broken"), LoadedModel) and catalog.opened == ["broken", "broken"]
