@@ -42,6 +42,11 @@ class LoadedModel:
     follower: AliasFollower
 
     @property
+    def version(self) -> str | None:
+        current = self.slot.current
+        return current.version if current is not None else None
+
+    @property
     def size_bytes(self) -> int:
         current = self.slot.current
         return current.size_bytes if current is not None else 0
@@ -87,25 +92,29 @@ class ModelCatalog:
             model.follower.stop()
 
     def poll(self) -> None:
-        """One look at the registry: the listing, then every loaded model's alias."""
-        self.refresh_listing()
+        """One look at the registry: the listing (one query, every model's alias), then a closer look only at the
+        loaded models whose alias moved; a poll costs the same however many models are loaded."""
+        if not self.refresh_listing():
+            return  # the registry is unreadable: the followers would fail the same way
         with self.lock:
-            models = list(self.loaded.values())
-        for model in models:
+            moved = [model for name, model in self.loaded.items() if self.listing.get(name) != model.version]
+        for model in moved:
             model.follower.poll()  # never raises; a move swaps that model's slot only
 
-    def refresh_listing(self) -> None:
+    def refresh_listing(self) -> bool:
+        """Read which models have the alias and where it points; False when the registry cannot be read."""
         try:
             listing = versions_with_alias(self.settings.tracking_uri, self.alias)
         except Exception as error:  # MlflowException, or the database / HTTP error beneath it
             if self.listing_error is None:
                 logger.warning("cannot list the registry's models (%s); still serving, will retry", error)
             self.listing_error = str(error)
-            return
+            return False
         if self.listing_error is not None:
             logger.info("registry %s readable again", self.settings.tracking_uri)
         with self.lock:
             self.listing, self.listing_error, self.listed_at = listing, None, time.monotonic()
+        return True
 
     def get(self, name: str) -> LoadedModel | None:
         """The loaded model, marked as just used; None when it is not loaded (load() it, in a thread)."""

@@ -26,6 +26,10 @@ class StandIn:
 class Follower:
     def __init__(self) -> None:
         self.stopped = False
+        self.polls = 0
+
+    def poll(self) -> None:
+        self.polls += 1
 
     def stop(self) -> None:
         self.stopped = True
@@ -40,6 +44,9 @@ class OfflineCatalog(ModelCatalog):
         self.listing = dict.fromkeys(sizes, "1")
         self.listed_at = float("inf")  # never re-read: there is no registry here
         self.opened: list[str] = []
+
+    def refresh_listing(self) -> bool:
+        return True  # the test sets the listing itself
 
     def open(self, name: str) -> LoadedModel:
         self.opened.append(name)
@@ -95,3 +102,13 @@ def test_a_version_that_cannot_load_is_refused_without_a_download_per_request_un
     assert catalog.opened == ["broken"]
     catalog.listing["broken"], catalog.sizes["broken"] = "2", 10  # the alias moved to a good version
     assert isinstance(catalog.load("broken"), LoadedModel) and catalog.opened == ["broken", "broken"]
+
+
+def test_a_poll_looks_closer_only_at_the_models_whose_alias_moved() -> None:
+    catalog = OfflineCatalog(CatalogLimits(), {"a": 1, "b": 1})
+    a, b = catalog.load("a"), catalog.load("b")
+    catalog.poll()
+    assert (a.follower.polls, b.follower.polls) == (0, 0)  # the listing said where both aliases point
+    catalog.listing["b"] = "2"
+    catalog.poll()
+    assert (a.follower.polls, b.follower.polls) == (0, 1)
