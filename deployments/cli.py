@@ -200,31 +200,55 @@ def command_serve(args: argparse.Namespace, locations: Locations) -> int:
 
     follow = None if args.pinned else "production"
     mode = f"following @{follow}" if follow else "pinned to this version"
+    access = access_environment(locations)
     print(f"serving {found.uri} (bento {bento_tag}, {mode}) on http://{args.host}:{args.port}", flush=True)
-    return run_server(serve_command(bento_tag, args.host, args.port), serve_environment(follow_alias=follow))
+    print(f"  {describe_access(access)}", flush=True)
+    return run_server(serve_command(bento_tag, args.host, args.port), serve_environment(follow, **access))
+
+
+def access_environment(locations: Locations) -> dict[str, str]:
+    """Who may call and where calls are written: the key file (GREENLIGHT_KEYS_FILE, else <home>/serving-keys.yaml
+    when it exists) unless a single key is set, and the audit log (GREENLIGHT_AUDIT_LOG, else <home>/audit/). A key
+    file that cannot be used is refused here, before a server starts."""
+    from bentos.access import read_key_file
+    from deployments.keys import default_keys_file
+
+    keys_file, named = default_keys_file(locations.home), os.environ.get("GREENLIGHT_KEYS_FILE")
+    if named and not keys_file.exists():
+        raise ConfigRejected(f"GREENLIGHT_KEYS_FILE={named} does not exist: add a key with `greenlight keys add`")
+    single = os.environ.get("GREENLIGHT_API_KEY") or os.environ.get("GREENLIGHT_API_KEY_FILE")
+    if named and single:
+        raise ConfigRejected("GREENLIGHT_KEYS_FILE and GREENLIGHT_API_KEY(_FILE) are both set: choose one")
+    audit = os.environ.get("GREENLIGHT_AUDIT_LOG") or str(locations.home / "audit" / "serving.jsonl")
+    if not keys_file.exists() or single:
+        return {"GREENLIGHT_AUDIT_LOG": audit}
+    read_key_file(keys_file)  # a broken file is named now, not in the server's log
+    return {"GREENLIGHT_KEYS_FILE": str(keys_file), "GREENLIGHT_AUDIT_LOG": audit}
+
+
+def describe_access(access: dict[str, str]) -> str:
+    keys = access.get("GREENLIGHT_KEYS_FILE")
+    single = os.environ.get("GREENLIGHT_API_KEY") or os.environ.get("GREENLIGHT_API_KEY_FILE")
+    who = f"keys from {keys}" if keys else ("one API key (GREENLIGHT_API_KEY)" if single else "open: no key needed")
+    return f"{who}; audit log {access['GREENLIGHT_AUDIT_LOG']}"
 
 
 def serve_every_model(args: argparse.Namespace, locations: Locations) -> int:
     """One service for the production version of every registered model (bentos/gateway.py)."""
     from bentos.serve import gateway_command, serve_environment
-    from deployments.keys import default_keys_file
     from tasks.registry.client import versions_with_alias
 
     models = versions_with_alias(locations.tracking_uri)
-    settings = {"GREENLIGHT_MAX_MODELS": args.max_models, "GREENLIGHT_MAX_MODEL_BYTES": args.max_model_bytes}
-    extra = {name: str(value) for name, value in settings.items() if value}
-    keys_file = default_keys_file(locations.home)
-    if keys_file.exists() and not os.environ.get("GREENLIGHT_API_KEY"):
-        extra["GREENLIGHT_KEYS_FILE"] = str(keys_file)
-    extra.setdefault(
-        "GREENLIGHT_AUDIT_LOG",
-        os.environ.get("GREENLIGHT_AUDIT_LOG") or str(locations.home / "audit" / "serving.jsonl"),
-    )
+    bounds = {"GREENLIGHT_MAX_MODELS": args.max_models, "GREENLIGHT_MAX_MODEL_BYTES": args.max_model_bytes}
+    for name, value in bounds.items():
+        if value is not None and value <= 0:
+            raise ConfigRejected(f"--{name.removeprefix('GREENLIGHT_').lower().replace('_', '-')} must be > 0")
+    access = access_environment(locations)
+    extra = {name: str(value) for name, value in bounds.items() if value} | access
     listed = ", ".join(f"{name} v{version}" for name, version in sorted(models.items())) or "none yet"
     print(f"serving every production model ({listed}) on http://{args.host}:{args.port}", flush=True)
     print("  POST /models/<name>/predict, /v2/models/<name>/infer; GET / documents them", flush=True)
-    access = f"keys from {extra['GREENLIGHT_KEYS_FILE']}" if "GREENLIGHT_KEYS_FILE" in extra else "no per-model keys"
-    print(f"  {access}; audit log {extra['GREENLIGHT_AUDIT_LOG']}", flush=True)
+    print(f"  {describe_access(access)}", flush=True)
     return run_server(gateway_command(args.host, args.port), serve_environment(**extra))
 
 

@@ -173,7 +173,7 @@ def test_the_flow_scores_through_prefect(store, prefect_harness):
 def test_a_file_that_breaks_half_way_leaves_nothing_written(store, capsys, monkeypatch):
     """A ragged line after answers were written: the staged files go, no answers or rejects file appears."""
     tmp = store["tmp"]
-    monkeypatch.setattr("tasks.release.scoring.CSV_BLOCK_BYTES", 128)  # the bad line arrives in a later block
+    monkeypatch.setattr("tasks.release.scoring_rows.CSV_BLOCK_BYTES", 128)  # the bad line arrives in a later block
     (tmp / "ragged.csv").write_text("\n".join([HEADER, *ROWS, *ROWS, "Biscoe,39.1,181,3750,male,2007,p9,x,y"]) + "\n")
     assert (
         predict("--data", str(tmp / "ragged.csv"), "--out", str(tmp / "ragged.csv.parquet"), "--chunk-rows", "2") == 1

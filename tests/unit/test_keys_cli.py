@@ -79,3 +79,30 @@ def test_the_default_file_is_in_the_home_and_listing_none_says_how_to_add(keys_f
     assert main(["keys", "add", "--models", "penguins"]) == 0
     capsys.readouterr()
     assert len(read_key_file(tmp_path / "home" / "serving-keys.yaml").keys) == 1
+
+
+def test_serve_uses_the_key_file_keys_add_wrote_and_refuses_one_it_cannot_use(keys_file, capsys, monkeypatch):
+    """What `greenlight serve` hands the server (either kind): the default key file once it exists, the audit log
+    always; a named file that is missing or broken is refused before any server starts."""
+    from deployments.cli import access_environment
+    from tasks.core.errors import GreenlightError
+    from tasks.core.locations import resolve_locations
+
+    for name in ("GREENLIGHT_API_KEY", "GREENLIGHT_API_KEY_FILE", "GREENLIGHT_AUDIT_LOG"):
+        monkeypatch.delenv(name, raising=False)
+    locations = resolve_locations()
+    assert access_environment(locations) == {"GREENLIGHT_AUDIT_LOG": str(locations.home / "audit" / "serving.jsonl")}
+    default = locations.home / "serving-keys.yaml"
+    assert main(["keys", "add", "--models", "penguins"]) == 0  # no --keys-file: the default one
+    capsys.readouterr()
+    assert access_environment(locations)["GREENLIGHT_KEYS_FILE"] == str(default)
+    monkeypatch.setenv("GREENLIGHT_API_KEY", "s3cret")  # a single key set on purpose wins over the default file
+    assert "GREENLIGHT_KEYS_FILE" not in access_environment(locations)
+    monkeypatch.delenv("GREENLIGHT_API_KEY")
+    monkeypatch.setenv("GREENLIGHT_KEYS_FILE", str(keys_file))
+    with pytest.raises(GreenlightError, match="does not exist: add a key with `greenlight keys add`"):
+        access_environment(locations)
+    keys_file.parent.mkdir(parents=True, exist_ok=True)
+    keys_file.write_text("keys: [{id: k_1, sha256: nothex, models: []}]\n")
+    with pytest.raises(GreenlightError, match=str(keys_file)):
+        access_environment(locations)

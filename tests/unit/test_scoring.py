@@ -11,15 +11,14 @@ import pytest
 
 from tasks.core.contract import Batch, compile_contract
 from tasks.core.spec import DatasetSpec, FeatureSpec, TargetSpec
-from tasks.release.scoring import (
+from tasks.release.scoring import answer_columns, rejects_path
+from tasks.release.scoring_rows import (
     MAX_REFUSED_PASSES,
     ScoringInput,
-    answer_columns,
     check_columns,
     check_records,
     column_contract,
     records_of,
-    rejects_path,
     request_columns,
 )
 
