@@ -235,14 +235,16 @@ def fluent_tracking_uri(uri: str) -> Iterator[None]:
     mlflow.set_tracking_uri also rewrites os.environ, which every child process (the bento build,
     the serving check) would inherit: a leak from one run's store into the next command's.
     """
-    import mlflow
+    # MLflow's own context manager puts back the setting as it was, "not set" included. Setting back the URI that
+    # get_tracking_uri() read (from the variable) would pin it: a later test or command with another
+    # MLFLOW_TRACKING_URI would still read this store through the fluent API.
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    previous_uri, previous_env = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
+    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
     try:
-        yield
+        with _use_tracking_uri(uri):
+            yield
     finally:
-        mlflow.set_tracking_uri(previous_uri)
         if previous_env is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:

@@ -218,6 +218,28 @@ def test_keys_are_scoped_per_model_rate_limited_and_audited(served: Served) -> N
     assert "records" not in json.dumps(served.audit())  # no payloads
 
 
+def keys_command(*arguments: str) -> str:
+    """`greenlight keys ...` as an operator runs it beside the running server; what it printed."""
+    command = [sys.executable, "-m", "deployments.cli", "keys", *arguments]
+    return subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, check=True).stdout
+
+
+def test_a_key_added_or_revoked_while_serving_counts_without_a_restart(served: Served) -> None:
+    printed = keys_command("add", "--models", "diabetes", "--name", "late")
+    key = next(word for word in printed.split() if word.startswith("glk_"))
+    key_id = next(word for word in printed.split() if word.startswith("k_"))
+    body = {"records": [{"age": 50, "bmi": 30.0, "sex": 1}]}
+    with httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        assert wait_until(
+            lambda: client.post("/models/diabetes/predict", json=body).status_code == 200, 10, every_s=0.2
+        )
+        keys_command("revoke", key_id)
+        assert wait_until(
+            lambda: client.post("/models/diabetes/predict", json=body).status_code == 401, 10, every_s=0.2
+        )
+        assert "revoked" in client.post("/models/diabetes/predict", json=body).json()["error"]
+
+
 class Traffic(threading.Thread):
     """One client posting to one model back to back until stopped, keeping (status, version) of each answer."""
 
