@@ -12,7 +12,7 @@ from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
 from bentos import inference_protocol as v2
 from tasks.core.contract import Batch, Refusal, compile_contract
-from tasks.core.spec import DatasetSpec, FeatureSpec, TargetSpec, digits_spec
+from tasks.core.spec import digits_spec
 
 PENGUINS = compile_contract(penguins())
 
@@ -131,21 +131,17 @@ def test_a_bad_tensor_is_refused_with_400_naming_it(change, message: str) -> Non
 
 
 def test_a_value_the_contract_refuses_is_refused_as_predict_refuses_it() -> None:
-    features = [
-        FeatureSpec(name="age", type="numeric", min=19, max=79),
-        FeatureSpec(name="bmi", type="numeric", nullable=True, min=18, max=42.2),
-        FeatureSpec(name="sex", type="binary", values=[1, 2]),
-    ]
-    target = TargetSpec(name="progression", task="regression")
-    contract = compile_contract(DatasetSpec(name="diabetes", target=target, features=features))
-    tensors = [tensor("age", "FP32", [float("nan")]), tensor("sex", "INT64", [1])]  # NaN: missing, not allowed
+    spec = penguins()  # flipper length made required: the spec allows no missing value there
+    required = [f.model_copy(update={"nullable": False}) if f.name == "flipper_length_mm" else f for f in spec.features]
+    contract = compile_contract(spec.model_copy(update={"features": required}))
+    categories = [tensor("island", "BYTES", ["Dream"]), tensor("year", "INT64", [2008])]
+    tensors = [tensor("flipper_length_mm", "FP32", [float("nan")]), *categories]  # NaN: missing, not allowed
     refused = v2.parse_infer(json.dumps({"inputs": tensors}).encode(), None, contract)
-    assert isinstance(refused, Refusal) and refused.status == 400 and refused.field == "age"
+    assert isinstance(refused, Refusal) and refused.status == 400 and refused.field == "flipper_length_mm"
     assert "null is not allowed" in refused.message
-    answered = v2.parse_infer(
-        json.dumps({"inputs": [tensor("age", "FP32", [50.0]), tensors[1]]}).encode(), None, contract
-    )
-    assert isinstance(answered, v2.InferRequest)  # bmi is nullable: its tensor may be left out
+    answered = [tensor("flipper_length_mm", "FP32", [190.0]), *categories]
+    request = v2.parse_infer(json.dumps({"inputs": answered}).encode(), None, contract)
+    assert isinstance(request, v2.InferRequest)  # the nullable numbers and sex may be left out whole
 
 
 def test_a_binary_part_shorter_than_announced_is_refused() -> None:
