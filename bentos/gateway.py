@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bentos import models_endpoint
 from bentos.access import AccessPolicy
+from bentos.capture import Capture
 from bentos.catalog import CatalogLimits, ModelCatalog
 from bentos.model import settle_garbage_collector
 from bentos.settings import ServingSettings, open_audit_log, positive
@@ -60,6 +61,7 @@ class GreenlightModels:
             raise SettingsRejected("serving every model needs MLFLOW_TRACKING_URI: the registry to read them from")
         self.access = AccessPolicy.from_settings(self.settings.keys_file, self.settings.api_key)
         self.audit = open_audit_log(self.settings)
+        self.capture = Capture(self.settings.capture)
         self.catalog = ModelCatalog(self.settings, catalog_limits())
         self.catalog.start()
         logger.info(
@@ -90,6 +92,7 @@ class GreenlightModels:
         self.catalog.stop()
         if self.audit is not None:
             self.audit.close()
+        self.capture.close()
 
 
 class ModelsFirst:

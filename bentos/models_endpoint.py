@@ -96,7 +96,10 @@ def answer_predict(model: ServedModel, slot: Any, body: bytes, _: Headers) -> Re
         return refuse(batch)
     outputs = slot.timed_predict(model, batch)
     answer = model.contract.answer(outputs, model.name, model.version)
-    headers = {"X-Model-Version": model.version, "X-Rows": str(batch.size)}
+    capture = get_current_service().capture
+    request_id = capture.request_id()
+    capture.keep(model, request_id, batch.feeds, outputs)
+    headers = {"X-Model-Version": model.version, "X-Rows": str(batch.size), "X-Request-Id": request_id}
     return Response(answer, media_type="application/json", headers=headers)
 
 
@@ -106,7 +109,10 @@ def answer_infer(model: ServedModel, slot: Any, body: bytes, headers: Headers) -
         return refuse(request)
     outputs = slot.timed_predict(model, request.batch)
     answer = v2.infer_answer(request, outputs, model.contract, model.name, model.version)
-    extra = {"X-Model-Version": model.version, "X-Rows": str(request.batch.size)}
+    capture = get_current_service().capture
+    request_id = capture.request_id()
+    capture.keep(model, request_id, request.batch.feeds, outputs)
+    extra = {"X-Model-Version": model.version, "X-Rows": str(request.batch.size), "X-Request-Id": request_id}
     return Response(answer.body, headers={**answer.headers, **extra})
 
 

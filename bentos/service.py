@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bentos import endpoint
 from bentos.access import AccessPolicy
+from bentos.capture import Capture
 from bentos.endpoint import refuse, unavailable
 from bentos.metrics import ServingMetrics
 from bentos.model import ModelSlot, settle_garbage_collector
@@ -60,6 +61,7 @@ class GreenlightModel:
         self.model_name = labels["model_name"]
         self.access = AccessPolicy.from_settings(self.settings.keys_file, self.settings.api_key)
         self.audit = open_audit_log(self.settings)
+        self.capture = Capture(self.settings.capture)
         self.slot = ModelSlot(ServingMetrics(labels["model_name"]))
         bento_model = self.load_bento_model()
         self.follower = self.follow(bento_model) if self.settings.follow_alias else None
@@ -102,7 +104,9 @@ class GreenlightModel:
             return refuse(batch)
         outputs = self.slot.timed_predict(model, batch)
         answer = model.contract.answer(outputs, model.name, model.version)
-        headers = {"X-Model-Version": model.version, "X-Rows": str(batch.size)}
+        request_id = self.capture.request_id()
+        self.capture.keep(model, request_id, batch.feeds, outputs)
+        headers = {"X-Model-Version": model.version, "X-Rows": str(batch.size), "X-Request-Id": request_id}
         return Response(answer, media_type="application/json", headers=headers)
 
     async def __is_ready__(self) -> bool:
@@ -114,6 +118,7 @@ class GreenlightModel:
             self.follower.stop()
         if self.audit is not None:
             self.audit.close()
+        self.capture.close()
 
 
 class PredictFirst:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bentos.audit import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, AuditLog
+from bentos.capture import CaptureSettings
 from tasks.core.keys import SettingsRejected, load_verify_key, read_api_key
 
 # A poll is one or two registry queries (~15 ms on SQLite); every 5 s keeps it far below 1% of a core
@@ -36,6 +37,7 @@ class ServingSettings:
     audit_log: Path | None = None  # one JSON line per request (bentos/audit.py); None: no audit log
     audit_max_bytes: int = DEFAULT_MAX_BYTES
     audit_backups: int = DEFAULT_BACKUPS
+    capture: CaptureSettings = CaptureSettings()  # a sample of requests and answers (bentos/capture.py)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "ServingSettings":
@@ -57,6 +59,7 @@ class ServingSettings:
             audit_log=Path(env["GREENLIGHT_AUDIT_LOG"]).expanduser() if env.get("GREENLIGHT_AUDIT_LOG") else None,
             audit_max_bytes=int(positive(env, "GREENLIGHT_AUDIT_MAX_BYTES", DEFAULT_MAX_BYTES, int)),
             audit_backups=int(positive(env, "GREENLIGHT_AUDIT_BACKUPS", DEFAULT_BACKUPS, int)),
+            capture=CaptureSettings.from_env(env),
         )
 
 

@@ -220,10 +220,13 @@ def access_environment(locations: Locations) -> dict[str, str]:
     if named and single:
         raise ConfigRejected("GREENLIGHT_KEYS_FILE and GREENLIGHT_API_KEY(_FILE) are both set: choose one")
     audit = os.environ.get("GREENLIGHT_AUDIT_LOG") or str(locations.home / "audit" / "serving.jsonl")
+    # Captured requests (GREENLIGHT_CAPTURE_RATE) go under the data folder unless told otherwise.
+    written = {"GREENLIGHT_AUDIT_LOG": audit}
+    written["GREENLIGHT_CAPTURE_DIR"] = os.environ.get("GREENLIGHT_CAPTURE_DIR") or str(locations.home / "capture")
     if not keys_file.exists() or single:
-        return {"GREENLIGHT_AUDIT_LOG": audit}
+        return written
     read_key_file(keys_file)  # a broken file is named now, not in the server's log
-    return {"GREENLIGHT_KEYS_FILE": str(keys_file), "GREENLIGHT_AUDIT_LOG": audit}
+    return {"GREENLIGHT_KEYS_FILE": str(keys_file), **written}
 
 
 def describe_access(access: dict[str, str]) -> str:

@@ -101,7 +101,12 @@ def serve(tmp: Path, models: dict[str, bytes]) -> Iterator[Served]:
     server = subprocess.Popen(
         [sys.executable, "-m", "deployments.cli", "serve", "--port", str(port)],
         cwd=PROJECT_ROOT,
-        env={**os.environ, "GREENLIGHT_ALIAS_POLL_S": POLL_S},
+        env={
+            **os.environ,
+            "GREENLIGHT_ALIAS_POLL_S": POLL_S,
+            "GREENLIGHT_CAPTURE_RATE": "1",
+            "GREENLIGHT_CAPTURE_FILE_AGE_S": "1",
+        },
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -283,3 +288,71 @@ def test_promoting_one_model_moves_only_that_one_without_a_failed_request(served
     assert not failed, f"{len(failed)} of {len(answers)} failed, first {failed[0]}"
     assert {version for _, version in traffic[2].answers} == {"1"}  # diabetes stayed where it was
     assert traffic[1].answers[-1][1] == "2"
+
+
+def captured(folder: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    rows = []
+    for path in sorted(folder.rglob("*.parquet")):
+        try:
+            rows += pq.read_table(path).to_pylist()
+        except Exception:  # the file being written has no footer yet: read it when it is finished
+            continue
+    return rows
+
+
+def test_captured_requests_carry_the_request_id_the_caller_got(served: Served) -> None:
+    """Capture at rate 1: each answered request's rows land under capture/<model>/<version>/ with its request id,
+    fields and answer (a file is readable once finished: here after a second)."""
+    with served.client() as client:
+        answer = client.post("/models/penguins/predict", json={"records": [PENGUIN, PENGUIN]})
+    request_id = answer.headers["X-Request-Id"]
+    assert request_id and answer.status_code == 200
+    folder = served.home / "capture" / "penguins"
+
+    def rows() -> list[dict]:
+        return [row for row in captured(folder) if row["request_id"] == request_id]
+
+    assert wait_until(lambda: len(rows()) == 2, 15, every_s=0.3), captured(folder)[-3:]
+    first = rows()[0]
+    assert (first["island"], first["flipper_length_mm"], first["year"]) == ("Dream", 190.0, "2008")
+    assert (
+        first["prediction"] == answer.json()["predictions"][0]
+        and first["model_version"] == answer.headers["X-Model-Version"]
+    )
+
+
+def test_a_capture_folder_that_cannot_be_written_drops_samples_not_requests(served: Served, tmp_path: Path) -> None:
+    blocked = tmp_path / "full-disk"
+    blocked.write_text("a file where the capture folder should be: every write fails, as on a full disk")
+    port = free_port()
+    env = {**os.environ, "GREENLIGHT_CAPTURE_RATE": "1", "GREENLIGHT_CAPTURE_DIR": str(blocked)}
+    with (tmp_path / "serve.log").open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "deployments.cli", "serve", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(server, url, timeout_s=90)
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {served.keys['all']}"}) as client:
+            codes = [
+                client.post("/models/penguins/predict", json={"records": [PENGUIN]}).status_code for _ in range(20)
+            ]
+
+            def dropped() -> float:
+                metrics = client.get("/metrics").text
+                line = next((x for x in metrics.splitlines() if 'outcome="write_error"' in x), "x 0")
+                return float(line.split()[-1])
+
+            assert codes == [200] * 20
+            assert wait_until(lambda: dropped() >= 20, 10, every_s=0.3)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    assert "capture: dropping samples" in (tmp_path / "serve.log").read_text()

@@ -88,10 +88,13 @@ def test_serve_uses_the_key_file_keys_add_wrote_and_refuses_one_it_cannot_use(ke
     from tasks.core.errors import GreenlightError
     from tasks.core.locations import resolve_locations
 
-    for name in ("GREENLIGHT_API_KEY", "GREENLIGHT_API_KEY_FILE", "GREENLIGHT_AUDIT_LOG"):
+    for name in ("GREENLIGHT_API_KEY", "GREENLIGHT_API_KEY_FILE", "GREENLIGHT_AUDIT_LOG", "GREENLIGHT_CAPTURE_DIR"):
         monkeypatch.delenv(name, raising=False)
     locations = resolve_locations()
-    assert access_environment(locations) == {"GREENLIGHT_AUDIT_LOG": str(locations.home / "audit" / "serving.jsonl")}
+    assert access_environment(locations) == {
+        "GREENLIGHT_AUDIT_LOG": str(locations.home / "audit" / "serving.jsonl"),
+        "GREENLIGHT_CAPTURE_DIR": str(locations.home / "capture"),
+    }
     default = locations.home / "serving-keys.yaml"
     assert main(["keys", "add", "--models", "penguins"]) == 0  # no --keys-file: the default one
     capsys.readouterr()
