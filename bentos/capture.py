@@ -84,7 +84,6 @@ class OpenFile:
     writer: Any  # pyarrow.parquet.ParquetWriter
     path: Path
     opened: float
-    schema: Any
 
 
 @dataclass
@@ -104,10 +103,6 @@ class Capture:
         self.failing = False
         self.counter = None
         self.thread: threading.Thread | None = None
-
-    @property
-    def on(self) -> bool:
-        return self.settings.rate > 0
 
     def request_id(self) -> str:
         """Unique in this process and across restarts (a random part per start), cheap: no uuid per request."""
@@ -195,7 +190,7 @@ class Capture:
             writer = pq.ParquetWriter(
                 path, table.schema, write_statistics=False, use_dictionary=strings, compression="none"
             )
-            handle = OpenFile(writer, path, time.monotonic(), table.schema)
+            handle = OpenFile(writer, path, time.monotonic())
             self.files[key] = handle
         handle.writer.write_table(table)
         if handle.path.stat().st_size >= self.settings.file_bytes:

@@ -136,15 +136,16 @@ def field_doc(feature: FeatureSpec) -> FieldDoc:
 
 
 @cache
-def template() -> jinja2.Template:
-    """The page's template, read once (on the first GET /, not at import)."""
+def template(name: str = "index.html") -> jinja2.Template:
+    """A page's template beside this module (index.html: one model; models.html: all of them), read once, on the
+    first GET that renders it, not at import."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent),
         autoescape=True,  # column names and category values come from a user's file
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return environment.get_template("index.html")
+    return environment.get_template(name)
 
 
 def index_page(contract: Contract, model_name: str, version: str, base_url: str, keyed: bool, answer: bytes) -> str:

@@ -8,8 +8,6 @@ Models load on first use and follow their own registry alias (bentos/catalog.py)
 
 import logging
 import os
-import time
-from dataclasses import dataclass
 
 import bentoml
 from starlette.concurrency import run_in_threadpool
@@ -31,15 +29,6 @@ def catalog_limits() -> CatalogLimits:
     models = positive(os.environ, "GREENLIGHT_MAX_MODELS", 0, int) or None
     size = positive(os.environ, "GREENLIGHT_MAX_MODEL_BYTES", 0, int) or None
     return CatalogLimits(int(models) if models else None, int(size) if size else None)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one model request ended as, for its audit line."""
-
-    status: int
-    version: str | None = None
-    rows: int = 0
 
 
 @bentoml.asgi_app(models_endpoint.app, path="/")
@@ -78,11 +67,6 @@ class GreenlightModels:
         if found is not None:
             return found
         return await run_in_threadpool(self.catalog.load, name)
-
-    def audited(self, caller_key: str | None, name: str, outcome: Outcome, started: float, endpoint: str) -> None:
-        if self.audit is not None:
-            latency = time.perf_counter() - started
-            self.audit.write(caller_key, name, outcome.version, outcome.status, outcome.rows, latency, endpoint)
 
     async def __is_ready__(self) -> bool:
         return self.catalog.listing_error is None or bool(self.catalog.listing)

@@ -11,11 +11,8 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-import jinja2
 from bentoml import get_current_service
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -27,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from bentos import inference_protocol as v2
 from bentos.access import Denied
-from bentos.documentation import field_docs, index_page, openapi_document, summary
+from bentos.documentation import field_docs, index_page, openapi_document, summary, template
 from bentos.endpoint import audit_line, check_content, denied, metrics, read_body, refuse
 from tasks.core.contract import Contract, Refusal
 from tasks.onnx.verified import ServedModel
@@ -242,16 +239,8 @@ async def index(request: Request) -> Response:
         return HTMLResponse(page, status_code=names.status)
     entries = await run_in_threadpool(model_entries, service, names)
     base_url = str(request.base_url).rstrip("/")
-    page = template().render(models=entries, base_url=base_url, keyed=service.access.protected)
+    page = template("models.html").render(models=entries, base_url=base_url, keyed=service.access.protected)
     return HTMLResponse(page)
-
-
-@cache
-def template() -> jinja2.Template:
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent), autoescape=True, trim_blocks=True
-    )
-    return environment.get_template("models.html")
 
 
 def server_metadata(_: Request) -> Response:
