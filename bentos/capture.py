@@ -1,7 +1,8 @@
 """Capture: a sample of the requests a service answers, with its answers, written to Parquet off the request path.
 
 GREENLIGHT_CAPTURE_RATE (0..1, default 0: off) is the share of model requests kept; GREENLIGHT_CAPTURE_DIR the folder
-(`greenlight serve` passes <GREENLIGHT_HOME>/capture). On the request path a sample costs a coin flip and an append
+or object-store prefix, s3://bucket/prefix (`greenlight serve` passes <GREENLIGHT_HOME>/capture; the layout and the
+reader: tasks/core/capture_store.py). On the request path a sample costs a coin flip and an append
 to a bounded queue; a daemon thread turns the queue into rows every second (the request's fields as the contract
 took them: the model's inputs, a column each; one row per record; the answer, the version, the request id the
 caller got in X-Request-Id; an image file's pixels are not kept, only its answer) and appends
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.core.capture_store import CaptureStore
 from tasks.core.contract import Contract, softmax
 from tasks.core.features.contract import INPUT_DTYPES
 from tasks.core.keys import SettingsRejected
@@ -43,7 +45,7 @@ DEFAULT_FILE_AGE_S = 60.0
 @dataclass(frozen=True)
 class CaptureSettings:
     rate: float = 0.0
-    folder: Path | None = None
+    folder: Path | str | None = None  # a local folder or s3://bucket/prefix (tasks/core/capture_store.py)
     file_bytes: int = DEFAULT_FILE_BYTES
     file_age_s: float = DEFAULT_FILE_AGE_S
 
@@ -63,7 +65,9 @@ class CaptureSettings:
         age = float(env.get("GREENLIGHT_CAPTURE_FILE_AGE_S") or DEFAULT_FILE_AGE_S)
         if size <= 0 or age <= 0:
             raise SettingsRejected("GREENLIGHT_CAPTURE_FILE_BYTES and GREENLIGHT_CAPTURE_FILE_AGE_S must be > 0")
-        return cls(rate, Path(folder).expanduser() if folder else None, size, age)
+        if folder and "://" not in folder:
+            folder = Path(folder).expanduser()
+        return cls(rate, folder or None, size, age)
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,8 @@ class Sample:
 @dataclass
 class OpenFile:
     writer: Any  # pyarrow.parquet.ParquetWriter
-    path: Path
+    stream: Any  # the output stream it writes to: its position is the file's size so far
+    path: str
     opened: float
 
 
@@ -103,6 +108,14 @@ class Capture:
         self.failing = False
         self.counter = None
         self.thread: threading.Thread | None = None
+        self.opened_store: CaptureStore | None = None
+
+    @property
+    def store(self) -> CaptureStore:
+        """The capture root, opened by the writer thread on first use (an object store's client is not cheap)."""
+        if self.opened_store is None:
+            self.opened_store = CaptureStore.open(str(self.settings.folder))
+        return self.opened_store
 
     def request_id(self) -> str:
         """Unique in this process and across restarts (a random part per start), cheap: no uuid per request."""
@@ -179,21 +192,22 @@ class Capture:
         table = capture_table(samples)
         handle = self.files.get(key)
         if handle is None:
-            folder = self.settings.folder / key[0] / key[1]
-            folder.mkdir(parents=True, exist_ok=True)
+            folder = self.store.answers_folder(*key)
+            self.store.make_folder(folder)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-            path = folder / f"{stamp}-{self.prefix}-{next(self.ids)}.parquet"
+            path = f"{folder}/{stamp}-{self.prefix}-{next(self.ids)}.parquet"
+            stream = self.store.open_output(path)
             # Measured on 64-row digits requests (4,096 numbers each): statistics (the monitor reads whole files and
             # never filters by them), dictionaries of numbers and snappy were 3/4 of the write (~80 -> ~20 us a
             # request); strings keep their dictionaries, which is their compression.
             strings = [f.name for f in table.schema if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type)]
             writer = pq.ParquetWriter(
-                path, table.schema, write_statistics=False, use_dictionary=strings, compression="none"
+                stream, table.schema, write_statistics=False, use_dictionary=strings, compression="none"
             )
-            handle = OpenFile(writer, path, time.monotonic())
+            handle = OpenFile(writer, stream, path, time.monotonic())
             self.files[key] = handle
         handle.writer.write_table(table)
-        if handle.path.stat().st_size >= self.settings.file_bytes:
+        if handle.stream.tell() >= self.settings.file_bytes:
             self.close_file(self.files.pop(key))
 
     def rotate_old(self) -> None:
@@ -205,6 +219,7 @@ class Capture:
     def close_file(handle: OpenFile) -> None:
         try:
             handle.writer.close()
+            handle.stream.close()
         except Exception as error:  # the footer could not be written: the file is unreadable, say which
             logger.error("capture: %s could not be finished: %s", handle.path, error)
 

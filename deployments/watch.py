@@ -33,6 +33,7 @@ from tasks.core.config import RunConfig
 from tasks.core.errors import ConfigRejected, GreenlightError
 from tasks.core.locations import Locations, check_readable_file
 from tasks.core.spec import safe_name, spec_file_settings, validation_problems
+from tasks.monitoring.events import send_event
 
 EVENT = "greenlight.data.arrived"
 DEPLOYMENT = "training_pipeline/on-new-data"
@@ -65,20 +66,6 @@ def arrival_event(path: Path, spec_path: Path, sha256: str, size: int, source: s
     payload |= {"source": source, "config": arrival_config(path, spec_path)}
     resource = {"prefect.resource.id": f"greenlight.data.{sha256}", "prefect.resource.name": path.name}
     return Event(event=EVENT, resource=resource, payload=payload)
-
-
-def send_event(event) -> None:
-    """POST the event to the Prefect server's /events. Not emit_event: its background worker drops an event it
-    cannot send with a log line, and the watcher must know, to try the file again at its next scan."""
-    import httpx
-    from prefect.client.orchestration import get_client
-
-    try:
-        with get_client(sync_client=True) as client:
-            client.request("POST", "/events", json=[event.model_dump(mode="json")])
-    except httpx.HTTPError as error:
-        api = os.environ.get("PREFECT_API_URL")
-        raise GreenlightError(f"the Prefect server at {api} did not take the event: {error}") from error
 
 
 def require_prefect_api() -> str:

@@ -7,7 +7,7 @@ import mlflow
 
 ROOT = Path(__file__).resolve().parents[2]
 # The stages in the order imports may run: a stage imports only those to its left (and itself).
-STAGE_ORDER = ("core", "data", "model", "onnx", "registry", "release")
+STAGE_ORDER = ("core", "data", "model", "onnx", "registry", "release", "monitoring")
 STAGES = set(STAGE_ORDER)
 
 

@@ -1,0 +1,1 @@
+"""Watching production: drift of captured traffic, live accuracy from late labels, shadow evidence."""
