@@ -90,11 +90,7 @@ class AliasFollower:
         bento = self.bento_model
         if bento is not None and bento.version == target.version and bento.sha256 == expected:
             return bento
-        directory = Path(self.downloads.name) / f"v{target.version}"
-        # The MLflow model directory: the .onnx file beside the MLmodel file that records the version's spec.
-        model_dir = download_version_onnx(target, directory).parent
-        provenance = Provenance(expected, target.tags.get("signature"), self.verify_key)
-        return load_verified(model_dir, provenance, self.model_name, target.version, self.threads)
+        return fetch_verified(target, Path(self.downloads.name) / f"v{target.version}", self.verify_key, self.threads)
 
     def note_registry_error(self, message: str) -> None:
         """Count every failure, log only the first of a run of them: a registry outage is one event."""
@@ -102,3 +98,12 @@ class AliasFollower:
         if not self.registry_down:
             logger.warning("%s (%s); still serving, will retry", " ".join(message.split())[:300], self.tracking_uri)
             self.registry_down = True
+
+
+def fetch_verified(target: ModelVersionRef, directory: Path, verify_key: object, threads: int) -> ServedModel:
+    """Download a version into directory and load it only if its bytes match its registered onnx_sha256 (and its
+    signature, given a verify key): what a followed alias and a shadowed candidate (bentos/shadow.py) serve."""
+    # The MLflow model directory: the .onnx file beside the MLmodel file that records the version's spec.
+    model_dir = download_version_onnx(target, directory).parent
+    provenance = Provenance(target.tags.get("onnx_sha256"), target.tags.get("signature"), verify_key)
+    return load_verified(model_dir, provenance, target.name, target.version, threads)

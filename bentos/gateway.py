@@ -19,6 +19,7 @@ from bentos.capture import Capture
 from bentos.catalog import CatalogLimits, ModelCatalog
 from bentos.model import settle_garbage_collector
 from bentos.settings import ServingSettings, open_audit_log, positive
+from bentos.shadow import start_shadow
 from tasks.core.keys import SettingsRejected
 
 logger = logging.getLogger("greenlight.serving")
@@ -53,6 +54,7 @@ class GreenlightModels:
         self.capture = Capture(self.settings.capture)
         self.catalog = ModelCatalog(self.settings, catalog_limits())
         self.catalog.start()
+        self.shadow = start_shadow(self.settings, only=None)  # every model's `shadow` candidate beside production
         logger.info(
             "serving the %s version of %d models from %s",
             self.catalog.alias,
@@ -77,6 +79,7 @@ class GreenlightModels:
         if self.audit is not None:
             self.audit.close()
         self.capture.close()
+        self.shadow.close()
 
 
 class ModelsFirst:

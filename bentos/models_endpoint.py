@@ -91,11 +91,14 @@ def answer_predict(model: ServedModel, slot: Any, body: bytes, _: Headers) -> Re
     batch = model.contract.parse(body)
     if isinstance(batch, Refusal):
         return refuse(batch)
+    started = time.perf_counter()
     outputs = slot.timed_predict(model, batch)
+    seconds = time.perf_counter() - started
     answer = model.contract.answer(outputs, model.name, model.version)
-    capture = get_current_service().capture
-    request_id = capture.request_id()
-    capture.keep(model, request_id, batch.feeds, outputs)
+    service = get_current_service()
+    request_id = service.capture.request_id()
+    service.capture.keep(model, request_id, batch.feeds, outputs)
+    service.shadow.offer(model, request_id, batch.feeds, outputs, seconds)
     headers = {"X-Model-Version": model.version, "X-Rows": str(batch.size), "X-Request-Id": request_id}
     return Response(answer, media_type="application/json", headers=headers)
 
@@ -104,11 +107,14 @@ def answer_infer(model: ServedModel, slot: Any, body: bytes, headers: Headers) -
     request = v2.parse_infer(body, headers.get(v2.HEADER_LENGTH), model.contract)
     if isinstance(request, Refusal):
         return refuse(request)
+    started = time.perf_counter()
     outputs = slot.timed_predict(model, request.batch)
+    seconds = time.perf_counter() - started
     answer = v2.infer_answer(request, outputs, model.contract, model.name, model.version)
-    capture = get_current_service().capture
-    request_id = capture.request_id()
-    capture.keep(model, request_id, request.batch.feeds, outputs)
+    service = get_current_service()
+    request_id = service.capture.request_id()
+    service.capture.keep(model, request_id, request.batch.feeds, outputs)
+    service.shadow.offer(model, request_id, request.batch.feeds, outputs, seconds)
     extra = {"X-Model-Version": model.version, "X-Rows": str(request.batch.size), "X-Request-Id": request_id}
     return Response(answer.body, headers={**answer.headers, **extra})
 

@@ -6,6 +6,7 @@ The bento argument `model_tag` pins the model per bento; GREENLIGHT_FOLLOW_ALIAS
 """
 
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from bentos.endpoint import refuse, unavailable
 from bentos.metrics import ServingMetrics
 from bentos.model import ModelSlot, settle_garbage_collector
 from bentos.settings import ServingSettings, open_audit_log
+from bentos.shadow import start_shadow
 from tasks.core.contract import Refusal
 from tasks.onnx.verified import ModelRefused, Provenance, ServedModel, load_verified
 
@@ -65,6 +67,7 @@ class GreenlightModel:
         self.slot = ModelSlot(ServingMetrics(labels["model_name"]))
         bento_model = self.load_bento_model()
         self.follower = self.follow(bento_model) if self.settings.follow_alias else None
+        self.shadow = start_shadow(self.settings, only=self.model_name)  # a candidate beside production (if any)
         settle_garbage_collector()
 
     def load_bento_model(self) -> ServedModel | None:
@@ -102,10 +105,13 @@ class GreenlightModel:
         batch = model.contract.parse(body)
         if isinstance(batch, Refusal):
             return refuse(batch)
+        started = time.perf_counter()
         outputs = self.slot.timed_predict(model, batch)
+        seconds = time.perf_counter() - started
         answer = model.contract.answer(outputs, model.name, model.version)
         request_id = self.capture.request_id()
         self.capture.keep(model, request_id, batch.feeds, outputs)
+        self.shadow.offer(model, request_id, batch.feeds, outputs, seconds)
         headers = {"X-Model-Version": model.version, "X-Rows": str(batch.size), "X-Request-Id": request_id}
         return Response(answer, media_type="application/json", headers=headers)
 
@@ -119,6 +125,7 @@ class GreenlightModel:
         if self.audit is not None:
             self.audit.close()
         self.capture.close()
+        self.shadow.close()
 
 
 class PredictFirst:

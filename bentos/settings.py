@@ -2,7 +2,8 @@
 
 The variables (GREENLIGHT_API_KEY(_FILE), GREENLIGHT_FOLLOW_ALIAS, GREENLIGHT_ALIAS_POLL_S, MLFLOW_TRACKING_URI,
 GREENLIGHT_ORT_THREADS, GREENLIGHT_VERIFY_KEY_FILE, GREENLIGHT_KEYS_FILE, GREENLIGHT_AUDIT_LOG,
-GREENLIGHT_AUDIT_MAX_BYTES, GREENLIGHT_AUDIT_BACKUPS) and what each does: docs/serving.md.
+GREENLIGHT_AUDIT_MAX_BYTES, GREENLIGHT_AUDIT_BACKUPS) and what each does: docs/serving.md; GREENLIGHT_SHADOW_RATE:
+docs/monitoring.md.
 """
 
 import os
@@ -13,6 +14,7 @@ from typing import Any
 
 from bentos.audit import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, AuditLog
 from bentos.capture import CaptureSettings
+from bentos.shadow import shadow_rate
 from tasks.core.keys import SettingsRejected, load_verify_key, read_api_key
 
 # A poll is one or two registry queries (~15 ms on SQLite); every 5 s keeps it far below 1% of a core
@@ -38,6 +40,7 @@ class ServingSettings:
     audit_max_bytes: int = DEFAULT_MAX_BYTES
     audit_backups: int = DEFAULT_BACKUPS
     capture: CaptureSettings = CaptureSettings()  # a sample of requests and answers (bentos/capture.py)
+    shadow_rate: float = 1.0  # share of requests a shadowed candidate also answers (bentos/shadow.py)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "ServingSettings":
@@ -60,6 +63,7 @@ class ServingSettings:
             audit_max_bytes=int(positive(env, "GREENLIGHT_AUDIT_MAX_BYTES", DEFAULT_MAX_BYTES, int)),
             audit_backups=int(positive(env, "GREENLIGHT_AUDIT_BACKUPS", DEFAULT_BACKUPS, int)),
             capture=CaptureSettings.from_env(env),
+            shadow_rate=shadow_rate(env),
         )
 
 

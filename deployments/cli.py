@@ -16,7 +16,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from deployments.export import add_export_parser, command_export
+from deployments.feedback import add_feedback_parser, command_feedback
 from deployments.keys import add_keys_parser, command_keys
+from deployments.monitor import add_monitor_parser, command_monitor
 from deployments.preflight import (
     check_data_file,
     check_prefect_api,
@@ -24,6 +26,7 @@ from deployments.preflight import (
     check_tracking_store,
 )
 from deployments.scoring import add_predict_parser, command_predict
+from deployments.shadow import add_shadow_parser, command_shadow
 from deployments.watch import add_arrival_parsers, command_submit, command_watch
 from tasks.core.config import RunConfig
 from tasks.core.errors import ConfigRejected, GreenlightError
@@ -34,7 +37,19 @@ from tasks.core.spec import read_spec_file, spec_file_settings, validation_probl
 
 EXIT_PROMOTED, EXIT_ERROR, EXIT_DATA_REJECTED, EXIT_GATE_REFUSED = 0, 1, 2, 3
 # Commands that only work on an existing store: they never create one (a mistyped URI says nothing is there).
-READS_STORE = ("serve", "status", "history", "rollback", "promote", "show", "export", "predict")
+READS_STORE = (
+    "serve",
+    "status",
+    "history",
+    "rollback",
+    "promote",
+    "show",
+    "export",
+    "predict",
+    "shadow",
+    "feedback",
+    "monitor",
+)
 
 
 def read_settings_file(path: Path) -> dict:
@@ -341,18 +356,26 @@ def command_rollback(args: argparse.Namespace, locations: Locations) -> int:
 
 
 def command_promote(args: argparse.Namespace, locations: Locations) -> int:
+    """A version refused only for lack of shadow evidence is judged on the evidence captured since; any other
+    version is promoted by hand, with --reason."""
+    from deployments.shadow import promote_on_evidence
     from tasks.release.promotion import force_promote
 
-    print_move(force_promote(locations.tracking_uri, args.model_name, args.version, args.reason))
+    move = promote_on_evidence(locations, args.model_name, args.version)
+    if move is None:
+        move = force_promote(locations.tracking_uri, args.model_name, args.version, args.reason or "")
+    print_move(move)
     return 0
 
 
 def command_show(args: argparse.Namespace, locations: Locations) -> int:
+    from deployments.shadow import read_shadow_evidence
     from deployments.show import render_version
     from tasks.registry.client import describe_version
 
     recover(locations, args.model_name)
-    print(render_version(describe_version(locations.tracking_uri, args.model_name, args.version)))
+    record = describe_version(locations.tracking_uri, args.model_name, args.version)
+    print(render_version(record, read_shadow_evidence(locations, args.model_name, args.version)))
     return 0
 
 
@@ -465,9 +488,13 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser("rollback", help="move production back to the previous production version")
     rollback.add_argument("--model-name", default="digits-classifier")
     rollback.add_argument("--reason", default="manual rollback", help="recorded in the history")
-    promote = commands.add_parser("promote", help="promote a version by hand, even one the gate refused")
+    promote = commands.add_parser(
+        "promote", help="promote a version by hand, even one the gate refused; or on its shadow evidence"
+    )
     promote.add_argument("version", help="registered version number")
-    promote.add_argument("--reason", required=True, help="why the gate is overridden (recorded, mandatory)")
+    promote.add_argument(
+        "--reason", help="why the gate is overridden (recorded; mandatory unless judged on shadow evidence)"
+    )
     promote.add_argument("--model-name", default="digits-classifier")
     show = commands.add_parser("show", help="one version's gate report, signature and lineage")
     show.add_argument("version", help="registered version number")
@@ -487,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="replace --out if it exists")
     add_export_parser(commands)
     add_predict_parser(commands)
+    add_monitor_parser(commands)
+    add_feedback_parser(commands)
+    add_shadow_parser(commands)
     add_keys_parser(commands)
     return parser
 
@@ -511,7 +541,10 @@ def main(argv: list[str] | None = None) -> int:
         "relocate": command_relocate,
         "export": command_export,
         "predict": command_predict,
+        "monitor": command_monitor,
+        "feedback": command_feedback,
         "keys": command_keys,
+        "shadow": command_shadow,
     }[args.command]
     try:
         if args.command in READS_STORE:

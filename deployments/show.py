@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from tasks.core.keys import key_id, load_verify_key, signed_payload, verify
 from tasks.core.records import LINEAGE_TAG_PREFIX
 from tasks.model.metrics import HEADLINE, METRIC_TITLES
+from tasks.monitoring.shadow_evidence import ShadowEvidence
 from tasks.registry.client import VersionRecord, read_version_spec
 
 
@@ -43,7 +44,16 @@ def metrics_text(tags: dict[str, str]) -> str:
     return ", ".join(f"{METRIC_TITLES[name]} {float(tags[name]):.4f}" for name in shown) + " (served file, test rows)"
 
 
-def render_version(record: VersionRecord) -> str:
+def live_drift_text(tags: dict[str, str]) -> str:
+    """The latest `greenlight monitor` check of the version (its monitor.* tags), or that there was none."""
+    if "monitor.drift_status" not in tags:
+        return "not checked (greenlight monitor)"
+    when, rows = tags.get("monitor.checked_at", "?"), tags.get("monitor.rows", "?")
+    found = f"{tags['monitor.drift_status']} at {when} on {rows} rows"
+    return f"{found}: {tags.get('monitor.worst_features', '')}; report {tags.get('monitor.report', '?')}"
+
+
+def render_version(record: VersionRecord, shadow: ShadowEvidence | None = None) -> str:
     ref, tags = record.ref, record.ref.tags
     created = datetime.fromtimestamp(record.created_ms / 1000, UTC).isoformat(timespec="seconds")
     aliases = ", ".join(f"@{a}" for a in record.aliases) or "none"
@@ -55,6 +65,7 @@ def render_version(record: VersionRecord) -> str:
         f"served file   {tags.get('compression', '?')} ONNX, sha256 {tags.get('onnx_sha256', '?')}",
         f"bento         {tags.get('bento_tag', 'none')}",
         f"signature     {signature_text(record)}",
+        f"live drift    {live_drift_text(tags)}",
         "lineage",
     ]
     lineage = {k.removeprefix(LINEAGE_TAG_PREFIX): v for k, v in tags.items() if k.startswith(LINEAGE_TAG_PREFIX)}
@@ -62,5 +73,7 @@ def render_version(record: VersionRecord) -> str:
         lines.append("  none recorded (registered before lineage was recorded)")
     width = max((len(k) for k in lineage), default=0)
     lines += [f"  {key:<{width}}  {value}" for key, value in sorted(lineage.items())]
+    if shadow is not None:  # its answers to live requests beside production's (`greenlight shadow`)
+        lines += ["shadow", *(f"  {line}" for line in shadow.lines())]
     lines += ["gate report", *(f"  {line}" for line in (record.description or "none yet").splitlines())]
     return "\n".join(lines)

@@ -208,6 +208,18 @@ class ServingCheckConfig(_Section):
     startup_timeout_s: float = Field(120.0, gt=0.0)
 
 
+class ShadowGateConfig(_Section):
+    """Shadow evidence a candidate must show before promotion: its answers to live requests beside production's
+    (`greenlight shadow VERSION` on a running service; tasks/monitoring/shadow_evidence.py)."""
+
+    # 0: not required. A training run has no live traffic yet, so a version judged with min_requests > 0 is
+    # registered but not promoted; `greenlight promote VERSION` re-judges it once enough requests were shadowed.
+    min_requests: int = Field(0, ge=0)
+    # Share of shadowed rows where the candidate answered as production did (same label; regression: within
+    # bentos/shadow.py's tolerance). 0.0: any agreement, the requests alone are the bar.
+    min_agreement: float = Field(0.0, ge=0.0, le=1.0)
+
+
 class GateConfig(_Section):
     """What a candidate must reach before the `production` alias moves to it. All comparisons inclusive."""
 
@@ -251,6 +263,7 @@ class GateConfig(_Section):
     # Pause before promotion until a person approves or rejects in the Prefect UI (typed input form).
     require_approval: bool = False
     approval_timeout_s: int = Field(3600, ge=10)
+    shadow: ShadowGateConfig = ShadowGateConfig()
 
 
 class ValidationConfig(_Section):

@@ -484,3 +484,68 @@ def registered_model_names(tracking_uri: str, limit: int = 100) -> list[str]:
     """The registry's model names, sorted (at most limit): what a mistyped --model-name is told exists."""
     found = MlflowClient(tracking_uri=tracking_uri).search_registered_models(max_results=limit)
     return sorted(model.name for model in found)
+
+
+# Shadow (issue 24, item 4): the `shadow` alias names the candidate running services also score on live requests,
+# off the request path, beside production (bentos/shadow.py follows it; `greenlight shadow` moves it).
+SHADOW_ALIAS = "shadow"
+
+
+def set_shadow_alias(ref: ModelVersionRef) -> None:
+    """Point the `shadow` alias at this version: services score it beside production from their next poll."""
+    ref.client().set_registered_model_alias(ref.name, SHADOW_ALIAS, ref.version)
+
+
+def remove_shadow_alias(tracking_uri: str, model_name: str, only: str | None = None) -> str | None:
+    """Remove the `shadow` alias (only when it points to version `only`, where given); the version it pointed to,
+    or None when there was nothing to remove."""
+    current = find_version(tracking_uri, model_name, SHADOW_ALIAS)
+    if current is None or (only is not None and current.version != only):
+        return None
+    MlflowClient(tracking_uri=tracking_uri).delete_registered_model_alias(model_name, SHADOW_ALIAS)
+    return current.version
+
+
+# --- Monitoring (issue 24, the monitor: greenlight monitor / model_monitoring): a live drift check recorded as a run
+# of the "monitoring" experiment, with its figures on the version's logged model and its verdict on the version.
+
+
+def version_model_id(ref: ModelVersionRef) -> str | None:
+    """The logged model a version was registered from (MLflow 3), or None for one registered from a run's files."""
+    found = ref.client().get_model_version(ref.name, ref.version)
+    # A SQL registry store keeps no model_id of its own (MLflow 3.17): the id is its source, models:/<model id>.
+    logged = (found.source or "").removeprefix("models:/")
+    return found.model_id or (logged if logged.startswith("m-") and "/" not in logged else None)
+
+
+def log_model_metrics(run: TrackingRun, metrics: dict[str, float], model_id: str | None) -> None:
+    """Log metrics on the run and, with model_id, on that logged model too (its page in the UI lists them)."""
+    timestamp = int(time.time() * 1000)
+    found = [Metric(name, float(value), timestamp, 0, model_id=model_id) for name, value in metrics.items()]
+    client = run.client()
+    for start in range(0, len(found), MAX_METRICS_PER_BATCH):
+        client.log_batch(run.run_id, metrics=found[start : start + MAX_METRICS_PER_BATCH], synchronous=True)
+
+
+def version_run_params(ref: ModelVersionRef) -> dict[str, str]:
+    """The parameters of the run that registered a version (the run configuration, flattened); {} without a run."""
+    if ref.run_id is None:
+        return {}
+    try:
+        return dict(ref.client().get_run(ref.run_id).data.params)
+    except MlflowException as error:
+        if _error_code(error) != RESOURCE_DOES_NOT_EXIST:
+            raise
+        return {}
+
+
+# --- Late labels (issue 24, item 3: greenlight feedback): live accuracy per day, a point per UTC day of requests,
+# logged on a run of the "monitoring" experiment and on the version's logged model (version_model_id above).
+
+
+def log_model_series(run: TrackingRun, points: list[tuple[str, float, int, int]], model_id: str | None) -> None:
+    """Log (name, value, timestamp ms, step) points on the run and, with model_id, on that logged model too."""
+    found = [Metric(name, float(value), stamp, step, model_id=model_id) for name, value, stamp, step in points]
+    client = run.client()
+    for start in range(0, len(found), MAX_METRICS_PER_BATCH):
+        client.log_batch(run.run_id, metrics=found[start : start + MAX_METRICS_PER_BATCH], synchronous=True)

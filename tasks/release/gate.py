@@ -8,12 +8,13 @@ import json
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.core.config import ChangeThreshold, GateConfig
+from tasks.core.config import ChangeThreshold, GateConfig, ShadowGateConfig
 from tasks.core.spec import DatasetSpec
 from tasks.data.report import DataVerdict
 from tasks.data.split import DataSplits
@@ -66,6 +67,15 @@ class HeldOutScores:
     trivial: Baseline
 
 
+class ShadowFigures(Protocol):
+    """What the shadow checks read of a candidate's shadow evidence (tasks/monitoring/shadow_evidence.py's
+    ShadowEvidence; the monitoring stage comes after this one, so the gate names only the figures it needs)."""
+
+    requests: int
+    agreement: float | None  # None: no rows to agree on
+    where: str  # the folder the evidence was read from
+
+
 @dataclass(frozen=True)
 class GateEvidence:
     """Everything the gate judges about one candidate, gathered once."""
@@ -77,6 +87,7 @@ class GateEvidence:
     data: DataVerdict | None = None  # None only where no data was checked (unit tests of other rules)
     approval: Approval | None = None
     family: str | None = None  # the trained model's family, whose size bar applies unless the config sets one
+    shadow: ShadowFigures | None = None  # None in a training run: no live traffic has seen the new version yet
 
     def with_approval(self, approval: Approval | None) -> "GateEvidence":
         return replace(self, approval=approval)
@@ -349,6 +360,35 @@ def approval_check(approval: Approval | None, config: GateConfig) -> list[GateCh
     return [compare("human_approval", float(approval.approved), ">=", 1.0, source)]
 
 
+SHADOW_CHECKS = ("shadow_requests", "shadow_agreement")
+
+
+def shadow_checks(evidence: ShadowFigures | None, config: ShadowGateConfig) -> list[GateCheck]:
+    """With gate.shadow.min_requests > 0: enough live requests shadowed, and agreement with production on them.
+    No evidence (a training run) leaves both not run, and failed: `greenlight promote` re-judges them later."""
+    if config.min_requests == 0:
+        return []
+    requests_source, agreement_source = "gate.shadow.min_requests", "gate.shadow.min_agreement"
+    if evidence is None:
+        why = "no shadow evidence yet: shadow the version on live traffic (`greenlight shadow VERSION`)"
+        return [
+            not_run("shadow_requests", ">=", config.min_requests, f"{requests_source}; {why}", required=True),
+            not_run("shadow_agreement", ">=", config.min_agreement, f"{agreement_source}; {why}", required=True),
+        ]
+    where = f"shadowed requests under {evidence.where}"
+    checks = [compare("shadow_requests", evidence.requests, ">=", config.min_requests, f"{requests_source}, {where}")]
+    if evidence.agreement is None:
+        why = f"{agreement_source}; no shadowed rows under {evidence.where} to agree on"
+        return checks + [not_run("shadow_agreement", ">=", config.min_agreement, why, required=True)]
+    source = f"{agreement_source}, rows answered as production did, {where}"
+    return checks + [compare("shadow_agreement", evidence.agreement, ">=", config.min_agreement, source)]
+
+
+def failed_only_shadow(failed: list[str]) -> bool:
+    """The gate refused for the lack of shadow evidence alone: the version waits for live traffic, not a fix."""
+    return bool(failed) and set(failed) <= set(SHADOW_CHECKS)
+
+
 def change_checks(rule: ChangeThreshold, candidate: ModelMetrics, production: Baseline) -> list[GateCheck]:
     """One change threshold as up to two checks, on the value the candidate must reach."""
     if rule.metric not in candidate.values or rule.metric not in production.metrics.values:
@@ -379,7 +419,8 @@ def decide_promotion(evidence: GateEvidence, production: Baseline | None, config
     checks = data_checks(evidence.data) + absolute_checks(candidate, config) + [baseline_check(evidence.scores, config)]
     checks += artifact_checks(evidence, config) + serving_checks(evidence.serving, config)
     checks += approval_check(evidence.approval, config)
-    if production is not None:
+    if production is not None:  # shadow evidence is agreement with production: a first version has none to show
+        checks += shadow_checks(evidence.shadow, config.shadow)
         checks += [
             c for rule in change_rules(config, candidate.task) for c in change_checks(rule, candidate, production)
         ]

@@ -8,9 +8,9 @@ production version the previous one left.
 
 import getpass
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 
-from tasks.core.config import GateConfig
+from tasks.core.config import GateConfig, ShadowGateConfig
 from tasks.core.errors import GreenlightError
 from tasks.core.spec import DatasetSpec
 from tasks.data.split import DataSplits
@@ -32,6 +32,7 @@ from tasks.registry.client import (
     ModelVersionRef,
     TrackingRun,
     alias_history,
+    describe_version,
     download_version_onnx,
     find_version,
     get_version,
@@ -39,10 +40,22 @@ from tasks.registry.client import (
     move_production_alias,
     read_version_spec,
     record_alias_move,
+    remove_shadow_alias,
     set_run_tags,
     tag_model_version,
 )
-from tasks.release.gate import Approval, Baseline, GateDecision, GateEvidence, decide_promotion, score_model
+from tasks.release.gate import (
+    Approval,
+    Baseline,
+    GateCheck,
+    GateDecision,
+    GateEvidence,
+    ShadowFigures,
+    decide_promotion,
+    failed_only_shadow,
+    score_model,
+    shadow_checks,
+)
 
 LOCK_TIMEOUT_S = 900
 
@@ -139,25 +152,43 @@ def comparable(production: DatasetSpec, candidate: DatasetSpec) -> bool:
     return same_target and set(production.input_columns) <= set(candidate.input_columns)
 
 
-def record_decision(run: TrackingRun, version: ModelVersionRef, decision: GateDecision, work_dir: Path):
-    """Gate report as JSON + markdown on the run, and as tags + description on the version."""
+def record_decision(
+    run: TrackingRun, version: ModelVersionRef, decision: GateDecision, work_dir: Path, config: GateConfig | None = None
+):
+    """Gate report as JSON + markdown on the run, and as tags + description on the version (with the gate
+    configuration it was judged with: `greenlight promote` re-judges shadow checks with the same bars)."""
     report_json = decision.write_json(work_dir / "gate_report.json")
     report_md = work_dir / "gate_report.md"
     report_md.write_text(decision.report_markdown())
     log_files(run, [report_json, report_md], "gate")
     tags = {"gate_verdict": decision.verdict, "gate_reason": decision.reason[:4000], "gate_policy": decision.policy}
+    if config is not None:
+        tags[GATE_CONFIG_TAG] = config.model_dump_json()
     # The versions this one was measured against: production at the gate, and the drift reference.
     tags["lineage.compared_with"] = decision.baseline.name if decision.baseline else "none (first run policy)"
     reference = decision.data.reference_version if decision.data else None
     tags["lineage.drift_reference"] = f"production v{reference}" if reference else "none"
-    tags |= {
-        f"gate.{c.name}": f"{c.value:.6g} {c.comparison} {c.threshold:.6g}: {'pass' if c.passed else 'FAIL'}"[:5000]
-        for c in decision.checks
-    }
+    tags |= check_tags(decision.checks)
     # The test metrics the gate judged, as tags: `greenlight status` and the registry UI list them.
     tags |= {name: f"{value:.6f}" for name, value in decision.candidate.values.items() if "." not in name}
     set_run_tags(run, {"gate_verdict": decision.verdict, "model_version": version.version})
     return tag_model_version(version, tags, description=decision.report_markdown())
+
+
+# The gate configuration a version was judged with, as JSON (GateConfig): what `greenlight promote` re-judges against.
+GATE_CONFIG_TAG = "gate_config"
+
+
+def with_shadow_hint(decision: GateDecision, version: ModelVersionRef) -> GateDecision:
+    """A refusal for the lack of shadow evidence alone says what to do next, with the version's number."""
+    if not failed_only_shadow(decision.failed_checks()):
+        return decision
+    hint = (
+        f"{decision.reason}: no shadow evidence yet; registered, not promoted. Shadow it on live traffic"
+        f" (`greenlight shadow {version.version} --model-name {version.name}` beside a running `greenlight serve`),"
+        f" then `greenlight promote {version.version} --model-name {version.name}` judges the evidence"
+    )
+    return replace(decision, reason=hint)
 
 
 @task(name="request_approval", cache_policy=NO_CACHE)
@@ -194,8 +225,8 @@ def promote_if_better(
     """Under the lock: re-read production, score it on the same rows, decide, record, maybe move the alias."""
     with promotion_lock(version.name):
         production = score_production(find_version(version.tracking_uri, version.name), splits, work_dir)
-        decision = decide_promotion(evidence, production, config)
-        record_decision(run, version, decision, work_dir)
+        decision = with_shadow_hint(decide_promotion(evidence, production, config), version)
+        record_decision(run, version, decision, work_dir, config)
         if decision.promote:
             move_production(version, "gate", decision.reason)
     create_markdown_artifact(key="gate-report", markdown=decision.report_markdown(), description="Promotion gate")
@@ -254,3 +285,60 @@ def force_promote(tracking_uri: str, model_name: str, version: str, reason: str)
     with promotion_lock(model_name):
         tag_model_version(target, {"forced_promotion": reason[:4000]})
         return move_production(target, "forced", reason)
+
+
+class ShadowEvidenceLacking(GreenlightError):
+    """`greenlight promote` re-judged a version's shadow checks on the captured evidence, and it falls short."""
+
+    exit_code = 3  # as a gate refusal of `greenlight run`
+
+
+def awaits_shadow_evidence(target: ModelVersionRef) -> bool:
+    """The version's recorded gate refused it on the shadow checks alone (gate.<check> tags ending in FAIL)."""
+    tags = target.tags
+    failed = [
+        key.removeprefix("gate.") for key, value in tags.items() if key.startswith("gate.") and value.endswith("FAIL")
+    ]
+    return tags.get("gate_verdict") == "failed" and failed_only_shadow(failed)
+
+
+def recorded_shadow_config(target: ModelVersionRef) -> ShadowGateConfig:
+    """The shadow bars the version's gate judged it with (the gate_config tag)."""
+    raw = target.tags.get(GATE_CONFIG_TAG)
+    if raw is None:
+        raise GreenlightError(
+            f"{target.uri} records no gate configuration ({GATE_CONFIG_TAG} tag): its shadow checks cannot be"
+            " judged again; promote it by hand with --reason"
+        )
+    return GateConfig.model_validate_json(raw).shadow
+
+
+def promote_on_shadow_evidence(target: ModelVersionRef, evidence: ShadowFigures) -> AliasMove:
+    """Judge the shadow checks again on the evidence captured since, with the bars the version was judged with:
+    passing moves `production` to it (and ends its shadowing), lacking raises ShadowEvidenceLacking, alias unmoved."""
+    checks = shadow_checks(evidence, recorded_shadow_config(target))
+    figures = "; ".join(check.line() for check in checks)
+    if not all(check.passed for check in checks):
+        raise ShadowEvidenceLacking(
+            f"{target.uri} was refused for lack of shadow evidence, and still lacks it: {figures}. Keep it shadowed"
+            f" under live traffic (`greenlight show {target.version}` shows the figures), then promote again"
+        )
+    reason = f"shadow evidence: {evidence.requests} requests, agreement {evidence.agreement:.4f}"
+    # The registry UI shows the description as the gate report: the refusal stays, the verdict on the evidence follows.
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    report = describe_version(target.tracking_uri, target.name, target.version).description
+    report += f"\n\n## Shadow evidence, judged {stamp}: passed\n\n" + "\n".join(f"- {c.line()}" for c in checks)
+    with promotion_lock(target.name):
+        tags = {"gate_verdict": "passed", "gate_reason": reason} | check_tags(checks)
+        tag_model_version(target, tags, description=report)
+        move = move_production(target, "shadow", reason)
+    remove_shadow_alias(target.tracking_uri, target.name, only=target.version)  # production now: nothing to shadow
+    return move
+
+
+def check_tags(checks: Iterable[GateCheck]) -> dict[str, str]:
+    """Each check as a version tag: gate.<name> = "<value> <comparison> <threshold>: pass|FAIL"."""
+    return {
+        f"gate.{c.name}": f"{c.value:.6g} {c.comparison} {c.threshold:.6g}: {'pass' if c.passed else 'FAIL'}"[:5000]
+        for c in checks
+    }
