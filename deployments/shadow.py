@@ -108,21 +108,24 @@ def capture_location(locations: Locations) -> str:
     return os.environ.get("GREENLIGHT_CAPTURE_DIR") or str(locations.home / "capture")
 
 
-def read_shadow_evidence(locations: Locations, model_name: str, version: str):
-    """The version's ShadowEvidence from the capture location; a GreenlightError when it cannot be read."""
+def read_shadow_evidence(locations: Locations, model_name: str, version: str, beside: str | None = None):
+    """The version's ShadowEvidence from the capture location (only beside production v`beside` when given); a
+    GreenlightError when it cannot be read."""
     from tasks.core.capture_store import CaptureStore
     from tasks.monitoring.shadow_evidence import shadow_evidence
 
-    return shadow_evidence(CaptureStore.open(capture_location(locations)), model_name, version)
+    return shadow_evidence(CaptureStore.open(capture_location(locations)), model_name, version, beside)
 
 
 def promote_on_evidence(locations: Locations, model_name: str, version: str):
     """For a version the gate refused only for lack of shadow evidence: the move after judging the evidence
     captured since (ShadowEvidenceLacking, exit 3, when it still lacks); None for any other version."""
-    from tasks.registry.client import describe_version
+    from tasks.registry.client import describe_version, find_version
     from tasks.release.promotion import awaits_shadow_evidence, promote_on_shadow_evidence
 
     target = describe_version(locations.tracking_uri, model_name, version).ref
     if not awaits_shadow_evidence(target):
         return None
-    return promote_on_shadow_evidence(target, read_shadow_evidence(locations, model_name, version))
+    production = find_version(locations.tracking_uri, model_name)
+    beside = production.version if production is not None else None
+    return promote_on_shadow_evidence(target, read_shadow_evidence(locations, model_name, version, beside))

@@ -64,15 +64,24 @@ class ShadowEvidence:
         return lines + [f"unreadable {problem}" for problem in self.unreadable]
 
 
-def shadow_evidence(store: CaptureStore, model: str, version: str) -> ShadowEvidence:
-    """Read every finished shadow file of the candidate and sum it up (latency per request, agreement per row)."""
+def shadow_evidence(store: CaptureStore, model: str, version: str, beside: str | None = None) -> ShadowEvidence:
+    """Read every finished shadow file of the candidate and sum it up (latency per request, agreement per row).
+
+    beside: count only the requests answered by this production version (what the gate compares the candidate with:
+    agreement with a production version since replaced says nothing about the one it would replace)."""
     folder = store.shadow_folder(model, version)
     captured = store.read(folder)
     where = f"{store.location.rstrip('/')}/{model}/shadow/{version}"
+    if beside is not None:
+        where += f" beside production v{beside}"
     empty = ShadowEvidence(model, version, where, 0, 0, None, None, None, None, None, (), captured.unfinished)
     if captured.table is None or captured.rows == 0:
         return empty
     frame = captured.table.to_pandas()
+    if beside is not None:
+        frame = frame[frame["production_version"] == str(beside)]
+        if frame.empty:
+            return empty
     # One latency per request: every row of a request carries the same two times.
     requests = frame.drop_duplicates("request_id")
     return ShadowEvidence(

@@ -126,6 +126,8 @@ def test_evidence_counts_requests_rows_agreement_latency_and_period(tmp_path) ->
     assert evidence.production_versions == ("1",) and evidence.first <= evidence.last
     text = "\n".join(evidence.lines())
     assert "4 shadowed requests (12 rows) beside production v1" in text and "66.67%" in text
+    replaced = shadow_evidence(CaptureStore.open(str(tmp_path / "capture")), "penguins", "2", beside="3")
+    assert replaced.requests == 0 and "beside production v3" in replaced.where  # production moved: none counts
     nothing = shadow_evidence(CaptureStore.open(str(tmp_path / "capture")), "penguins", "7")
     assert nothing.requests == 0 and nothing.lines() == [
         f"none captured under {tmp_path / 'capture'}/penguins/shadow/7"
