@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from deployments.containerize import add_containerize_parser, command_containerize
 from deployments.export import add_export_parser, command_export
 from deployments.feedback import add_feedback_parser, command_feedback
 from deployments.keys import add_keys_parser, command_keys
@@ -49,6 +50,7 @@ READS_STORE = (
     "shadow",
     "feedback",
     "monitor",
+    "containerize",
 )
 
 
@@ -513,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--model-name", help="registered model name to record (default: the data file's name)")
     init.add_argument("--force", action="store_true", help="replace --out if it exists")
     add_export_parser(commands)
+    add_containerize_parser(commands)
     add_predict_parser(commands)
     add_monitor_parser(commands)
     add_feedback_parser(commands)
@@ -540,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         "keygen": command_keygen,
         "relocate": command_relocate,
         "export": command_export,
+        "containerize": command_containerize,
         "predict": command_predict,
         "monitor": command_monitor,
         "feedback": command_feedback,

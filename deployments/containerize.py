@@ -1,0 +1,78 @@
+"""`greenlight containerize`: a version's service image built here with podman, from a base image made locally
+(tasks/release/images.py), saved as an OCI archive, its digest recorded on the version. The image is the one
+`greenlight export k8s` names in its Deployment (the bento tag), run as its manifests run it.
+"""
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from tasks.core.locations import Locations
+
+# Version tags: where the image is and which bytes it is (an operator loads the archive into any registry).
+IMAGE_TAGS = ("image.reference", "image.id", "image.digest", "image.archive", "image.base")
+
+
+def add_containerize_parser(commands: argparse._SubParsersAction) -> None:
+    """The `containerize` command and its flags."""
+    containerize = commands.add_parser(
+        "containerize",
+        help="build a version's service image with podman (base image made locally), save it, record its digest",
+        description=(
+            "Build the image of a registered version's bento (BentoML's Dockerfile, the image `greenlight export k8s`"
+            " names) with podman, from a Debian base image made here once with debootstrap (no registry is pulled"
+            " from); save it as an OCI archive under <GREENLIGHT_HOME>/images/ and record the image's reference,"
+            " id, digest and archive as tags on the version. Exit 1 with the failing step's output when a build fails."
+        ),
+    )
+    containerize.add_argument("--model-name", default="digits-classifier")
+    containerize.add_argument("--version", help="registered version number (default: the production version)")
+    containerize.add_argument("--tag", help="image reference (default: the bento tag, as export k8s names it)")
+    containerize.add_argument("--rebuild-base", action="store_true", help="make the base image again first")
+    containerize.add_argument("--no-save", action="store_true", help="do not write the OCI archive")
+
+
+def command_containerize(args: argparse.Namespace, locations: Locations) -> int:
+    """Write the build context, build on the local base, save, tag the version; print how to run it."""
+    from tasks.registry.client import tag_model_version
+    from tasks.release.bento import run_bentos_module
+    from tasks.release.handoff import exported_version
+    from tasks.release.images import Podman, build_image, ensure_base_image, save_image, use_local_base
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    exported = exported_version(locations.tracking_uri, args.model_name, args.version)
+    ref = exported.ref
+    podman = Podman.find(locations.home)
+    print(f"base image        {ensure_base_image(podman, force=args.rebuild_base)}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="greenlight-image-") as folder:
+        arguments = ["--model-name", ref.name, "--model-version", ref.version, "--out", str(Path(folder) / "image")]
+        if bento := ref.tags.get("bento_tag"):
+            arguments += ["--bento", bento]
+        written = run_bentos_module("bentos.containerize", arguments, ref.tracking_uri, f"container build of {ref.uri}")
+        context = Path(folder) / "image"
+        dockerfile = context / written["dockerfile"]
+        base = ensure_base_image(podman)
+        use_local_base(dockerfile, base)
+        reference = args.tag or written["bento_tag"].lower()
+        print(f"building          {reference} from {ref.uri} (bento {written['bento_tag']})", flush=True)
+        image = build_image(podman, context, dockerfile, reference)
+    tags = {"image.reference": image.reference, "image.id": image.image_id, "image.digest": image.digest}
+    tags["image.base"] = base
+    print(f"image             {image.reference}  {image.size_bytes / 1e6:,.0f} MB, built in {image.seconds:.0f} s")
+    print(f"digest            {image.digest}")
+    if not args.no_save:
+        name = f"{ref.name}-v{ref.version}.oci.tar"
+        archive = save_image(podman, image, locations.home / "images" / name)
+        tags["image.archive"] = str(archive)
+        print(
+            f"archive           {archive}  (podman load -i / skopeo copy oci-archive:{archive} docker://REGISTRY/...)"
+        )
+    tag_model_version(ref, tags)
+    print(f"recorded          {', '.join(tags)} on {ref.uri}")
+    print(
+        f"run               podman run --read-only --user 1034:1034 --tmpfs /tmp --cap-drop ALL -v KEY_DIR:"
+        f"/var/run/secrets/greenlight:ro -e GREENLIGHT_API_KEY_FILE=/var/run/secrets/greenlight/api-key"
+        f" -e BENTOML_HOME=/tmp/bentoml -e HOME=/tmp -p 127.0.0.1:3000:3000 {image.reference}"
+    )
+    return 0
