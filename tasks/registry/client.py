@@ -2,6 +2,7 @@
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -228,6 +229,9 @@ def ensure_registered_model(client: MlflowClient, name: str, spec: Spec) -> None
             raise
 
 
+FLUENT_LOCK = threading.RLock()
+
+
 @contextmanager
 def fluent_tracking_uri(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API at uri, then put back both its setting and MLFLOW_TRACKING_URI.
@@ -240,15 +244,18 @@ def fluent_tracking_uri(uri: str) -> Iterator[None]:
     # MLFLOW_TRACKING_URI would still read this store through the fluent API.
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
-    try:
-        with _use_tracking_uri(uri):
-            yield
-    finally:
-        if previous_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+    # One block at a time: MLflow's setting is one global, so two threads' blocks interleaving (Prefect tasks, a
+    # service's poll) would put back each other's URI, and the last one out would pin a store for good.
+    with FLUENT_LOCK:
+        previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+        try:
+            with _use_tracking_uri(uri):
+                yield
+        finally:
+            if previous_env is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = previous_env
 
 
 def register_onnx_model(
