@@ -148,51 +148,62 @@ class Capture:
             self.close_file(handle)
         self.files.clear()
 
+    # What this writer keeps, for its metric and log lines; the shadow (bentos/shadow.py) writes its own rows.
+    what = "capture"
+    counter_help = "Captured requests: written, or dropped (queue_full, write_error)"
+
     def count(self, outcome: str, samples: int) -> None:
         self.counts[outcome] += samples
         if self.counter is None:
             from prometheus_client import Counter  # in the worker, as bentos/metrics.py does
 
-            self.counter = Counter(
-                "greenlight_capture_samples",
-                "Captured requests: written, or dropped (queue_full, write_error)",
-                ["outcome"],
-                registry=None,
-            )
+            self.counter = Counter(f"greenlight_{self.what}_samples", self.counter_help, ["outcome"], registry=None)
         self.counter.labels(outcome).inc(samples)
+
+    def grouped(self, taken: list) -> dict[tuple[str, str], list]:
+        """The waiting samples by the (model, version) whose files they go to."""
+        groups: dict[tuple[str, str], list] = {}
+        for sample in taken:
+            groups.setdefault((sample.model, sample.version), []).append(sample)
+        return groups
+
+    def folder_of(self, key: tuple[str, str]) -> str:
+        return self.store.answers_folder(*key)
+
+    def table_of(self, items: list) -> Any:
+        return capture_table(items)
 
     def flush(self) -> None:
         """Write what is waiting, grouped by model version; a failed write drops those samples and says so once."""
         taken = []
         while self.pending:
             taken.append(self.pending.popleft())
-        groups: dict[tuple[str, str], list[Sample]] = {}
-        for sample in taken:
-            groups.setdefault((sample.model, sample.version), []).append(sample)
-        for key, samples in groups.items():
+        for key, items in self.grouped(taken).items():
             try:
-                self.write(key, samples)
+                self.write(key, items)
             except Exception as error:  # OSError (disk full, read-only), or pyarrow's own on a bad file
-                self.count("write_error", len(samples))
+                self.count("write_error", len(items))
                 if not self.failing:
-                    logger.error("capture: dropping samples, cannot write under %s: %s", self.settings.folder, error)
+                    logger.error(
+                        "%s: dropping samples, cannot write under %s: %s", self.what, self.settings.folder, error
+                    )
                 self.failing = True
                 self.files.pop(key, None)
                 continue
             if self.failing:
-                logger.info("capture: writing again under %s", self.settings.folder)
+                logger.info("%s: writing again under %s", self.what, self.settings.folder)
                 self.failing = False
-            self.count("written", len(samples))
+            self.count("written", len(items))
         self.rotate_old()
 
-    def write(self, key: tuple[str, str], samples: list[Sample]) -> None:
+    def write(self, key: tuple[str, str], items: list) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = capture_table(samples)
+        table = self.table_of(items)
         handle = self.files.get(key)
         if handle is None:
-            folder = self.store.answers_folder(*key)
+            folder = self.folder_of(key)
             self.store.make_folder(folder)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
             path = f"{folder}/{stamp}-{self.prefix}-{next(self.ids)}.parquet"

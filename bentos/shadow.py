@@ -19,13 +19,12 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bentos.capture import FLUSH_EVERY_S, Capture, CaptureSettings, OpenFile
+from bentos.capture import FLUSH_EVERY_S, Capture, CaptureSettings
 from tasks.core.contract import Batch, softmax
 from tasks.core.keys import SettingsRejected
 from tasks.core.spec import DatasetSpec
@@ -150,44 +149,24 @@ class Shadow(Capture):
             self.poll()
         super().start()
 
-    def count(self, outcome: str, samples: int) -> None:
-        self.counts[outcome] += samples
-        if self.counter is None:
-            from prometheus_client import Counter  # in the worker, as bentos/metrics.py does
+    what = "shadow"
+    counter_help = (
+        "Requests for a shadowed candidate: written, or dropped (queue_full, load_error, score_error, write_error)"
+    )
 
-            self.counter = Counter(
-                "greenlight_shadow_samples",
-                "Requests for a shadowed candidate: written, or dropped (queue_full, load_error, score_error,"
-                " write_error)",
-                ["outcome"],
-                registry=None,
-            )
-        self.counter.labels(outcome).inc(samples)
+    def grouped(self, taken: list) -> dict[tuple[str, str], list]:
+        """The waiting requests scored by each model's candidate, by candidate version (what cannot be, counted)."""
+        scored = [found for sample in taken if (found := self.score(sample)) is not None]
+        groups: dict[tuple[str, str], list] = {}
+        for item in scored:
+            groups.setdefault((item.sample.model, item.sample.version), []).append(item)
+        return groups
 
-    def flush(self) -> None:
-        """Score what is waiting with each model's candidate, then write it grouped by candidate version; a failed
-        score or write drops those samples, counts them and says so once."""
-        taken = []
-        while self.pending:
-            taken.append(self.pending.popleft())
-        groups: dict[tuple[str, str], list[Scored]] = {}
-        for sample in taken:
-            scored = self.score(sample)
-            if scored is not None:
-                groups.setdefault((sample.model, sample.version), []).append(scored)
-        for key, group in groups.items():
-            try:
-                self.write(key, group)
-            except Exception as error:  # OSError (disk full, read-only), or pyarrow's own on a bad file
-                self.count("write_error", len(group))
-                if not self.failing:
-                    logger.error("shadow: dropping samples, cannot write under %s: %s", self.settings.folder, error)
-                self.failing = True
-                self.files.pop(key, None)
-                continue
-            self.failing = False
-            self.count("written", len(group))
-        self.rotate_old()
+    def folder_of(self, key: tuple[str, str]) -> str:
+        return self.store.shadow_folder(*key)
+
+    def table_of(self, items: list) -> Any:
+        return shadow_table(items)
 
     def score(self, sample: ShadowSample) -> Scored | None:
         """The candidate's answer to the feeds production answered, timed; None (counted) when it cannot answer."""
@@ -218,24 +197,6 @@ class Shadow(Capture):
             logger.error("shadow: %s version %s cannot answer: %s", sample.model, sample.version, why)
             self.failed_candidate = (sample.model, sample.version)
         return None
-
-    def write(self, key: tuple[str, str], group: list[Scored]) -> None:
-        import pyarrow.parquet as pq
-
-        table = shadow_table(group)
-        handle = self.files.get(key)
-        if handle is None:
-            folder = self.store.shadow_folder(*key)
-            self.store.make_folder(folder)
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-            path = f"{folder}/{stamp}-{self.prefix}-{next(self.ids)}.parquet"
-            stream = self.store.open_output(path)
-            writer = pq.ParquetWriter(stream, table.schema, write_statistics=False, compression="none")
-            handle = OpenFile(writer, stream, path, time.monotonic())
-            self.files[key] = handle
-        handle.writer.write_table(table)
-        if handle.stream.tell() >= self.settings.file_bytes:
-            self.close_file(self.files.pop(key))
 
 
 def predictions(outputs: np.ndarray, spec: DatasetSpec) -> np.ndarray:
