@@ -239,7 +239,7 @@ def access_environment(locations: Locations) -> dict[str, str]:
     audit = os.environ.get("GREENLIGHT_AUDIT_LOG") or str(locations.home / "audit" / "serving.jsonl")
     # Captured requests (GREENLIGHT_CAPTURE_RATE) go under the data folder unless told otherwise.
     written = {"GREENLIGHT_AUDIT_LOG": audit}
-    written["GREENLIGHT_CAPTURE_DIR"] = os.environ.get("GREENLIGHT_CAPTURE_DIR") or str(locations.home / "capture")
+    written["GREENLIGHT_CAPTURE_DIR"] = locations.capture
     if not keys_file.exists() or single:
         return written
     read_key_file(keys_file)  # a broken file is named now, not in the server's log

@@ -3,7 +3,6 @@ version that answered them (tasks/monitoring/labels.py, tasks/monitoring/live_me
 docs/monitoring.md#late-labels)."""
 
 import argparse
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,8 +79,7 @@ def command_feedback(args: argparse.Namespace, locations: Locations) -> int:
 
     config = feedback_config(args)
     data = late.require_file(Path(config.data_path).expanduser())
-    location = os.environ.get("GREENLIGHT_CAPTURE_DIR") or str(locations.home / "capture")
-    store = CaptureStore.open(config.capture_location or location)
+    store = CaptureStore.open(config.capture_location or locations.capture)
     refs = live.captured_versions(store, locations.tracking_uri, config.model_name)
     target = live.label_target(refs)
     given = late.read_labels(data, target)

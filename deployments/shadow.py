@@ -49,7 +49,7 @@ def command_shadow(args: argparse.Namespace, locations: Locations) -> int:
         raise GreenlightError("name the VERSION to shadow (`greenlight shadow 4 --model-name M`), or --stop")
     candidate, production = shadowable(locations.tracking_uri, args.model_name, args.version)
     set_shadow_alias(candidate)
-    folder = f"{capture_location(locations).rstrip('/')}/{args.model_name}/shadow/{candidate.version}"
+    folder = f"{locations.capture.rstrip('/')}/{args.model_name}/shadow/{candidate.version}"
     rate = os.environ.get("GREENLIGHT_SHADOW_RATE") or "1.0"
     print(f"shadowing {candidate.uri} beside production v{production.version}")
     print(f"  running services with capture configured start scoring it {poll}, on a share {rate} of requests")
@@ -103,18 +103,13 @@ def poll_seconds() -> float:
         return DEFAULT_POLL_S
 
 
-def capture_location(locations: Locations) -> str:
-    """Where services capture to: GREENLIGHT_CAPTURE_DIR, else <home>/capture (as `greenlight serve` sets it)."""
-    return os.environ.get("GREENLIGHT_CAPTURE_DIR") or str(locations.home / "capture")
-
-
 def read_shadow_evidence(locations: Locations, model_name: str, version: str, beside: str | None = None):
     """The version's ShadowEvidence from the capture location (only beside production v`beside` when given); a
     GreenlightError when it cannot be read."""
     from tasks.core.capture_store import CaptureStore
     from tasks.monitoring.shadow_evidence import shadow_evidence
 
-    return shadow_evidence(CaptureStore.open(capture_location(locations)), model_name, version, beside)
+    return shadow_evidence(CaptureStore.open(locations.capture), model_name, version, beside)
 
 
 def promote_on_evidence(locations: Locations, model_name: str, version: str):

@@ -22,6 +22,9 @@ class Locations:
     # Optuna's studies (greenlight sweep). Their own database, never MLflow's file: both keep their schema's
     # revision in a table named alembic_version, and each would read the other's revision as its own.
     study_storage: str
+    # Where services capture requests and the monitor, feedback and shadow read them: a folder or s3://bucket/prefix
+    # (GREENLIGHT_CAPTURE_DIR, else <home>/capture; tasks/core/capture_store.py).
+    capture: str
 
     @property
     def runs_dir(self) -> Path:
@@ -35,8 +38,8 @@ class Locations:
 
 
 def resolve_locations(environ: dict[str, str] | None = None) -> Locations:
-    """Read GREENLIGHT_HOME, MLFLOW_TRACKING_URI, BENTOML_HOME, PREFECT_HOME and GREENLIGHT_STUDY_STORAGE (an
-    SQLAlchemy URL: PostgreSQL in the production stack), filling defaults."""
+    """Read GREENLIGHT_HOME, MLFLOW_TRACKING_URI, BENTOML_HOME, PREFECT_HOME, GREENLIGHT_STUDY_STORAGE (an
+    SQLAlchemy URL: PostgreSQL in the production stack) and GREENLIGHT_CAPTURE_DIR, filling defaults."""
     env = os.environ if environ is None else environ
     home = Path(env.get("GREENLIGHT_HOME") or PROJECT_ROOT / "data").resolve()
     return Locations(
@@ -45,6 +48,7 @@ def resolve_locations(environ: dict[str, str] | None = None) -> Locations:
         bentoml_home=Path(env.get("BENTOML_HOME") or home / "bentoml").resolve(),
         prefect_home=Path(env.get("PREFECT_HOME") or home / "prefect").resolve(),
         study_storage=env.get("GREENLIGHT_STUDY_STORAGE") or f"sqlite:///{home / 'studies.db'}",
+        capture=env.get("GREENLIGHT_CAPTURE_DIR") or str(home / "capture"),
     )
 
 

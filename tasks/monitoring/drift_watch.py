@@ -321,9 +321,7 @@ def capture_location(config: MonitorConfig) -> str:
     """config.capture_location, else GREENLIGHT_CAPTURE_DIR, else <GREENLIGHT_HOME>/capture (what serve writes to)."""
     from tasks.core.locations import resolve_locations
 
-    return (
-        config.capture_location or os.environ.get("GREENLIGHT_CAPTURE_DIR") or str(resolve_locations().home / "capture")
-    )
+    return config.capture_location or resolve_locations().capture
 
 
 def training_reference(ref: ModelVersionRef) -> tuple[DatasetSpec | None, DriftReference]:
