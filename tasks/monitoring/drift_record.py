@@ -32,7 +32,7 @@ from tasks.registry.client import (
     ModelVersionRef,
     TrackingRun,
     finish_tracking_run,
-    log_model_metrics,
+    log_metric_series,
     run_artifact_link,
     start_tracking_run,
     tag_model_version,
@@ -380,7 +380,7 @@ def record_live_drift(check: LiveDrift, run: MonitoringRun, alert: DriftAlert) -
         notes=(Note("live-drift", markdown(check, alert, run.report_link), "Live drift"),) if in_flow else (),
     )
     log_record.fn(run=run.tracking, record=record, kind="live_drift")
-    log_model_metrics(run.tracking, check.metrics(), check.model_id)
+    log_metric_series(run.tracking, [(name, value, 0) for name, value in check.metrics().items()], check.model_id)
     ref = ModelVersionRef(run.tracking.tracking_uri, check.model, check.version, check.run_id, {})
     tag_model_version(ref, version_tags(check, run.report_link))
     finish_tracking_run(run.tracking, succeeded=True)

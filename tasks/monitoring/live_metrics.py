@@ -25,7 +25,7 @@ from tasks.registry.client import (
     finish_tracking_run,
     get_version,
     log_files,
-    log_model_series,
+    log_metric_points,
     read_version_spec,
     run_artifact_link,
     start_tracking_run,
@@ -334,7 +334,7 @@ def record_live(live: VersionLive, config: FeedbackConfig) -> str:
     run = start_tracking_run(
         ref.tracking_uri, MONITORING_EXPERIMENT, f"feedback-{ref.name}-v{ref.version}", params, tags
     )
-    log_model_series(run, series_points(live), version_model_id(ref))
+    log_metric_points(run, series_points(live), version_model_id(ref))
     with tempfile.TemporaryDirectory(prefix="greenlight-feedback-") as folder:
         plot = plot_live(live, config, Path(folder) / f"live_{live.metric}.png")
         log_files(run, [plot], PLOT_FOLDER)

@@ -120,10 +120,17 @@ def log_metrics(run: TrackingRun, metrics: dict[str, float], step: int = 0) -> N
     log_metric_series(run, [(name, value, step) for name, value in metrics.items()])
 
 
-def log_metric_series(run: TrackingRun, points: list[tuple[str, float, int]]) -> None:
-    """Log (name, value, step) points, e.g. per-epoch curves, in batches."""
+def log_metric_series(run: TrackingRun, points: list[tuple[str, float, int]], model_id: str | None = None) -> None:
+    """Log (name, value, step) points, e.g. per-epoch curves, in batches, stamped now (with model_id: on that
+    logged model too)."""
     timestamp = int(np.datetime64("now", "ms").astype(np.int64))
-    metrics = [Metric(name, float(value), timestamp, step) for name, value, step in points]
+    log_metric_points(run, [(name, value, timestamp, step) for name, value, step in points], model_id)
+
+
+def log_metric_points(run: TrackingRun, points: list[tuple[str, float, int, int]], model_id: str | None = None) -> None:
+    """Log (name, value, timestamp ms, step) points in batches; with model_id on that logged model too (MLflow 3: its
+    page in the UI lists them, e.g. a version's live accuracy per day)."""
+    metrics = [Metric(name, float(value), stamp, step, model_id=model_id) for name, value, stamp, step in points]
     client = run.client()
     for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
         client.log_batch(run.run_id, metrics=metrics[start : start + MAX_METRICS_PER_BATCH], synchronous=True)
@@ -525,15 +532,6 @@ def version_model_id(ref: ModelVersionRef) -> str | None:
     return found.model_id or (logged if logged.startswith("m-") and "/" not in logged else None)
 
 
-def log_model_metrics(run: TrackingRun, metrics: dict[str, float], model_id: str | None) -> None:
-    """Log metrics on the run and, with model_id, on that logged model too (its page in the UI lists them)."""
-    timestamp = int(time.time() * 1000)
-    found = [Metric(name, float(value), timestamp, 0, model_id=model_id) for name, value in metrics.items()]
-    client = run.client()
-    for start in range(0, len(found), MAX_METRICS_PER_BATCH):
-        client.log_batch(run.run_id, metrics=found[start : start + MAX_METRICS_PER_BATCH], synchronous=True)
-
-
 def version_run_params(ref: ModelVersionRef) -> dict[str, str]:
     """The parameters of the run that registered a version (the run configuration, flattened); {} without a run."""
     if ref.run_id is None:
@@ -544,15 +542,3 @@ def version_run_params(ref: ModelVersionRef) -> dict[str, str]:
         if _error_code(error) != RESOURCE_DOES_NOT_EXIST:
             raise
         return {}
-
-
-# --- Late labels (issue 24, item 3: greenlight feedback): live accuracy per day, a point per UTC day of requests,
-# logged on a run of the "monitoring" experiment and on the version's logged model (version_model_id above).
-
-
-def log_model_series(run: TrackingRun, points: list[tuple[str, float, int, int]], model_id: str | None) -> None:
-    """Log (name, value, timestamp ms, step) points on the run and, with model_id, on that logged model too."""
-    found = [Metric(name, float(value), stamp, step, model_id=model_id) for name, value, stamp, step in points]
-    client = run.client()
-    for start in range(0, len(found), MAX_METRICS_PER_BATCH):
-        client.log_batch(run.run_id, metrics=found[start : start + MAX_METRICS_PER_BATCH], synchronous=True)
