@@ -49,20 +49,22 @@ def post_json(url: str, payload: object) -> tuple[int, dict]:
 
 
 @contextmanager
-def served(model_name: str | None, log: Path) -> Iterator[str]:
-    """`greenlight serve --model-name NAME` (None: `greenlight serve`, every model) on a free port until the block
-    ends; yields its base URL."""
+def served(model_name: str | None, log: Path, **env: str) -> Iterator[str]:
+    """`greenlight serve --model-name NAME` (None: `greenlight serve`, every model) on a free port, with `env` added
+    to this process's environment, until the block ends; yields its base URL."""
     from bentos.serve import wait_until_ready
 
     port = free_port()
     which = ["--model-name", model_name] if model_name else []
-    server = subprocess.Popen(
-        [sys.executable, "-m", "deployments.cli", "serve", *which, "--port", str(port)],
-        cwd=Path(__file__).resolve().parents[2],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "deployments.cli", "serve", *which, "--port", str(port)],
+            cwd=Path(__file__).resolve().parents[2],
+            env={**os.environ, **env},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_until_ready(server, f"http://127.0.0.1:{port}", timeout_s=90)
         yield f"http://127.0.0.1:{port}"

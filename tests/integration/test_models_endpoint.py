@@ -4,7 +4,6 @@ rates and an audit log; a promotion of one model that moves only that one, under
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -20,7 +19,6 @@ import tritonclient.http as triton
 from endpoint_support import (
     PROJECT_ROOT,
     diabetes_spec,
-    free_port,
     isolated_store,
     linear_onnx,
     outputs,
@@ -29,9 +27,9 @@ from endpoint_support import (
     table_onnx,
 )
 from mlflow import MlflowClient
+from registry_support import served as greenlight_served
 from tritonclient.utils import InferenceServerException
 
-from bentos.serve import wait_until_ready
 from tasks.core.retry import wait_until
 from tasks.core.spec import PIXELS_INPUT, digits_spec
 
@@ -96,28 +94,13 @@ def serve(tmp: Path, models: dict[str, bytes]) -> Iterator[Served]:
             check=True,
         )
         keys[label] = next(word for word in completed.stdout.split() if word.startswith("glk_"))
-    port = free_port()
-    log = (tmp / "serve.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "deployments.cli", "serve", "--port", str(port)],
-        cwd=PROJECT_ROOT,
-        env={
-            **os.environ,
-            "GREENLIGHT_ALIAS_POLL_S": POLL_S,
-            "GREENLIGHT_CAPTURE_RATE": "1",
-            "GREENLIGHT_CAPTURE_FILE_AGE_S": "1",
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        wait_until_ready(server, f"http://127.0.0.1:{port}", timeout_s=90)
-        yield Served(f"http://127.0.0.1:{port}", tmp, keys, models)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-        log.close()
+    environment = {
+        "GREENLIGHT_ALIAS_POLL_S": POLL_S,
+        "GREENLIGHT_CAPTURE_RATE": "1",
+        "GREENLIGHT_CAPTURE_FILE_AGE_S": "1",
+    }
+    with greenlight_served(None, tmp / "serve.log", **environment) as url:
+        yield Served(url, tmp, keys, models)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -326,20 +309,8 @@ def test_captured_requests_carry_the_request_id_the_caller_got(served: Served) -
 def test_a_capture_folder_that_cannot_be_written_drops_samples_not_requests(served: Served, tmp_path: Path) -> None:
     blocked = tmp_path / "full-disk"
     blocked.write_text("a file where the capture folder should be: every write fails, as on a full disk")
-    port = free_port()
-    env = {**os.environ, "GREENLIGHT_CAPTURE_RATE": "1", "GREENLIGHT_CAPTURE_DIR": str(blocked)}
-    with (tmp_path / "serve.log").open("wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "deployments.cli", "serve", "--port", str(port)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(server, url, timeout_s=90)
+    capture = {"GREENLIGHT_CAPTURE_RATE": "1", "GREENLIGHT_CAPTURE_DIR": str(blocked)}
+    with greenlight_served(None, tmp_path / "serve.log", **capture) as url:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {served.keys['all']}"}) as client:
             codes = [
                 client.post("/models/penguins/predict", json={"records": [PENGUIN]}).status_code for _ in range(20)
@@ -352,7 +323,4 @@ def test_a_capture_folder_that_cannot_be_written_drops_samples_not_requests(serv
 
             assert codes == [200] * 20
             assert wait_until(lambda: dropped() >= 20, 10, every_s=0.3)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
     assert "capture: dropping samples" in (tmp_path / "serve.log").read_text()

@@ -7,9 +7,6 @@ import hashlib
 import io
 import math
 import os
-import signal
-import subprocess
-import sys
 import time
 from contextlib import redirect_stderr, redirect_stdout
 
@@ -17,10 +14,10 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from endpoint_support import PROJECT_ROOT, free_port, isolated_store, outputs, penguins_spec, table_onnx
+from endpoint_support import isolated_store, outputs, penguins_spec, table_onnx
 from mlflow import MlflowClient
+from registry_support import served as greenlight_served
 
-from bentos.serve import wait_until_ready
 from deployments.cli import main
 from tasks.core.capture_store import CaptureStore
 from tasks.core.config import RunConfig
@@ -86,23 +83,9 @@ def served(tmp_path_factory, prefect_harness):
         MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"]).set_registered_model_alias(
             MODEL, "production", "1"
         )
-        port = free_port()
-        env = {**os.environ, "GREENLIGHT_CAPTURE_RATE": "1", "GREENLIGHT_CAPTURE_FILE_AGE_S": "0.5"}
-        with (tmp / "serve.log").open("wb") as log:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "deployments.cli", "serve", "--port", str(port)],
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            wait_until_ready(server, f"http://127.0.0.1:{port}", timeout_s=90)
-            yield {"url": f"http://127.0.0.1:{port}", "tmp": tmp, "frame": frame, "config": config, "ref": ref}
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+        capture = {"GREENLIGHT_CAPTURE_RATE": "1", "GREENLIGHT_CAPTURE_FILE_AGE_S": "0.5"}
+        with greenlight_served(None, tmp / "serve.log", **capture) as url:
+            yield {"url": url, "tmp": tmp, "frame": frame, "config": config, "ref": ref}
 
 
 def captured_rows(served: dict) -> int:

@@ -4,19 +4,16 @@ the capture folder; `greenlight show 2` prints them; a gate that required more s
 refuses `greenlight promote 2` (exit 3, alias unmoved) and promotes once enough arrived."""
 
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from endpoint_support import PROJECT_ROOT, free_port, isolated_store, penguins_spec, register_onnx, table_onnx
+from endpoint_support import isolated_store, penguins_spec, register_onnx, table_onnx
 from mlflow import MlflowClient
+from registry_support import served as greenlight_served
 
-from bentos.serve import wait_until_ready
 from deployments.cli import main
 from tasks.core.capture_store import CaptureStore
 from tasks.core.config import GateConfig, ShadowGateConfig
@@ -87,23 +84,9 @@ def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> Iterato
         record_gate_refusal(tmp, GateConfig(shadow=ShadowGateConfig(min_requests=NEEDED, min_agreement=0.0)))
         assert main(["shadow", "1", "--model-name", "penguins"]) == 1  # production itself: refused, nothing moved
         assert main(["shadow", "2", "--model-name", "penguins"]) == 0
-        port = free_port()
-        log = (tmp / "serve.log").open("wb")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "deployments.cli", "serve", "--port", str(port)],
-            cwd=PROJECT_ROOT,
-            env={**os.environ, "GREENLIGHT_CAPTURE_RATE": "1", "GREENLIGHT_CAPTURE_FILE_AGE_S": "0.5"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            wait_until_ready(server, f"http://127.0.0.1:{port}", timeout_s=90)
-            yield Served(f"http://127.0.0.1:{port}", tmp)
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
-            log.close()
+        capture = {"GREENLIGHT_CAPTURE_RATE": "1", "GREENLIGHT_CAPTURE_FILE_AGE_S": "0.5"}
+        with greenlight_served(None, tmp / "serve.log", **capture) as url:
+            yield Served(url, tmp)
 
 
 def production() -> str:
