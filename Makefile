@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: install run test test-unit lint up up-production down lock clean
+.PHONY: install run test test-unit lint up up-production up-containers down lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,7 +46,12 @@ up: install
 up-production: install
 	@$(BIN)/python -m deployments.production up
 
-# Stops whichever stack `make up` or `make up-production` started.
+# `make up`, plus flow runs in containers: the pipeline image built with podman, podman's Docker API, a docker work
+# pool and its worker (deployment training_pipeline/containers). Needs podman, runc and debootstrap (Debian's).
+up-containers: install
+	@$(BIN)/python -m deployments.containers up
+
+# Stops whichever stack `make up`, `make up-production` or `make up-containers` started (containers included).
 down:
 	@$(BIN)/python -m deployments.stack down
 

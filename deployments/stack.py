@@ -255,8 +255,8 @@ def port_in_use(port: int) -> bool:
         return probe.connect_ex((HOST, port)) == 0
 
 
-def worker_online(ports: Ports, name: str) -> bool:
-    workers = http_json(f"{ports.prefect_api_url}/work_pools/{WORK_POOL}/workers/filter", body={})
+def worker_online(ports: Ports, name: str, pool: str = WORK_POOL) -> bool:
+    workers = http_json(f"{ports.prefect_api_url}/work_pools/{pool}/workers/filter", body={})
     return any(worker["name"] == name and worker["status"] == "ONLINE" for worker in workers or [])
 
 
@@ -274,21 +274,24 @@ def ensure_work_pool(ports: Ports, env: dict[str, str]) -> str:
     return "created"
 
 
-def deploy(ports: Ports, stack_dir: Path, env: dict[str, str]) -> None:
-    """Apply deployments/prefect.yaml from the repo root; its build step records this checkout for the pull step."""
+def deploy(
+    ports: Ports, stack_dir: Path, env: dict[str, str], prefect_file: Path = PREFECT_FILE, deployment: str = DEPLOYMENT
+) -> None:
+    """Apply a prefect.yaml (deployments/prefect.yaml: its build step records this checkout for the pull step) from
+    the repo root; `deployment` is one it holds, looked up when the CLI exits non-zero."""
     since = datetime.now(UTC) - timedelta(seconds=1)
-    command = [executable("prefect"), "deploy", "--no-prompt", "--prefect-file", str(PREFECT_FILE), "--all"]
+    command = [executable("prefect"), "deploy", "--no-prompt", "--prefect-file", str(prefect_file), "--all"]
     out = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    log = stack_dir / "deploy.log"
+    log = stack_dir / ("deploy.log" if prefect_file == PREFECT_FILE else f"deploy-{prefect_file.parent.name}.log")
     log.write_text(out.stdout + out.stderr)
     if out.returncode == 0:
         return
-    found = http_json(f"{ports.prefect_api_url}/deployments/name/{DEPLOYMENT}")
+    found = http_json(f"{ports.prefect_api_url}/deployments/name/{deployment}")
     if not isinstance(found, dict) or datetime.fromisoformat(found["updated"]) < since:
         raise StackError(f"prefect deploy failed (exit {out.returncode}); end of {log}:\n{log_tail(log)}")
     # After applying, Prefect 3.8's CLI lists the pool's workers with `"limit": null`, which FastAPI >= 0.151
     # answers with 422. The deployment is in place, so this is only noise (gone with fastapi<0.151).
-    print(f"warning: prefect deploy applied {DEPLOYMENT}, then exited {out.returncode} (see {log})")
+    print(f"warning: prefect deploy applied {deployment}, then exited {out.returncode} (see {log})")
 
 
 def mlflow_command(locations: Locations, ports: Ports) -> list[str]:
@@ -330,19 +333,23 @@ def deploy_when_ready(launcher: Launcher, server: StartedProcess) -> None:
 
 
 def start_worker(
-    launcher: Launcher, process_name: str = "prefect-worker", limit: int | None = None
+    launcher: Launcher,
+    process_name: str = "prefect-worker",
+    limit: int | None = None,
+    pool: tuple[str, str] = (WORK_POOL, "process"),
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[StartedProcess, str]:
-    """A process worker on the pool under a fresh name (the previous stack's worker still reads ONLINE until its
-    heartbeat goes stale); `limit` caps the flow runs it executes at once. Returns the process and the name."""
+    """A worker on the pool (name, type) under a fresh name (the previous stack's worker still reads ONLINE until
+    its heartbeat goes stale); `limit` caps the flow runs it executes at once. Returns the process and the name."""
     name = f"greenlight-{uuid.uuid4().hex[:8]}"
-    command = [executable("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process", "--name", name]
+    command = [executable("prefect"), "worker", "start", "--pool", pool[0], "--type", pool[1], "--name", name]
     command += ["--install-policy", "never"] + (["--limit", str(limit)] if limit else [])
-    return launcher.start(process_name, command), name
+    return launcher.start(process_name, command, extra_env), name
 
 
-def wait_for_worker(launcher: Launcher, worker: StartedProcess, name: str) -> None:
-    online = f"worker {name} online in {WORK_POOL}"
-    took = launcher.wait_until(lambda: worker_online(launcher.ports, name), worker, online)
+def wait_for_worker(launcher: Launcher, worker: StartedProcess, name: str, pool: str = WORK_POOL) -> None:
+    online = f"worker {name} online in {pool}"
+    took = launcher.wait_until(lambda: worker_online(launcher.ports, name, pool), worker, online)
     print(f"{worker.name:<15} online in {took:.1f} s")
 
 
@@ -400,6 +407,10 @@ def print_urls(locations: Locations, ports: Ports, serve_mlflow: bool) -> None:
 # --- commands --------------------------------------------------------------------------------------------
 
 
+# Each kind of stack and the command that starts it (all stop with `make down`).
+RECIPES = {"embedded": "make up", "production": "make up-production", "containers": "make up-containers"}
+
+
 def running_record(record_path: Path, kind: str) -> StackRecord | None:
     """The recorded stack when every process of it still runs; None (dropping the record) when all exited.
     A half-up stack, or the other kind of stack running from this home, is an error saying what to do."""
@@ -407,7 +418,7 @@ def running_record(record_path: Path, kind: str) -> StackRecord | None:
     if recorded is None:
         return None
     running = [proc.name for proc in recorded.processes if group_alive(proc)]
-    recipe = "make up" if kind == "embedded" else "make up-production"
+    recipe = RECIPES[kind]
     if running and recorded.kind != kind:
         raise StackError(
             f"the {recorded.kind} stack is running from {record_path.parent.parent} ({', '.join(running)}): "
@@ -435,17 +446,26 @@ def already_up(record_path: Path, locations: Locations) -> bool:
     return True
 
 
-def up(locations: Locations, ports: Ports) -> int:
-    stack_dir = locations.home / "stack"
-    if already_up(stack_dir / "pids.json", locations):
-        return 0
-    serve_mlflow = not locations.tracking_uri.startswith(("http://", "https://"))  # else a server exists already
+def serves_mlflow(locations: Locations) -> bool:
+    """Whether the stack starts MLflow's server: not when the tracking URI already names one."""
+    return not locations.tracking_uri.startswith(("http://", "https://"))
+
+
+def check_ports_free(ports: Ports, serve_mlflow: bool) -> None:
     busy = [port for port in [ports.prefect] + [ports.mlflow] * serve_mlflow if port_in_use(port)]
     if busy:
         raise StackError(
             f"port {', '.join(map(str, busy))} on {HOST} is already in use by something this stack did not start; "
             "stop it, or choose other ports with GREENLIGHT_PREFECT_PORT / GREENLIGHT_MLFLOW_PORT"
         )
+
+
+def up(locations: Locations, ports: Ports) -> int:
+    stack_dir = locations.home / "stack"
+    if already_up(stack_dir / "pids.json", locations):
+        return 0
+    serve_mlflow = serves_mlflow(locations)
+    check_ports_free(ports, serve_mlflow)
     stack_dir.mkdir(parents=True, exist_ok=True)
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}  # not some other server
     launcher = Launcher(stack_dir, ports, env)
@@ -466,6 +486,10 @@ def down(locations: Locations) -> int:
     if recorded is None:
         print(f"nothing to stop: no stack recorded in {record_path}")
         return 0
+    if recorded.kind == "containers":  # the flow runs' containers first: the worker would only report them crashed
+        from deployments.containers import remove_stack_containers
+
+        print(remove_stack_containers(locations))
     for proc in reversed(recorded.processes):
         print(stop_group(proc))
     record_path.unlink()

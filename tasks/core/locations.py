@@ -104,9 +104,10 @@ def git(*args: str) -> str | None:
 
 
 def code_version() -> tuple[str, str]:
-    """The commit and whether tracked files differ from it (untracked files, data and stores, do not count)."""
+    """The commit and whether tracked files differ from it (untracked files, data and stores, do not count); in
+    the pipeline image, which holds no .git, what its build recorded (GREENLIGHT_CODE_COMMIT / _DIRTY)."""
     commit = git("rev-parse", "HEAD")
     if commit is None:
-        return "unknown", "unknown"
+        return os.environ.get("GREENLIGHT_CODE_COMMIT", "unknown"), os.environ.get("GREENLIGHT_CODE_DIRTY", "unknown")
     changes = git("status", "--porcelain", "--untracked-files=no")
     return commit, "unknown" if changes is None else ("yes" if changes else "no")

@@ -1,5 +1,6 @@
-"""Container images built here, with podman: a base image made locally from Debian's own packages, and a version's
-service image from the Dockerfile BentoML generates for its bento (the build context `greenlight export k8s` writes).
+"""Container images built here, with podman: a base image made locally from Debian's own packages, a version's
+service image from the Dockerfile BentoML generates for its bento (the build context `greenlight export k8s` writes),
+and the pipeline image (deployments/kubernetes/Dockerfile, this checkout) that work pools run flow runs in.
 
 No image registry is reachable from this kind of machine, so nothing is pulled: the base is a Debian 12 root file
 system made by `debootstrap` (its python3 is 3.11) and imported with `podman import`, plus a layer with pip, venv and
@@ -12,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -43,6 +45,11 @@ COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 ENV PIP_BREAK_SYSTEM_PACKAGES=1 SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \\
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt UV_NATIVE_TLS=1
 """
+PIPELINE_DOCKERFILE = Path("deployments") / "kubernetes" / "Dockerfile"  # in the checkout, the build context
+PIPELINE_IMAGE = "localhost/greenlight-pipeline:latest"
+# Where a build's RUN steps see a local wheelhouse (podman build --volume): a fixed path, so that the dependency
+# layer's cache key (it includes build arguments) is the same on every build.
+WHEELHOUSE_MOUNT = "/var/cache/greenlight-wheels"
 # The base image line of BentoML's Dockerfile (python:3.11-slim, with or without a registry and a stage name).
 FROM_PYTHON = re.compile(r"^FROM\s+(?:docker\.io/(?:library/)?)?python:[\w.-]+", re.MULTILINE)
 
@@ -143,12 +150,16 @@ def use_local_base(dockerfile: Path, base: str) -> None:
     dockerfile.write_text(FROM_PYTHON.sub(f"FROM {base}", text))
 
 
-def build_image(podman: Podman, context: Path, dockerfile: Path, reference: str) -> BuiltImage:
-    """podman build of the context; the image's id, digest and size read back from podman."""
+def build_image(
+    podman: Podman, context: Path, dockerfile: Path, reference: str, options: tuple[str, ...] = ()
+) -> BuiltImage:
+    """podman build of the context (`options`: more flags for podman build); the image's id, digest and size read
+    back from podman."""
     started = time.monotonic()
     podman.run(
-        "build", "--runtime", "runc", "-t", reference, "-f", str(dockerfile), str(context), what=f"building {reference}"
-    )
+        "build", "--runtime", "runc", *options, "-t", reference, "-f", str(dockerfile), str(context),
+        what=f"building {reference}",
+    )  # fmt: skip
     seconds = time.monotonic() - started
     found = podman.run("image", "inspect", "--format", "{{.Id}} {{.Digest}} {{.Size}}", reference, what="inspect")
     image_id, digest, size = found.split()
@@ -163,3 +174,70 @@ def save_image(podman: Podman, image: BuiltImage, archive: Path) -> Path:
     podman.run("save", "--format", "oci-archive", "-o", str(partial), image.reference, what=f"saving {image.reference}")
     partial.replace(archive)
     return archive
+
+
+def pinned_version(constraints: Path, package: str) -> str | None:
+    """The version constraints.txt pins for `package`, or None."""
+    for line in constraints.read_text().splitlines():
+        name, _, version = line.partition("==")
+        if name.strip().lower() == package and version:
+            return version.strip()
+    return None
+
+
+def find_links(environ: dict[str, str]) -> list[Path]:
+    """The local folders pip looks in for wheels here: PIP_FIND_LINKS, else pip's configured find-links."""
+    configured = environ.get("PIP_FIND_LINKS", "")
+    if not configured:
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "get", "global.find-links"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        configured = done.stdout if done.returncode == 0 else ""
+    entries = [entry.removeprefix("file://") for entry in configured.split()]
+    return [Path(entry) for entry in entries if "://" not in entry and Path(entry).is_dir()]
+
+
+def torch_wheelhouse(project_root: Path, environ: dict[str, str]) -> Path | None:
+    """A local folder holding the pinned torch's CPU wheel for this Python, if pip here has one (machines with no
+    route to download.pytorch.org); None means the build installs torch from TORCH_INDEX."""
+    version = pinned_version(project_root / "constraints.txt", "torch")
+    if version is None:
+        return None
+    for folder in find_links(environ):
+        if any(folder.glob(f"torch-{version}+cpu-cp311-*.whl")):
+            return folder
+    return None
+
+
+def build_pipeline_image(
+    podman: Podman, project_root: Path, reference: str, base: str, no_cache: bool = False
+) -> BuiltImage:
+    """deployments/kubernetes/Dockerfile on the local base, from a checkout (its .dockerignore applies), torch's
+    CPU wheel from the local wheelhouse when there is one; host networking, as pip's proxy may only be reachable
+    that way. `no_cache`: every layer built again (a first build, for benchmarks/images.py)."""
+    from tasks.core.locations import code_version
+
+    commit, dirty = code_version()
+    options = ["--network", "host", "--build-arg", f"GREENLIGHT_CODE_COMMIT={commit}"]
+    options += ["--build-arg", f"GREENLIGHT_CODE_DIRTY={dirty}"] + ["--no-cache"] * no_cache
+    if wheelhouse := torch_wheelhouse(project_root, dict(os.environ)):
+        options += ["--volume", f"{wheelhouse}:{WHEELHOUSE_MOUNT}:ro", "--build-arg", "TORCH_INDEX="]
+        options += ["--build-arg", f"PIP_FIND_LINKS={WHEELHOUSE_MOUNT}"]
+    with tempfile.TemporaryDirectory(prefix="greenlight-pipeline-") as folder:
+        dockerfile = Path(folder) / "Dockerfile"
+        shutil.copyfile(project_root / PIPELINE_DOCKERFILE, dockerfile)
+        use_local_base(dockerfile, base)
+        return build_image(podman, project_root, dockerfile, reference, tuple(options))
+
+
+def service_build_context(ref, folder: Path) -> tuple[Path, Path, str]:
+    """The build context `greenlight export k8s` writes for a registered version (BentoML's Dockerfile, the bento and
+    its model) in `folder`/image: the context, its Dockerfile and the bento tag."""
+    from tasks.release.bento import run_bentos_module
+
+    arguments = ["--model-name", ref.name, "--model-version", ref.version, "--out", str(folder / "image")]
+    if bento := ref.tags.get("bento_tag"):
+        arguments += ["--bento", bento]
+    written = run_bentos_module("bentos.containerize", arguments, ref.tracking_uri, f"container build of {ref.uri}")
+    return folder / "image", folder / "image" / written["dockerfile"], written["bento_tag"]

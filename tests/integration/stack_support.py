@@ -1,7 +1,7 @@
 """What the stack tests share: free ports, JSON over HTTP, whether a recorded process group still runs, and
 the end of a service's log for a failure message.
 
-Not a test module: test_deployment.py and test_production_stack.py import it.
+Not a test module: test_deployment.py, test_container_pool.py and test_production_stack.py import it.
 """
 
 import json
@@ -41,3 +41,22 @@ def log_tail(home: Path, name: str) -> str:
     """The last lines of <home>/stack/<name>.log, where the stack logs each service."""
     path = home / "stack" / f"{name}.log"
     return "\n".join(path.read_text(errors="replace").splitlines()[-40:]) if path.exists() else "(no log)"
+
+
+def stack_environment(home: Path, prefect_port: int, mlflow_port: int, worker_query_s: str = "2") -> dict[str, str]:
+    """The environment a test starts `make up` (or up-containers) with: every store under `home`, the given ports,
+    no other Prefect server, workers polling every `worker_query_s` (a run starts sooner than with the 10 s default),
+    and this checkout importable by the process worker's flow runs even where the project is not pip-installed."""
+    project_root = Path(__file__).resolve().parents[2]
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env.update(
+        GREENLIGHT_HOME=str(home),
+        MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}",
+        BENTOML_HOME=str(home / "bentoml"),
+        PREFECT_HOME=str(home / "prefect"),
+        GREENLIGHT_PREFECT_PORT=str(prefect_port),
+        GREENLIGHT_MLFLOW_PORT=str(mlflow_port),
+        PREFECT_WORKER_QUERY_SECONDS=worker_query_s,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(project_root), os.environ.get("PYTHONPATH")])),
+    )
+    return env

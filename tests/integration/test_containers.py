@@ -6,7 +6,6 @@ made once per machine and reused."""
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+from container_support import install_podman
 from endpoint_support import free_port, isolated_store, penguins_spec, register_onnx, table_onnx
 from mlflow import MlflowClient
 
@@ -36,20 +36,6 @@ RECORDS = [
     | {"sex": "male" if i % 2 else "female", "year": 2008}
     for i, island in enumerate(["Dream", "Biscoe", "Torgersen"])
 ]
-
-
-def install_podman() -> None:
-    """Debian's podman, runc and debootstrap, as the README says; skip where this machine cannot install them."""
-    if all(shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists() for tool in ("podman", "runc", "debootstrap")):
-        return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip("podman is not installed and this user cannot install Debian packages")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    packages = ["podman", "runc", "debootstrap", "uidmap", "fuse-overlayfs", "slirp4netns"]
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            pytest.skip(f"cannot install podman here: {' '.join(command)}: {done.stderr.strip()[-300:]}")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ a temporary folder and free ports; the tests talk to it over HTTP only.
 """
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from stack_support import free_ports, group_exists, log_tail, request_json
+from stack_support import free_ports, group_exists, log_tail, request_json, stack_environment
 
 from tasks.core.retry import wait_until
 
@@ -61,18 +60,7 @@ def stack_command(action: str, env: dict[str, str]) -> subprocess.CompletedProce
 def stack(tmp_path_factory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("stack-home")
     prefect_port, mlflow_port = free_ports(2)
-    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    env.update(
-        GREENLIGHT_HOME=str(home),
-        MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}",
-        BENTOML_HOME=str(home / "bentoml"),
-        PREFECT_HOME=str(home / "prefect"),
-        GREENLIGHT_PREFECT_PORT=str(prefect_port),
-        GREENLIGHT_MLFLOW_PORT=str(mlflow_port),
-        PREFECT_WORKER_QUERY_SECONDS=WORKER_QUERY_S,
-        # The worker's flow runs import flows/ and tasks/ even where the project is not pip-installed.
-        PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
-    )
+    env = stack_environment(home, prefect_port, mlflow_port, WORKER_QUERY_S)
     stack = Stack(home, env, f"http://127.0.0.1:{prefect_port}/api", f"http://127.0.0.1:{mlflow_port}")
     try:
         started = stack_command("up", env)
