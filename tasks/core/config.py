@@ -164,8 +164,9 @@ class CompressionConfig(_Section):
     # against the fp32 model.
     accuracy_budget_points: float = Field(0.5, ge=0.0, le=100.0)
     # ...and may be at most this many times slower per batch than fp32: ORT's dynamic INT8 Conv
-    # (ConvInteger) is ~10x slower than fp32 on CPU, which no size saving pays for.
-    max_latency_ratio: float = Field(1.0, gt=0.0)
+    # (ConvInteger) is ~10x slower than fp32 on CPU, which no size saving pays for. 1.1, not 1.0: medians of
+    # files timed turn about still differ by a few percent run to run, and a tie must not serve fp32.
+    max_latency_ratio: float = Field(1.1, gt=0.0)
     calibration_rows: int = Field(512, ge=16)
     latency_batch_size: int = Field(64, ge=1)
     # What the served candidate is the best of, among those within the budgets: the smallest file (size), or

@@ -1,10 +1,13 @@
 """Compression stage: plan the steps (tasks.onnx.goals), make INT8 candidates of the trained model and of each
 smaller one (tasks.model.pruning, tasks.model.distillation), and choose what to serve.
 
-Every candidate is scored on the validation rows (metric, size, latency at batch 1 and per batch); the best on
-compression.objective within fp32's budgets is served. A quantizer that fails leaves its candidate skipped.
+Every candidate is scored on the validation rows (metric, size, latency at batch 1 and per batch, fp32 and every
+candidate timed together, turn about: timed_together); the best on compression.objective within fp32's budgets is
+served. A quantizer that fails leaves its candidate skipped.
 """
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from tasks.onnx.runtime import (
     CandidateScore,
     batch_of,
     graph_feeds,
+    interleaved_latency_ms,
     median_latency_ms,
     open_session,
     run_model,
@@ -49,6 +53,21 @@ class _FeedsReader(CalibrationDataReader):
 
 
 @dataclass(frozen=True)
+class LatencyRounds:
+    """How many interleaved rounds each candidate's latency medians are of (per batch, and at batch 1)."""
+
+    per_batch: int
+    batch1: int
+
+    def text(self, candidates: int) -> str:
+        return (
+            f"Latencies: medians of {self.per_batch} rounds per batch and {self.batch1} at batch 1, each round"
+            f" timing the {candidates} files in turn (the order reversed every other round), so a busy machine"
+            " slows them alike."
+        )
+
+
+@dataclass(frozen=True)
 class CompressionResult:
     """Every candidate measured on the validation rows, the skipped ones, and the one chosen for serving."""
 
@@ -62,6 +81,7 @@ class CompressionResult:
     smaller: tuple[ExportedModel, ...] = ()  # the pruned and distilled models the candidates came from
     teacher_checkpoint: Path | None = None  # the trained model's checkpoint (source "fp32")
     plan: CompressionPlan | None = None  # which steps ran and why (None: every step, as callers without a plan ask)
+    latency_rounds: LatencyRounds | None = None  # how the latencies were timed (None: fp32 alone, nothing to compare)
 
     @property
     def chosen_checkpoint(self) -> Path | None:
@@ -83,7 +103,9 @@ class CompressionResult:
         )
         made = [f"- {m.name}: {m.how} ({m.seconds:.1f} s); ONNX parity {m.parity.agreement:.4f}" for m in self.smaller]
         steps = ["", self.plan.markdown()] if self.plan is not None else []
-        return "\n".join([header, *rows, "", self.reason, *steps, *(["", "Smaller models:", *made] if made else [])])
+        timing = [self.latency_rounds.text(len(self.candidates))] if self.latency_rounds is not None else []
+        body = [header, *rows, "", *timing, self.reason, *steps]
+        return "\n".join([*body, *(["", "Smaller models:", *made] if made else [])])
 
     def step_lines(self) -> list[str]:
         """Why each step (pruning, distillation, INT8) ran or was skipped, for the gate report."""
@@ -180,9 +202,11 @@ def score_candidate(
     batch_size: int,
     source: str = "fp32",
     reference: np.ndarray | None = None,
+    timed: bool = True,
 ) -> CandidateScore:
     """The main metric on the given rows and the median latency of one batch, as the service would run it;
-    with `reference` (fp32's answers), on how many rows this file answers otherwise."""
+    with `reference` (fp32's answers), on how many rows this file answers otherwise. `timed=False`: latencies
+    left 0, for timed_together to measure with the other candidates."""
     session = open_session(path)
     outputs = run_model(session, feeds)
     metrics = score_outputs(spec, outputs, targets)
@@ -193,8 +217,8 @@ def score_candidate(
         path=path,
         size_bytes=path.stat().st_size,
         metric=metrics.value(MAIN_METRIC[spec.task]),
-        latency_ms_per_batch=median_latency_ms(session, batch_of(feeds, batch_size)),
-        latency_ms_batch1=median_latency_ms(session, batch_of(feeds, 1)),
+        latency_ms_per_batch=median_latency_ms(session, batch_of(feeds, batch_size)) if timed else 0.0,
+        latency_ms_batch1=median_latency_ms(session, batch_of(feeds, 1)) if timed else 0.0,
         source=source,
         changed_rows=changed,
         rows=len(targets),
@@ -204,6 +228,25 @@ def score_candidate(
 def class_answers(spec: DatasetSpec, outputs: np.ndarray) -> np.ndarray | None:
     """A classifier's label per row (None for regression: no answer is the same or different, only closer)."""
     return np.asarray(outputs).argmax(axis=1) if spec.task == "classification" else None
+
+
+def timed_together(
+    scores: list[CandidateScore],
+    sessions: list,
+    feeds: dict[str, np.ndarray],
+    batch_size: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[list[CandidateScore], LatencyRounds]:
+    """The candidates (fp32 first) with latencies timed together, round by round (interleaved_latency_ms):
+    fp32 timed alone minutes before its INT8 files, on a machine that got busy meanwhile, made every INT8 file
+    look slower than fp32 and fp32 got served. `sessions`: one per candidate, in the same order."""
+    per_batch = interleaved_latency_ms(sessions, batch_of(feeds, batch_size), clock=clock)
+    batch1 = interleaved_latency_ms(sessions, batch_of(feeds, 1), clock=clock)
+    timed = [
+        replace(score, latency_ms_per_batch=batch_ms, latency_ms_batch1=one_ms)
+        for score, batch_ms, one_ms in zip(scores, per_batch.medians_ms, batch1.medians_ms, strict=True)
+    ]
+    return timed, LatencyRounds(per_batch.rounds, batch1.rounds)
 
 
 def within_budgets(candidate: CandidateScore, fp32: CandidateScore, config: CompressionConfig) -> bool:
@@ -324,9 +367,13 @@ def compress_model(
     fp32 = plan.fp32 if plan is not None else score_fp32(fp32_path, splits, config)
     reference = class_answers(splits.spec, run_model(fp32_path, feeds)) if len(files) > 1 else None
     scores = [fp32] + [
-        score_candidate(name, path, splits.spec, feeds, targets, config.latency_batch_size, source, reference)
+        score_candidate(name, path, splits.spec, feeds, targets, config.latency_batch_size, source, reference, False)
         for name, source, path in files[1:]
     ]
+    rounds = None
+    if len(scores) > 1:
+        sessions = [open_session(score.path) for score in scores]
+        scores, rounds = timed_together(scores, sessions, feeds, config.latency_batch_size)
     chosen, reason = select_serving_candidate(scores, config)
     metric_name = MAIN_METRIC[splits.spec.task].removeprefix("test_")
     result = CompressionResult(
@@ -339,6 +386,7 @@ def compress_model(
         smaller=smaller,
         teacher_checkpoint=teacher_checkpoint,
         plan=plan,
+        latency_rounds=rounds,
     )
     return replace(result, plot=plot_candidates(result, fp32_path.parent / "compression_candidates.png"))
 

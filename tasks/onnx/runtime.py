@@ -7,6 +7,7 @@ is tokenized here, by the tokenizer stored in the model file itself (graph_feeds
 
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,15 +135,56 @@ def batch_of(feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
 
 
 def median_latency_ms(
-    session: ort.InferenceSession, batch: dict[str, np.ndarray], repeats: int = 50, budget_s: float = 3.0
+    session: ort.InferenceSession,
+    batch: dict[str, np.ndarray],
+    repeats: int = 50,
+    budget_s: float = 3.0,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> float:
     """Median wall time of one session.run on the batch (tokenized first: the graph's time), after a warm-up;
-    at most `repeats` runs, fewer once budget_s is spent (a 90 MB encoder's batch takes ~0.3 s on 2 cores)."""
+    at most `repeats` runs, fewer once budget_s is spent (a 90 MB encoder's batch takes ~0.3 s on 2 cores).
+    One file alone: to compare files, time them together (interleaved_latency_ms)."""
     batch = graph_feeds(session, batch)
     session.run(None, batch)
     timings: list[float] = []
     while len(timings) < repeats and (len(timings) < 5 or sum(timings) < budget_s):
-        started = time.perf_counter()
+        started = clock()
         session.run(None, batch)
-        timings.append(time.perf_counter() - started)
+        timings.append(clock() - started)
     return float(np.median(timings) * 1000.0)
+
+
+@dataclass(frozen=True)
+class InterleavedLatency:
+    """Median wall times of several sessions measured turn about, and how many rounds each median is of."""
+
+    medians_ms: tuple[float, ...]
+    rounds: int
+
+
+def interleaved_latency_ms(
+    sessions: list[ort.InferenceSession],
+    batch: dict[str, np.ndarray],
+    repeats: int = 50,
+    budget_s: float = 3.0,
+    clock: Callable[[], float] = time.perf_counter,
+) -> InterleavedLatency:
+    """Median wall time of one session.run per session on the same batch, measured in rounds that run every
+    session once, in turn, after a warm-up each: a busy neighbour (another process, a thermal dip) then slows
+    every session alike instead of whichever was measured alone while it lasted. The order flips each round so
+    no session always runs right after another. At most `repeats` rounds, fewer (at least 5) once budget_s per
+    session is spent. `clock`: the timing source (seconds), replaceable to test the choice under noise."""
+    batches = [graph_feeds(session, batch) for session in sessions]
+    for session, feeds in zip(sessions, batches, strict=True):
+        session.run(None, feeds)
+    timings: list[list[float]] = [[] for _ in sessions]
+    spent, rounds = 0.0, 0
+    while rounds < repeats and (rounds < 5 or spent < budget_s * len(sessions)):
+        order = range(len(sessions)) if rounds % 2 == 0 else reversed(range(len(sessions)))
+        for index in order:
+            started = clock()
+            sessions[index].run(None, batches[index])
+            timings[index].append(clock() - started)
+            spent += timings[index][-1]
+        rounds += 1
+    return InterleavedLatency(tuple(float(np.median(t) * 1000.0) for t in timings), rounds)

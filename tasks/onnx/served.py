@@ -44,6 +44,11 @@ class ServedCandidate:
                 f"{key}_latency_ms": c.latency_ms_per_batch,
                 f"{key}_latency_ms_batch1": c.latency_ms_batch1,
             }
+        if compression.latency_rounds is not None:  # how many interleaved rounds each latency median is of
+            metrics |= {
+                "latency_rounds": compression.latency_rounds.per_batch,
+                "latency_rounds_batch1": compression.latency_rounds.batch1,
+            }
         extra = []
         if compression.chosen.source != "fp32" and compression.chosen_checkpoint is not None:
             extra.append(compression.chosen_checkpoint)  # the served file's torch model, beside the trained one's
