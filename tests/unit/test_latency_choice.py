@@ -67,19 +67,25 @@ def test_timed_together_the_same_busy_stretch_leaves_int8_served():
     assert "medians of 50 rounds per batch and 50 at batch 1" in result.table_markdown()
 
 
+class StallsOnce(FakeSession):
+    """A session one of whose runs (the 10th) stalls for 100 ms: a page fault, a storm of context switches."""
+
+    def __init__(self, machine: BusyMachine, ms: float) -> None:
+        super().__init__(machine, ms)
+        self.calls = 0
+
+    def run(self, outputs, feeds) -> list:
+        self.calls += 1
+        if self.calls == 10:
+            self.machine.spend(0.1)
+        return super().run(outputs, feeds)
+
+
 def test_one_slow_sample_of_either_file_does_not_flip_the_choice():
     for slow in (0, 1):
         machine = BusyMachine(busy_from=0.0, busy_for=0.0)
-        sessions = [FakeSession(machine, 1.0), FakeSession(machine, 0.9)]
-        original = sessions[slow].run
-
-        def stalled_once(outputs, feeds, session=sessions[slow], calls=[]) -> list:
-            calls.append(1)
-            if len(calls) == 10:  # one run stalls for 100 ms (a page fault, a context switch storm)
-                session.machine.spend(0.1)
-            return original(outputs, feeds)
-
-        sessions[slow].run = stalled_once
+        kinds = [StallsOnce if i == slow else FakeSession for i in (0, 1)]
+        sessions = [kinds[0](machine, 1.0), kinds[1](machine, 0.9)]
         scores = [unscored("fp32", 600_000), unscored("int8-static-qdq", 160_000)]
         timed, _ = timed_together(scores, sessions, FEEDS, batch_size=4, clock=machine)
         assert select_serving_candidate(timed, CompressionConfig())[0].name == "int8-static-qdq"
