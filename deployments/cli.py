@@ -285,12 +285,12 @@ def run_server(command: list[str], env: dict[str, str]) -> int:
     return code if code >= 0 else 128 - code
 
 
-def recover(locations: Locations, model_name: str) -> None:
-    """Mark what runs that died left behind, before showing anything (the Prefect side waits for the next run)."""
+def recover(locations: Locations, model_name: str, command: str) -> None:
+    """Mark what runs that died left behind (versions, MLflow runs, Prefect flow runs), before showing anything."""
     from tasks.registry.recovery import recover_abandoned
 
     experiment = RunConfig.model_fields["experiment_name"].default
-    for line in recover_abandoned(locations.tracking_uri, experiment, model_name).lines:
+    for line in recover_abandoned(locations.tracking_uri, experiment, model_name, f"`greenlight {command}`").lines:
         print(line)
 
 
@@ -312,7 +312,7 @@ def command_relocate(args: argparse.Namespace, locations: Locations) -> int:
 def command_status(args: argparse.Namespace, locations: Locations) -> int:
     from tasks.registry.client import find_version, list_versions
 
-    recover(locations, args.model_name)
+    recover(locations, args.model_name, "status")
     production = find_version(locations.tracking_uri, args.model_name)
     print(f"tracking store    {locations.tracking_uri}")
     print(f"bentoml home      {locations.bentoml_home}")
@@ -339,6 +339,7 @@ def command_history(args: argparse.Namespace, locations: Locations) -> int:
     from tasks.registry.client import alias_history, find_version
     from tasks.release.promotion import history_disagreement
 
+    recover(locations, args.model_name, "history")
     moves = alias_history(locations.tracking_uri, args.model_name)
     if not moves:
         print(f"'{args.model_name}' has no recorded production moves yet")
@@ -375,7 +376,7 @@ def command_show(args: argparse.Namespace, locations: Locations) -> int:
     from deployments.show import render_version
     from tasks.registry.client import describe_version
 
-    recover(locations, args.model_name)
+    recover(locations, args.model_name, "show")
     record = describe_version(locations.tracking_uri, args.model_name, args.version)
     print(render_version(record, read_shadow_evidence(locations, args.model_name, args.version)))
     return 0

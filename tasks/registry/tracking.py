@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from uuid import UUID
 
 from prefect import task
 from prefect.artifacts import create_image_artifact, create_link_artifact, create_markdown_artifact
@@ -190,27 +189,7 @@ def recover_abandoned_runs(tracking_uri: str, experiment_name: str, model_name: 
     recovered = recover_abandoned(tracking_uri, experiment_name, model_name)
     for line in recovered.lines:
         print(line)
-    if recovered.flow_run_ids:
-        mark_flow_runs_crashed(recovered.flow_run_ids)
     return len(recovered.lines)
-
-
-def mark_flow_runs_crashed(flow_run_ids: tuple[str, ...]) -> None:
-    """Prefect flow runs still Running (or Pending, Paused) whose process died: Crashed, with the reason."""
-    from prefect import get_client
-    from prefect.exceptions import ObjectNotFound
-    from prefect.states import Crashed
-
-    with get_client(sync_client=True) as client:
-        for flow_run_id in flow_run_ids:
-            try:
-                found = client.read_flow_run(UUID(flow_run_id))
-            except (ObjectNotFound, ValueError):
-                continue  # another Prefect database, or no longer there
-            if found.state is None or not found.state.is_final():
-                message = "the process running this flow run died (found by a later run)"
-                client.set_flow_run_state(found.id, Crashed(message=message), force=True)
-                print(f"marked Prefect flow run {found.name} ({flow_run_id}) Crashed")
 
 
 @task(name="register_model", **TRACKED)
