@@ -2,6 +2,8 @@
 
 Each feature type's module (tasks.core.features) holds its inference rules; they run in order on a column's values
 and the first proposal wins. `greenlight init` prints the decisions and writes the spec (write_spec_file).
+A near-unique whole-number column gets a warning line under the table (typed id, or left a feature), and a reviewed
+spec that declares a key numeric is refused before a run trains on it (refuse_numeric_keys).
 The order of the rules and the families proposed: docs/spec.md.
 """
 
@@ -16,6 +18,8 @@ from pydantic import ValidationError
 from tasks.core.errors import DataRejected, GreenlightError
 from tasks.core.features import FEATURE_TYPES, INFERENCE_RULES
 from tasks.core.features.columns import ColumnValues, column_values, count, observed_values, plain
+from tasks.core.features.identifier import key_evidence
+from tasks.core.features.numeric import NumericFeature
 from tasks.core.features.text import TRAINED_VOCABULARY as TRAINED_VOCABULARY  # benchmarks size tokenizers by it
 from tasks.core.spec import DatasetSpec, FeatureSpec, ModelSpec, Spec, TargetSpec, validation_problems, value_text
 
@@ -35,6 +39,7 @@ class ColumnReport:
     examples: tuple[Any, ...]
     type: str
     why: str
+    warning: str = ""  # one line a reviewer must not miss (unique_warning), printed under the table
 
 
 def examples_of(series: pd.Series) -> tuple[Any, ...]:
@@ -108,7 +113,7 @@ def check_target(frame: pd.DataFrame, target: str) -> None:
     raise DataRejected(f"target '{target}' is not a column of the data{hint}; the columns are {names}")
 
 
-def column_report(series: pd.Series, feature_type: str, why: str) -> ColumnReport:
+def column_report(series: pd.Series, feature_type: str, why: str, warning: str = "") -> ColumnReport:
     values = series[series.notna()]
     return ColumnReport(
         name=str(series.name),
@@ -118,7 +123,52 @@ def column_report(series: pd.Series, feature_type: str, why: str) -> ColumnRepor
         examples=examples_of(series),
         type=feature_type,
         why=why,
+        warning=warning,
     )
+
+
+def unique_warning(feature: FeatureSpec, series: pd.Series) -> str:
+    """A line on near-unique whole numbers: typed id (a key, never read), or left numeric (no key evidence); else "".
+
+    Either is a decision the reviewer must check: a key read by the model is learned by heart (it scores well on
+    held-out rows of the same file and means nothing on new ones), and a quantity typed id is lost to the model."""
+    if feature.type not in ("id", "numeric"):
+        return ""
+    evidence = key_evidence(column_values(series, feature.name))
+    if evidence is None:
+        return ""
+    if feature.type == "id" and evidence.is_key:
+        return (
+            f"'{feature.name}' looks like a key ({evidence.summary()}; {evidence.reasons()}): typed id, never read by"
+            " the model; if it is a real quantity, set type: numeric and allow_unique: true"
+        )
+    if feature.type == "numeric" and evidence.near_unique:
+        return (
+            f"'{feature.name}' is near-unique ({evidence.summary()}) but spread too widely to tell a key from a"
+            " measurement: left numeric; if it numbers or names the rows, set type: id"
+        )
+    return ""
+
+
+def refuse_numeric_keys(dataset: DatasetSpec, frame: pd.DataFrame, source: str) -> None:
+    """Refuse a reviewed spec whose numeric feature holds a key (inference would type it id), unless the feature
+    says allow_unique: true: the model would learn which rows it was given, not the data."""
+    found = []
+    for feature in dataset.features:
+        if not isinstance(feature, NumericFeature) or feature.allow_unique or feature.name not in frame:
+            continue
+        evidence = key_evidence(column_values(frame[feature.name], feature.name))
+        if evidence is not None and evidence.is_key:
+            found.append(f"'{feature.name}' ({evidence.summary()}; {evidence.reasons()})")
+    if found:
+        what = f"column {found[0]} is" if len(found) == 1 else f"columns {', '.join(found)} are"
+        looks = "looks like a key" if len(found) == 1 else "look like keys"
+        raise DataRejected(
+            f"{what} numeric in {source} but {looks}: a model that reads a key learns the rows it was given (and"
+            " the order they were numbered in), not the data, and still passes its checks on held-out rows of the"
+            " same file. Set type: id (not read by the model), or, if it is a real quantity, add allow_unique: true"
+            " to the feature."
+        )
 
 
 def infer_spec(
@@ -137,7 +187,7 @@ def infer_spec(
     features = one_model_input_kind(
         [infer_feature(column, frame[column]) for column in frame.columns if column != target]
     )
-    reports = [column_report(frame[f.name], f.type, f.why) for f in features]
+    reports = [column_report(frame[f.name], f.type, f.why, unique_warning(f, frame[f.name])) for f in features]
     reports.append(column_report(frame[target], f"target: {target_spec.task}", target_spec.why))
     try:
         dataset = DatasetSpec(name=name, target=target_spec, features=features)
@@ -173,7 +223,8 @@ def proposed_family(dataset: DatasetSpec) -> str:
 
 
 def render_column_table(reports: list[ColumnReport]) -> str:
-    """A fixed-width text table for the terminal: column, type, dtype, distinct, missing, examples, why."""
+    """A fixed-width text table for the terminal: column, type, dtype, distinct, missing, examples, why; then one
+    line per column warning (near-unique whole numbers)."""
     header = ("column", "type", "dtype", "distinct", "missing", "examples", "why")
     rows = [
         (
@@ -195,7 +246,8 @@ def render_column_table(reports: list[ColumnReport]) -> str:
             for i, (cell, w) in enumerate(zip(row, widths, strict=False))
         ]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
-    return "\n".join(lines)
+    warnings = [f"warning: {r.warning}" for r in reports if r.warning]
+    return "\n".join(lines + ([""] + warnings if warnings else []))
 
 
 def shown(value: Any) -> str:

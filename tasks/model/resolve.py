@@ -12,7 +12,7 @@ from tasks.core.records import SPEC_ARTIFACT, Record, RunLinks
 from tasks.core.spec import ModelSpec, Spec, digits_spec, read_spec_file, safe_name
 from tasks.data.files import LoadedDataset, load_dataset
 from tasks.data.image_folders import LABEL_COLUMN
-from tasks.data.infer import infer_spec, render_column_table
+from tasks.data.infer import infer_spec, refuse_numeric_keys, render_column_table
 from tasks.model.families import AUTO_FAMILY, get_family
 from tasks.model.selection import candidate_families
 
@@ -74,6 +74,7 @@ def read_dataset(config: RunConfig, default_dir: Path) -> ResolvedDataset:
         spec, _ = read_spec_file(Path(config.spec_path).expanduser())
         check_target_agrees(spec, config)
         dataset = load_dataset(config.data_path, default_dir, [*spec.dataset.input_columns, spec.dataset.target.name])
+        refuse_numeric_keys(spec.dataset, dataset.frame, f"spec file {config.spec_path}")
         return ResolvedDataset(dataset, spec, f"spec file {config.spec_path}", model_name(config, dataset, spec))
     target = config.target or (LABEL_COLUMN if is_folder(config.data_path) else None)
     if target:

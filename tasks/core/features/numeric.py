@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from tasks.core.features.categorical import MAX_INTEGER_LEVELS
 from tasks.core.features.columns import ColumnValues, count, null_note
@@ -49,10 +50,16 @@ class NumericFeature(FeatureSpec):
     # The domain seen when the spec was made: validation allows a margin around it.
     min: float | None = None
     max: float | None = None
+    # A key (near-unique whole numbers, tasks.core.features.identifier) declared numeric is refused at run time
+    # unless this says it is a real quantity. Written to a spec only when true: a reviewer's decision.
+    allow_unique: bool = Field(
+        False, exclude_if=lambda allowed: not allowed, description="read it although its values look like a key"
+    )
 
     model_input: ClassVar[str | None] = NUMERIC_INPUT
     takes_rows: ClassVar[bool] = True
     request_accepts: ClassVar[str] = "number"
+    settings_help: ClassVar[str] = "allow_unique: true reads whole numbers unique per row that inference made an id"
     # Last among the rules for numbers: row ids (identifier) and codes (categorical) are claimed first.
     inference_rules: ClassVar[tuple[InferenceRule, ...]] = (InferenceRule(80, propose_numeric),)
 
