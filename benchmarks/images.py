@@ -35,8 +35,13 @@ from tasks.release.images import (  # noqa: E402
 
 PIPELINE_TAG = "localhost/greenlight-pipeline:benchmark"
 SERVICE_TAG = "localhost/greenlight-service:benchmark"
-# What the copy of the checkout holds: what the Dockerfile copies, nothing else (.dockerignore's list, plus tests).
-IGNORED = shutil.ignore_patterns(".venv", "data", ".git", "__pycache__", "*.egg-info", "tests", "benchmarks")
+# What the copy of the checkout leaves out: the top-level folders the image does not need (tasks/data stays).
+TOP_LEVEL_IGNORED = {".venv", "data", ".git", "tests", "benchmarks"}
+
+
+def ignored(folder: str, names: list[str]) -> set[str]:
+    top = {name for name in names if name in TOP_LEVEL_IGNORED} if Path(folder) == PROJECT_ROOT else set()
+    return top | {name for name in names if name == "__pycache__" or name.endswith(".egg-info")}
 
 
 def row(what: str, image: BuiltImage) -> None:
@@ -47,7 +52,7 @@ def pipeline(podman: Podman, base: str) -> None:
     print(f"pipeline image ({PIPELINE_TAG}), from a copy of {PROJECT_ROOT}:")
     with tempfile.TemporaryDirectory(prefix="greenlight-bench-") as folder:
         checkout = Path(folder) / "checkout"
-        shutil.copytree(PROJECT_ROOT, checkout, ignore=IGNORED)
+        shutil.copytree(PROJECT_ROOT, checkout, ignore=ignored)
         row("first build (--no-cache)", build_pipeline_image(podman, checkout, PIPELINE_TAG, base, no_cache=True))
         row("again, nothing changed", build_pipeline_image(podman, checkout, PIPELINE_TAG, base))
         with (checkout / "tasks" / "core" / "locations.py").open("a") as code:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from deployments.containerize import add_containerize_parser, command_containerize
 from deployments.export import add_export_parser, command_export
 from deployments.feedback import add_feedback_parser, command_feedback
-from deployments.keys import add_keys_parser, command_keys
+from deployments.keys import add_keys_parser, command_keys, locked
 from deployments.monitor import add_monitor_parser, command_monitor
 from deployments.preflight import (
     check_data_file,
@@ -143,9 +143,16 @@ def print_summary(summary, locations: Locations, flow_called: float, budget_s: f
     print("=" * 72)
 
 
-def start_temporary_prefect_server() -> threading.Thread | None:
+# Prefect gives its temporary server 20 s (counting only its 0.1 s sleeps); two runs importing torch at once on two
+# busy cores took longer, and the timed-out server was started again beside the first, which then held its port.
+PREFECT_START_TIMEOUT_S = 120
+
+
+def start_temporary_prefect_server(prefect_home: Path) -> threading.Thread | None:
     """Without PREFECT_API_URL, Prefect starts a temporary server on the first API call (4-11 s); started here in
-    a thread, its process boots while this one imports the pipeline. Prefect's own start() then finds it running."""
+    a thread, its process boots while this one imports the pipeline. Prefect's own start() then finds it running.
+    One start at a time per PREFECT_HOME (issue 26, item 7): a server creates and migrates a fresh prefect.db as
+    it starts, and two first runs at once each did, timing out or failing on the other's tables."""
     from prefect.settings import PREFECT_API_URL
 
     if PREFECT_API_URL.value():
@@ -154,7 +161,8 @@ def start_temporary_prefect_server() -> threading.Thread | None:
     def start() -> None:
         from prefect.server.api.server import SubprocessASGIServer
 
-        SubprocessASGIServer().start()
+        with locked(prefect_home / "prefect.db"):
+            SubprocessASGIServer().start(timeout=PREFECT_START_TIMEOUT_S)
 
     thread = threading.Thread(target=start, name="prefect-temporary-server", daemon=True)
     thread.start()
@@ -188,7 +196,7 @@ def run_pipeline(config: RunConfig, locations: Locations) -> int:
     load_signing_key(os.environ)  # an unreadable or wrong key file is refused now, not after training
     export_locations(locations, create=True)  # only now: a refused run leaves no empty stores behind
     guard_descendants()  # a kill -9 of this run leaves no Prefect server, build or bento server behind
-    server = start_temporary_prefect_server()
+    server = start_temporary_prefect_server(locations.prefect_home)
     from flows.training import training_pipeline
 
     if server is not None:

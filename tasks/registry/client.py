@@ -88,8 +88,7 @@ def start_tracking_run(
     tracking_uri: str, experiment_name: str, run_name: str, params: dict[str, str], tags: dict[str, str]
 ) -> TrackingRun:
     """Create the pipeline's MLflow run and log its parameters in one batch."""
-    if (database := sqlite_database(tracking_uri)) is not None:
-        database.parent.mkdir(parents=True, exist_ok=True)
+    create_local_store(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = get_or_create_experiment(client, experiment_name, tracking_uri)
     run = client.create_run(experiment_id, run_name=run_name, tags={"git_commit": code_version()[0], **tags})
@@ -542,3 +541,25 @@ def version_run_params(ref: ModelVersionRef) -> dict[str, str]:
         if _error_code(error) != RESOURCE_DOES_NOT_EXIST:
             raise
         return {}
+
+
+# --- Store creation (issue 26, item 7): MLflow's SQLAlchemy stores create the tables and run every migration when
+# they find an empty database, with no lock, so two first runs at once on a fresh local store left one failing on
+# "table _alembic_tmp_experiments already exists" (or an out-of-date schema). One process creates it at a time.
+
+
+def create_local_store(tracking_uri: str) -> None:
+    """Open a local sqlite:/// store under an exclusive lock on `.<database>.lock` beside it, so that only one
+    process at a time creates its tables; the others wait (seconds) and then find a complete store. Any other
+    store (a tracking server, a database server) is created by its server, and nothing is done here."""
+    import fcntl
+
+    database = sqlite_database(tracking_uri)
+    if database is None:
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(f".{database.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, and by the kernel if this process dies
+        client = MlflowClient(tracking_uri=tracking_uri)
+        client.search_experiments(max_results=1)  # the tracking store: tables and migrations
+        client.search_registered_models(max_results=1)  # the registry's store, on the same database
