@@ -372,7 +372,7 @@ def compress_model(
     ]
     rounds = None
     if len(scores) > 1:
-        sessions = [open_session(score.path) for score in scores]
+        sessions = [open_session(score.path, spinning=False) for score in scores]
         scores, rounds = timed_together(scores, sessions, feeds, config.latency_batch_size)
     chosen, reason = select_serving_candidate(scores, config)
     metric_name = MAIN_METRIC[splits.spec.task].removeprefix("test_")

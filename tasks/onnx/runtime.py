@@ -58,15 +58,20 @@ class CandidateScore:
     rows: int = 0
 
 
-def open_session(model: Path | bytes, threads: int = 2) -> ort.InferenceSession:
+def open_session(model: Path | bytes, threads: int = 2, spinning: bool = True) -> ort.InferenceSession:
     """A CPU session from a file or from bytes already read (and checksummed) by the caller.
 
     Two intra-op threads by default because these machines have two cores; the service passes its own
     count (one per worker). One inter-op thread: the graphs here are chains, not parallel branches.
+    spinning=False: the intra-op threads sleep after a run instead of spinning on the cores for a while, as
+    files timed turn about need (interleaved_latency_ms): otherwise the next file runs beside the spinning
+    threads of the one before.
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # warnings about unused initialisers are noise here
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
