@@ -209,6 +209,7 @@ def run_pipeline(config: RunConfig, locations: Locations) -> int:
 
 
 def command_serve(args: argparse.Namespace, locations: Locations) -> int:
+    os.environ.update(serving_key_files())  # issue 26 item 10: a key file that is no key stops us here
     if args.model_name is None:
         if args.pinned:
             raise ConfigRejected("--pinned keeps one model's bento on its version: name it with --model-name")
@@ -229,6 +230,22 @@ def command_serve(args: argparse.Namespace, locations: Locations) -> int:
     print(f"serving {found.uri} (bento {bento_tag}, {mode}) on http://{args.host}:{args.port}", flush=True)
     print(f"  {describe_access(access)}", flush=True)
     return run_server(serve_command(bento_tag, args.host, args.port), serve_environment(follow, **access))
+
+
+def serving_key_files() -> dict[str, str]:
+    """The API key and verify key files this process's environment names, read here: one that is not a key (garbage,
+    a private key, empty) exits 2 in one line before a server starts, where every worker would fail its start and be
+    restarted forever. Each passes on as an absolute path: the server runs in the bento's folder, where a relative
+    one names nothing."""
+    from tasks.core.keys import SettingsRejected, load_verify_key, read_api_key
+
+    try:
+        read_api_key(os.environ)
+        load_verify_key(os.environ)
+    except SettingsRejected as error:
+        raise ConfigRejected(" ".join(str(error).split())) from error
+    named = ("GREENLIGHT_API_KEY_FILE", "GREENLIGHT_VERIFY_KEY_FILE")
+    return {name: str(Path(os.environ[name]).expanduser().resolve()) for name in named if os.environ.get(name)}
 
 
 def access_environment(locations: Locations) -> dict[str, str]:

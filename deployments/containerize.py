@@ -9,6 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from deployments.export import add_force_arguments, forced_reason
 from tasks.core.locations import Locations
 
 # Version tags: where the image is and which bytes it is (an operator loads the archive into any registry).
@@ -39,6 +40,7 @@ def add_containerize_parser(commands: argparse._SubParsersAction) -> None:
     )
     containerize.add_argument("--rebuild-base", action="store_true", help="make the base image again first")
     containerize.add_argument("--no-save", action="store_true", help="do not write the OCI archive")
+    add_force_arguments(containerize)  # issue 26 item 9: a version no gate passed is built only when forced
 
 
 def command_containerize(args: argparse.Namespace, locations: Locations) -> int:
@@ -57,7 +59,7 @@ def command_containerize(args: argparse.Namespace, locations: Locations) -> int:
     )
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    exported = exported_version(locations.tracking_uri, args.model_name, args.version)
+    exported = exported_version(locations.tracking_uri, args.model_name, args.version, forced_reason(args))
     ref = exported.ref
     podman = Podman.find(locations.home)
     print(f"base image        {ensure_base_image(podman, force=args.rebuild_base)}", flush=True)

@@ -1,4 +1,8 @@
-"""`greenlight export k8s|triton`: hand a registered version to another platform as files (tasks/release/)."""
+"""`greenlight export k8s|triton`: hand a registered version to another platform as files (tasks/release/).
+
+Only a version a gate passed (or production) is handed over unless --force --reason; its file is checked against its
+sha256, and its signature where GREENLIGHT_VERIFY_KEY_FILE is set, before anything is written (tasks/release/handoff).
+"""
 
 import argparse
 import os
@@ -24,6 +28,7 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
         target.add_argument("--model-name", default="digits-classifier")
         target.add_argument("--version", help="registered version number (default: the production version)")
         target.add_argument("--out", required=True, help="folder to create (its parent must exist)")
+        add_force_arguments(target)
     k8s.add_argument("--image", help="image reference the Deployment runs (default: the bento tag)")
     k8s.add_argument("--namespace", default="greenlight")
     k8s.add_argument("--replicas", type=int, help="pods at first (default: --min-replicas)")
@@ -41,6 +46,19 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
     triton.add_argument("--gpu", action="store_true", help="instances on GPUs (KIND_GPU) instead of CPUs")
 
 
+def add_force_arguments(parser: argparse.ArgumentParser) -> None:
+    """--force and --reason: hand over a version no gate passed (abandoned, failed, ...), saying why."""
+    parser.add_argument(
+        "--force", action="store_true", help="export a version no gate passed (never judged, or failed); needs --reason"
+    )
+    parser.add_argument("--reason", help="why a version no gate passed is exported (recorded on it as forced_export)")
+
+
+def forced_reason(args: argparse.Namespace) -> str | None:
+    """The reason to export a version no gate passed: None without --force, '' when --force has no --reason."""
+    return (args.reason or "") if args.force else None
+
+
 def options_from(args: argparse.Namespace, options: type[T]) -> T:
     """An options dataclass from the flags of the same names (fields without a flag keep their defaults)."""
     return options(**{field.name: getattr(args, field.name) for field in fields(options) if hasattr(args, field.name)})
@@ -51,8 +69,9 @@ def command_export(args: argparse.Namespace, locations: Locations) -> int:
 
     check_output_folder(Path(args.out))  # a mistyped --out is refused before the registry is read
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a download is a fraction of a second
-    exported = exported_version(locations.tracking_uri, args.model_name, args.version)
-    print(f"exporting {exported.ref.uri}{' (production)' if exported.is_production else ''}")
+    exported = exported_version(locations.tracking_uri, args.model_name, args.version, forced_reason(args))
+    verified = "signature verified" if exported.verify_key is not None else "checksum verified"
+    print(f"exporting {exported.ref.uri}{' (production)' if exported.is_production else ''}, {verified}")
     return write_kubernetes(args, exported) if args.target == "k8s" else write_triton(args, exported)
 
 

@@ -563,3 +563,17 @@ def create_local_store(tracking_uri: str) -> None:
         client = MlflowClient(tracking_uri=tracking_uri)
         client.search_experiments(max_results=1)  # the tracking store: tables and migrations
         client.search_registered_models(max_results=1)  # the registry's store, on the same database
+
+
+# --- Exports that verify (issue 26, items 8 and 9): where a version's files are, named when an export refuses them.
+
+
+def version_artifact_uri(ref: ModelVersionRef) -> str:
+    """Where the registry keeps a version's files: the artifact store URI a download of it reads (a runs:/ source
+    resolved to its run's artifact store, the folder a person can look in)."""
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+
+    uri = ref.client().get_model_version_download_uri(ref.name, ref.version)
+    if not RunsArtifactRepository.is_runs_uri(uri):
+        return uri
+    return RunsArtifactRepository.get_underlying_uri(uri, tracking_uri=ref.tracking_uri)

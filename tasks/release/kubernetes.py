@@ -1,7 +1,8 @@
 """Kubernetes export: what a cluster needs to serve a registered version as `greenlight serve` does here.
 
 `export_kubernetes` writes image/ (BentoML's Dockerfile, the bento and its model: bentos/containerize.py),
-kubernetes/ (deployment, service, hpa, pdb) and README.md; the pods follow `production` unless pinned.
+kubernetes/ (deployment, service, hpa, pdb, and the verify key's Secret when the export verified the version's
+signature) and README.md; the pods follow `production` unless pinned.
 """
 
 import re
@@ -24,6 +25,10 @@ SERVER_PORT = 3000
 BENTO_UID = 1034
 API_KEY_DIR = "/var/run/secrets/greenlight"
 API_KEY_FILE = "api-key"
+# The public key the export verified the version with, mounted apart from the API key (its own Secret, its own folder):
+# the pods refuse any model, the bento's or a followed version, whose signature it does not verify.
+VERIFY_KEY_DIR = "/var/run/secrets/greenlight-verify"
+VERIFY_KEY_FILE = "verify-key.pem"
 # Optional: MLflow credentials the pods need to read the registry (MLFLOW_TRACKING_TOKEN, AWS_* for S3 artifacts).
 MLFLOW_SECRET = "greenlight-mlflow"
 # Stores on this machine, files or loopback servers: a pod cannot reach them, so following the alias needs a server.
@@ -85,6 +90,11 @@ class ServingPlan:
     follow_alias: str | None
     tracking_uri: str | None
     target_cpu_percent: int
+    verify_key_pem: str | None = None  # None: the export checked no signature, and the pods check none
+
+    @property
+    def verify_key_secret(self) -> str:
+        return f"{self.name}-verify-key"
 
     @property
     def selector(self) -> dict[str, str]:
@@ -152,6 +162,7 @@ def serving_plan(exported: ExportedVersion, bento_tag: str, options: KubernetesO
         follow_alias=PRODUCTION_ALIAS if follow else None,
         tracking_uri=pod_tracking_uri(options, ref.tracking_uri) if follow else None,
         target_cpu_percent=options.target_cpu_percent,
+        verify_key_pem=exported.verify_key_pem,
     )
 
 
@@ -173,7 +184,16 @@ def server_environment(plan: ServingPlan) -> list[dict]:
     }
     if plan.follow_alias:
         env |= {"GREENLIGHT_FOLLOW_ALIAS": plan.follow_alias, "MLFLOW_TRACKING_URI": plan.tracking_uri or ""}
+    if plan.verify_key_pem:
+        env["GREENLIGHT_VERIFY_KEY_FILE"] = f"{VERIFY_KEY_DIR}/{VERIFY_KEY_FILE}"
     return [{"name": name, "value": value} for name, value in env.items()]
+
+
+def key_volumes(plan: ServingPlan) -> list[tuple[str, str, str]]:
+    """(volume, Secret, mount folder) of each key file the server reads: the API key, and the verify key when the
+    export verified the version's signature."""
+    keys = [("api-key", plan.api_key_secret, API_KEY_DIR)]
+    return keys + ([("verify-key", plan.verify_key_secret, VERIFY_KEY_DIR)] if plan.verify_key_pem else [])
 
 
 def server_container(plan: ServingPlan) -> dict:
@@ -199,10 +219,8 @@ def server_container(plan: ServingPlan) -> dict:
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [
-            {"name": "tmp", "mountPath": "/tmp"},
-            {"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True},
-        ],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]
+        + [{"name": volume, "mountPath": folder, "readOnly": True} for volume, _, folder in key_volumes(plan)],
     }
 
 
@@ -225,7 +243,10 @@ def deployment_manifest(plan: ServingPlan) -> dict:
         "containers": [server_container(plan)],
         "volumes": [
             {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},  # downloads of followed versions land here
-            {"name": "api-key", "secret": {"secretName": plan.api_key_secret, "defaultMode": 0o440}},
+        ]
+        + [
+            {"name": volume, "secret": {"secretName": secret, "defaultMode": 0o440}}
+            for volume, secret, _ in key_volumes(plan)
         ],
     }
     return {
@@ -267,14 +288,27 @@ def disruption_budget_manifest(plan: ServingPlan) -> dict:
     return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": metadata(plan), "spec": spec}
 
 
+def verify_key_manifest(plan: ServingPlan) -> dict:
+    """The public key the pods verify signatures with, as a Secret written whole (a public key hides nothing; a
+    Secret, as the API key, so it is mounted the same way and a cluster's policy on key material applies)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {**metadata(plan), "name": plan.verify_key_secret},
+        "type": "Opaque",
+        "stringData": {VERIFY_KEY_FILE: plan.verify_key_pem},
+    }
+
+
 def serving_manifests(plan: ServingPlan) -> dict[str, dict]:
     """File name -> manifest, one file per kind."""
-    return {
+    manifests = {
         "deployment.yaml": deployment_manifest(plan),
         "service.yaml": service_manifest(plan),
         "hpa.yaml": autoscaler_manifest(plan),
         "pdb.yaml": disruption_budget_manifest(plan),
     }
+    return manifests | ({"verify-key.yaml": verify_key_manifest(plan)} if plan.verify_key_pem else {})
 
 
 class ManifestDumper(yaml.SafeDumper):
@@ -282,6 +316,14 @@ class ManifestDumper(yaml.SafeDumper):
 
     def ignore_aliases(self, data: object) -> bool:
         return True
+
+
+def literal_block(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    """Text of several lines (the verify key's PEM) as a YAML literal block: the file as it was, line for line."""
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+
+
+ManifestDumper.add_representer(str, literal_block)
 
 
 def manifest_yaml(manifest: dict) -> str:
@@ -314,10 +356,16 @@ def next_steps(plan: ServingPlan) -> str:
         if plan.follow_alias
         else f"The pods serve version {plan.model_version} only (pinned)."
     )
+    verifies = (
+        f"\nThe pods serve only models signed by the pipeline's key: kubernetes/verify-key.yaml holds the public key"
+        f" this export verified version {plan.model_version} with (GREENLIGHT_VERIFY_KEY_FILE in the pods).\n"
+        if plan.verify_key_pem
+        else ""
+    )
     return f"""# {plan.model_name} v{plan.model_version} on Kubernetes
 
 {following}
-
+{verifies}
 ```bash
 docker build -t {plan.image} -f image/env/docker/Dockerfile image/   # BuildKit (Docker's default builder)
 docker push {plan.image}
@@ -332,4 +380,4 @@ kubectl apply -f kubernetes/
 - kubernetes/service.yaml: ClusterIP port 80 -> the pods' port {SERVER_PORT}
 - kubernetes/hpa.yaml: {plan.min_replicas} to {plan.max_replicas} pods at {plan.target_cpu_percent}% CPU
 - kubernetes/pdb.yaml: at most one pod evicted at a time
-"""
+""" + ("- kubernetes/verify-key.yaml: the public key the pods verify signatures with\n" if plan.verify_key_pem else "")

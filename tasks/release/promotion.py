@@ -56,6 +56,7 @@ from tasks.release.gate import (
     score_model,
     shadow_checks,
 )
+from tasks.release.verdicts import never_judged
 
 LOCK_TIMEOUT_S = 900
 
@@ -275,13 +276,8 @@ def force_promote(tracking_uri: str, model_name: str, version: str, reason: str)
         target = get_version(tracking_uri, model_name, version)
     except Exception as error:  # noqa: BLE001  MLflow raises several types for a missing version
         raise GreenlightError(f"{model_name} has no version {version}: {error}") from error
-    verdict = target.tags.get("gate_verdict", "pending")
-    if verdict in ("pending", "abandoned", "error"):  # a verdict never goes back to one of these
-        why = target.tags.get("gate_reason", "its run is not done")
-        raise GreenlightError(
-            f"{target.uri} has no gate verdict ({verdict}: {why}): it was never built and checked like a"
-            " candidate, so it cannot be promoted, even by hand"
-        )
+    if problem := never_judged(target):
+        raise GreenlightError(f"{problem}, so it cannot be promoted, even by hand")
     with promotion_lock(model_name):
         tag_model_version(target, {"forced_promotion": reason[:4000]})
         return move_production(target, "forced", reason)

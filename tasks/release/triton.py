@@ -1,10 +1,10 @@
 """Triton export: a model repository serving a registered version's ONNX file with Triton's ONNX Runtime backend.
 
 `export_triton` writes NAME/config.pbtxt (inputs and outputs from the graph, checked against the spec),
-NAME/1/model.onnx (checked against its sha256), and labels.txt or tokenizer.json where the model has them.
+NAME/1/model.onnx (its sha256, and its signature where a verify key is set, checked as a service checks them:
+handoff.verified_onnx), and labels.txt or tokenizer.json where the model has them.
 """
 
-import hashlib
 import importlib.util
 import shutil
 import tempfile
@@ -20,8 +20,8 @@ from google.protobuf.message import Message
 from tasks.core.errors import ConfigRejected, GreenlightError
 from tasks.core.spec import CATEGORICAL_INPUT, NUMERIC_INPUT, PIXELS_INPUT, TEXT_INPUT, DatasetSpec
 from tasks.core.text import TEXT_IDS, TEXT_MASK, TOKENIZER_KEY
-from tasks.registry.client import download_version_onnx, read_version_spec
-from tasks.release.handoff import ExportedVersion, staged_folder
+from tasks.registry.client import read_version_spec
+from tasks.release.handoff import ExportedVersion, staged_folder, verified_onnx
 
 # ONNX element type -> Triton's (model_config.proto DataType); the rest (complex, float8, ...) Triton cannot take.
 TRITON_TYPES = {
@@ -178,15 +178,6 @@ def add_tensor(entries, tensor: TritonTensor, schema: ModuleType) -> Message:
     if not tensor.dims:
         entry.reshape.SetInParent()
     return entry
-
-
-def verified_onnx(exported: ExportedVersion, folder: Path) -> Path:
-    """The version's ONNX file from the registry, refused unless its bytes are the ones registered."""
-    path = download_version_onnx(exported.ref, folder)
-    expected = exported.ref.tags.get("onnx_sha256")
-    if expected and hashlib.sha256(path.read_bytes()).hexdigest() != expected:
-        raise GreenlightError(f"the ONNX file of {exported.ref.uri} is not the one registered (sha256 differs)")
-    return path
 
 
 def export_triton(exported: ExportedVersion, options: TritonOptions, out: Path) -> TritonExport:
