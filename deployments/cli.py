@@ -20,6 +20,7 @@ from deployments.export import add_export_parser, command_export
 from deployments.feedback import add_feedback_parser, command_feedback
 from deployments.keys import add_keys_parser, command_keys, locked
 from deployments.monitor import add_monitor_parser, command_monitor
+from deployments.policy import add_policy_parser, command_policy
 from deployments.preflight import (
     check_data_file,
     check_prefect_api,
@@ -362,7 +363,7 @@ def print_move(move) -> None:
 
 def command_history(args: argparse.Namespace, locations: Locations) -> int:
     from tasks.registry.client import alias_history, find_version
-    from tasks.release.promotion import history_disagreement
+    from tasks.release.promotion import history_disagreement, rollback_target
 
     recover(locations, args.model_name, "history")
     moves = alias_history(locations.tracking_uri, args.model_name)
@@ -373,13 +374,16 @@ def command_history(args: argparse.Namespace, locations: Locations) -> int:
         print(f"{m['at']}  {start:>5} -> v{m['to_version']:<4} {m['kind']:<8} {m['actor']}: {m['reason']}")
     if problem := history_disagreement(moves, find_version(locations.tracking_uri, args.model_name)):
         print(f"WARNING: {problem}")
+    elif moves:
+        target = rollback_target(moves)
+        print(f"next `greenlight rollback` goes to v{target}" if target else "no earlier version to roll back to")
     return 0
 
 
 def command_rollback(args: argparse.Namespace, locations: Locations) -> int:
     from tasks.release.promotion import rollback
 
-    print_move(rollback(locations.tracking_uri, args.model_name, args.reason))
+    print_move(rollback(locations.tracking_uri, args.model_name, args.reason, to=args.to))
     return 0
 
 
@@ -513,8 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--limit", type=int, default=10)
     history = commands.add_parser("history", help="every move of the production alias: from, to, when, why, who")
     history.add_argument("--model-name", default="digits-classifier")
-    rollback = commands.add_parser("rollback", help="move production back to the previous production version")
+    rollback = commands.add_parser(
+        "rollback", help="move production one step back through its history (or --to a version that served)"
+    )
     rollback.add_argument("--model-name", default="digits-classifier")
+    rollback.add_argument("--to", metavar="VERSION", help="a version that was production before or passed its gate")
     rollback.add_argument("--reason", default="manual rollback", help="recorded in the history")
     promote = commands.add_parser(
         "promote", help="promote a version by hand, even one the gate refused; or on its shadow evidence"
@@ -547,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_feedback_parser(commands)
     add_shadow_parser(commands)
     add_keys_parser(commands)
+    add_policy_parser(commands)
     return parser
 
 
@@ -575,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         "feedback": command_feedback,
         "keys": command_keys,
         "shadow": command_shadow,
+        "policy": command_policy,
     }[args.command]
     try:
         if args.command in READS_STORE:

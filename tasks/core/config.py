@@ -261,7 +261,9 @@ class GateConfig(_Section):
     change_thresholds: list[ChangeThreshold] | None = None
     first_run_policy: Literal["promote_if_thresholds_pass", "never_promote"] = "promote_if_thresholds_pass"
     serving: ServingCheckConfig = ServingCheckConfig()
-    # Pause before promotion until a person approves or rejects in the Prefect UI (typed input form).
+    # Pause before promotion until a person approves or rejects in the Prefect UI (typed input form). A run can only
+    # add this: a model whose approval policy (`greenlight policy`) requires approval pauses whatever this says, for
+    # the policy's timeout.
     require_approval: bool = False
     approval_timeout_s: int = Field(3600, ge=10)
     shadow: ShadowGateConfig = ShadowGateConfig()

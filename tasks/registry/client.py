@@ -19,6 +19,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from tasks.core.locations import code_version, sqlite_database
+from tasks.core.policy import POLICY_HISTORY_PREFIX, ApprovalPolicy, policy_from_tags
 from tasks.core.spec import SPEC_METADATA_KEY, FeatureSpec, Spec
 
 PRODUCTION_ALIAS = "production"
@@ -577,3 +578,32 @@ def version_artifact_uri(ref: ModelVersionRef) -> str:
     if not RunsArtifactRepository.is_runs_uri(uri):
         return uri
     return RunsArtifactRepository.get_underlying_uri(uri, tracking_uri=ref.tracking_uri)
+
+
+# --- Approval policy (issue 26, item 3): the registered model's ApprovalPolicy as its tags (policy.<field>), each
+# change appended as policy_history.<ns>; `greenlight policy` is the only writer, every gate reads it under the lock.
+
+
+def read_approval_policy(tracking_uri: str, model_name: str) -> ApprovalPolicy:
+    """The model's approval policy; the default (no approval) when the model or its policy does not exist yet."""
+    try:
+        tags = MlflowClient(tracking_uri=tracking_uri).get_registered_model(model_name).tags
+    except MlflowException as error:
+        if _error_code(error) != RESOURCE_DOES_NOT_EXIST:
+            raise
+        tags = {}
+    return policy_from_tags(tags or {})
+
+
+def write_approval_policy(tracking_uri: str, model_name: str, policy: ApprovalPolicy) -> None:
+    """Store the policy on the registered model (created when a policy comes before its first run) and append the
+    change to its policy history."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        client.create_registered_model(model_name, description="Greenlight model (its policy set before any run).")
+    except MlflowException as error:
+        if _error_code(error) != RESOURCE_ALREADY_EXISTS:
+            raise
+    for key, value in policy.tags().items():
+        client.set_registered_model_tag(model_name, key, value)
+    client.set_registered_model_tag(model_name, f"{POLICY_HISTORY_PREFIX}{time.time_ns():020d}", policy.history_entry())

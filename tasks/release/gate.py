@@ -15,6 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core.config import ChangeThreshold, GateConfig, ShadowGateConfig
+from tasks.core.policy import ApprovalPolicy
 from tasks.core.spec import DatasetSpec
 from tasks.data.report import DataVerdict
 from tasks.data.split import DataSplits
@@ -54,8 +55,11 @@ class Approval:
     """A person's answer to the pause before promotion."""
 
     approved: bool
-    reviewer: str
+    reviewer: str  # the name typed into the form: Prefect's API records no user of its own
     comment: str
+    submitted_by: str = ""  # who recorded the answer: the waiting flow run (form), or the user at the terminal
+    at: str = ""  # when the answer came (ISO, UTC)
+    timed_out: bool = False  # nobody answered within the timeout: a refusal by nobody
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class GateEvidence:
     approval: Approval | None = None
     family: str | None = None  # the trained model's family, whose size bar applies unless the config sets one
     shadow: ShadowFigures | None = None  # None in a training run: no live traffic has seen the new version yet
+    policy: ApprovalPolicy | None = None  # the registered model's approval policy, read under the promotion lock
 
     def with_approval(self, approval: Approval | None) -> "GateEvidence":
         return replace(self, approval=approval)
@@ -348,16 +353,33 @@ def data_checks(data: DataVerdict | None) -> list[GateCheck]:
     return checks
 
 
-def approval_check(approval: Approval | None, config: GateConfig) -> list[GateCheck]:
-    """With gate.require_approval, a person's yes is one of the checks: no answer, no promotion."""
-    if not config.require_approval:
+def approval_check(
+    approval: Approval | None, config: GateConfig, policy: ApprovalPolicy | None = None
+) -> list[GateCheck]:
+    """With the model's approval policy or the run's gate.require_approval, a person's yes is one of the checks: no
+    answer, no promotion. A run can add the requirement, never remove its model's policy."""
+    policy = policy or ApprovalPolicy()
+    if not (config.require_approval or policy.require_approval):
         return []
+    required_by = approval_requirement(config, policy)
     if approval is None:
-        why = "gate.require_approval: nobody approved this candidate (nobody was asked, or production moved)"
-        return [not_run("human_approval", ">=", 1.0, why, required=True)]
+        why = f"{required_by}: nobody approved this candidate (nobody was asked, or production moved)"
+        return [not_run("human_approval", ">=", 1.0, why[:500], required=True)]
+    if approval.approved and not policy.allows(approval.reviewer):
+        who = ", ".join(policy.approvers)
+        why = f"{required_by}: approved by {approval.reviewer}, who is not among the policy's approvers ({who})"
+        return [compare("human_approval", 0.0, ">=", 1.0, why[:500])]
     answer = "approved" if approval.approved else "rejected"
-    source = f"gate.require_approval: {answer} by {approval.reviewer}: {approval.comment}"[:500]
+    source = f"{required_by}: {answer} by {approval.reviewer}: {approval.comment}"[:500]
     return [compare("human_approval", float(approval.approved), ">=", 1.0, source)]
+
+
+def approval_requirement(config: GateConfig, policy: ApprovalPolicy) -> str:
+    """Who asked for the approval: the model's policy (saying so when the run asked for less), or the run."""
+    if not policy.require_approval:
+        return "gate.require_approval"
+    overruled = "" if config.require_approval else "; the run's gate.require_approval false does not lift it"
+    return f"model policy set by {policy.changed_by} at {policy.changed_at}{overruled}"
 
 
 SHADOW_CHECKS = ("shadow_requests", "shadow_agreement")
@@ -418,7 +440,7 @@ def decide_promotion(evidence: GateEvidence, production: Baseline | None, config
     candidate = evidence.scores.candidate
     checks = data_checks(evidence.data) + absolute_checks(candidate, config) + [baseline_check(evidence.scores, config)]
     checks += artifact_checks(evidence, config) + serving_checks(evidence.serving, config)
-    checks += approval_check(evidence.approval, config)
+    checks += approval_check(evidence.approval, config, evidence.policy)
     if production is not None:  # shadow evidence is agreement with production: a first version has none to show
         checks += shadow_checks(evidence.shadow, config.shadow)
         checks += [

@@ -6,8 +6,6 @@ or many sharing a Prefect server or PREFECT_HOME) decide one after another, each
 production version the previous one left.
 """
 
-import getpass
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -26,6 +24,7 @@ from prefect.runtime import flow_run
 
 from tasks.core.config import GateConfig, ShadowGateConfig
 from tasks.core.errors import GreenlightError
+from tasks.core.policy import ApprovalPolicy, person_at_terminal, terminal_actor
 from tasks.core.spec import DatasetSpec
 from tasks.data.split import DataSplits
 from tasks.registry.client import (
@@ -38,6 +37,7 @@ from tasks.registry.client import (
     get_version,
     log_files,
     move_production_alias,
+    read_approval_policy,
     read_version_spec,
     record_alias_move,
     remove_shadow_alias,
@@ -68,7 +68,7 @@ class AliasMove:
     from_version: str | None
     to_version: str
     at: str
-    kind: str  # "gate", "rollback" or "forced"
+    kind: str  # "gate", "rollback" (one step back), "rollback-to" (a chosen version), "forced" or "shadow"
     reason: str
     actor: str
 
@@ -85,7 +85,7 @@ def current_actor() -> str:
     """The flow run that acts, or the person at the terminal (GREENLIGHT_ACTOR overrides)."""
     if run_id := flow_run.get_id():
         return f"flow run {flow_run.get_name()} ({run_id})"
-    return os.environ.get("GREENLIGHT_ACTOR") or f"user {getpass.getuser()}"
+    return terminal_actor()
 
 
 def ensure_lock_exists(name: str) -> None:
@@ -196,22 +196,51 @@ def with_shadow_hint(decision: GateDecision, version: ModelVersionRef) -> GateDe
 def request_approval(
     version: ModelVersionRef, evidence: GateEvidence, config: GateConfig, splits: DataSplits, work_dir: Path
 ) -> Approval | None:
-    """When asked for, show the gate's preview and pause until a person approves or rejects."""
-    if not config.require_approval:
+    """When the model's policy or the run asks for it, show the gate's preview and pause until a person approves
+    or rejects, or the wait times out; the answer is tagged on the version at once (approval.*)."""
+    policy = read_approval_policy(version.tracking_uri, version.name)
+    if not (config.require_approval or policy.require_approval):
         return None
     production = score_production(find_version(version.tracking_uri, version.name), splits, work_dir)
     # The preview is every other check; the approval itself is judged again under the lock.
     preview = decide_promotion(evidence, production, config.model_copy(update={"require_approval": False}))
     if not preview.promote:
         return None  # the gate refuses as things stand: nobody is asked, and the locked decision refuses too
+    timeout_s = approval_timeout(config, policy)
+    who = ", ".join(policy.approvers) if policy.approvers else "anyone"
+    print(f"waiting up to {timeout_s} s for approval of {version.uri} by {who} (resume the paused run in Prefect)")
     create_markdown_artifact(
         key="approval-request", markdown=f"Approve promotion of {version.uri}?\n\n{preview.report_markdown()}"
     )
     try:
-        form = pause_flow_run(wait_for_input=ApprovalForm, timeout=config.approval_timeout_s)
+        form = pause_flow_run(wait_for_input=ApprovalForm, timeout=timeout_s)
     except Exception as error:  # noqa: BLE001  a timeout fails the pause: record it as a rejection
-        return Approval(False, "nobody", f"no answer within {config.approval_timeout_s} s ({type(error).__name__})")
-    return Approval(form.approve, form.reviewer, form.comment)
+        answer = Approval(False, "nobody", f"no answer within {timeout_s} s ({type(error).__name__})", timed_out=True)
+    else:
+        answer = Approval(form.approve, form.reviewer.strip(), form.comment)
+    return record_approval(version, replace(answer, submitted_by=current_actor(), at=now_text()))
+
+
+def approval_timeout(config: GateConfig, policy: ApprovalPolicy) -> int:
+    """How long a run waits: the policy's wait where it requires approval (the model's owner decides), else the
+    run's gate.approval_timeout_s."""
+    return policy.approval_timeout_s if policy.require_approval else config.approval_timeout_s
+
+
+def record_approval(version: ModelVersionRef, approval: Approval) -> Approval:
+    """Tag the answer on the version (approval.answer, .reviewer, .comment, .recorded_by, .at): who said what,
+    visible in the registry whatever the gate decides next."""
+    answer = "timed out" if approval.timed_out else "approved" if approval.approved else "rejected"
+    tags = {"answer": answer, "reviewer": approval.reviewer, "comment": approval.comment[:4000]}
+    tags |= {"recorded_by": approval.submitted_by, "at": approval.at}
+    tag_model_version(version, {f"approval.{key}": value for key, value in tags.items()})
+    who = "" if approval.timed_out else f" by {approval.reviewer}"
+    print(f"approval of {version.uri}: {answer}{who}: {approval.comment} (recorded by {approval.submitted_by})")
+    return approval
+
+
+def now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @task(name="promote_if_better", cache_policy=NO_CACHE)
@@ -225,6 +254,8 @@ def promote_if_better(
 ) -> GateDecision:
     """Under the lock: re-read production, score it on the same rows, decide, record, maybe move the alias."""
     with promotion_lock(version.name):
+        # The model's approval policy as it stands now, whatever the run's configuration asked for.
+        evidence = replace(evidence, policy=read_approval_policy(version.tracking_uri, version.name))
         production = score_production(find_version(version.tracking_uri, version.name), splits, work_dir)
         decision = with_shadow_hint(decide_promotion(evidence, production, config), version)
         record_decision(run, version, decision, work_dir, config)
@@ -251,9 +282,10 @@ def history_disagreement(moves: list[dict[str, str]], current: ModelVersionRef |
     return None
 
 
-def rollback(tracking_uri: str, model_name: str, reason: str) -> AliasMove:
-    """Move `production` back to the version it pointed to before its last move; refuses when the alias
-    was moved by hand since, because 'the previous version' is then unknown."""
+def rollback(tracking_uri: str, model_name: str, reason: str, to: str | None = None) -> AliasMove:
+    """Move `production` one step back through its history (rollback_target), or to version `to`: one that was
+    production before or passed its gate. Refuses when the alias was moved by hand since, because the history no
+    longer says where production has been."""
     with promotion_lock(model_name):
         moves = alias_history(tracking_uri, model_name)
         current = find_version(tracking_uri, model_name)
@@ -262,10 +294,55 @@ def rollback(tracking_uri: str, model_name: str, reason: str) -> AliasMove:
                 f"'{model_name}': {problem}. Rollback does not guess which version was before it: choose one"
                 " (`greenlight status`), then `greenlight promote VERSION --reason '...'` records the move."
             )
-        if current is None or not moves or moves[-1].get("from_version") in (None, "None"):
-            raise GreenlightError(f"'{model_name}' has no earlier production version to roll back to")
-        target = get_version(tracking_uri, model_name, moves[-1]["from_version"])
-        return move_production(target, "rollback", reason)
+        if current is None:
+            raise GreenlightError(f"'{model_name}' has no production version to roll back")
+        version = to if to is not None else rollback_target(moves)
+        if version is None:
+            raise GreenlightError(
+                f"'{model_name}' has no earlier production version to roll back to from v{current.version}: none"
+                " served before it, or each was rolled back from already (`greenlight history`); `greenlight"
+                " rollback --to VERSION` chooses one"
+            )
+        target = rollback_version(tracking_uri, model_name, version, moves, current)
+        # A chosen version is a deliberate move, not a verdict on the one it leaves: only steps back mark it.
+        return move_production(target, "rollback" if to is None else "rollback-to", reason)
+
+
+def rollback_target(moves: list[dict[str, str]]) -> str | None:
+    """Where the next rollback goes: the latest earlier production version that was not itself left by a step back
+    (a version rolled back from was judged bad once: stepping back never returns to it), or None."""
+    if not moves:
+        return None
+    current = moves[-1]["to_version"]
+    left_by = {move["from_version"]: move["kind"] for move in moves}  # how each version last stopped serving
+    for move in reversed(moves):
+        version = move["to_version"]
+        if version != current and left_by.get(version) != "rollback":
+            return version
+    return None
+
+
+def rollback_version(
+    tracking_uri: str, model_name: str, version: str, moves: list[dict[str, str]], current: ModelVersionRef
+) -> ModelVersionRef:
+    """The version a rollback may move production to: it was production before, or passed its gate; else a
+    GreenlightError saying why not (nothing moves)."""
+    if version == current.version:
+        raise GreenlightError(f"v{version} is already the production version of '{model_name}': nothing to roll back")
+    try:
+        target = get_version(tracking_uri, model_name, version)
+    except Exception as error:  # noqa: BLE001  MLflow raises several types for a missing version
+        raise GreenlightError(f"'{model_name}' has no version {version} to roll back to") from error
+    served = any(move["to_version"] == version for move in moves)
+    verdict = target.tags.get("gate_verdict", "pending")
+    if not served and verdict != "passed":
+        why = target.tags.get("gate_reason", "its run is not done")
+        raise GreenlightError(
+            f"{target.uri} was never production and its gate did not pass ({verdict}: {why[:300]}): a rollback"
+            f" returns only to a version that served or passed its gate. `greenlight promote {version} --reason"
+            " '...'` overrides a gate, recorded as such"
+        )
+    return target
 
 
 def force_promote(tracking_uri: str, model_name: str, version: str, reason: str) -> AliasMove:
@@ -278,9 +355,29 @@ def force_promote(tracking_uri: str, model_name: str, version: str, reason: str)
         raise GreenlightError(f"{model_name} has no version {version}: {error}") from error
     if problem := never_judged(target):
         raise GreenlightError(f"{problem}, so it cannot be promoted, even by hand")
+    approve_by_hand(target, reason)
     with promotion_lock(model_name):
         tag_model_version(target, {"forced_promotion": reason[:4000]})
         return move_production(target, "forced", reason)
+
+
+def approve_by_hand(target: ModelVersionRef, reason: str) -> Approval | None:
+    """Under a policy that requires approval, a promotion by hand is the approval of the person at the terminal:
+    refused unless they are among the policy's approvers (any person when it names none), recorded as the reviewer.
+    None where the policy asks for no approval."""
+    policy = read_approval_policy(target.tracking_uri, target.name)
+    if not policy.require_approval:
+        return None
+    person = person_at_terminal()
+    if not policy.allows(person):
+        raise GreenlightError(
+            f"'{target.name}' requires approval by policy ({policy.describe()}), and {person} is not among its"
+            f" approvers: one of {', '.join(policy.approvers)} promotes {target.uri} (`greenlight promote"
+            f" {target.version} --reason '...'`, GREENLIGHT_ACTOR or their login names them), or approves a run's"
+            " pause in Prefect; `greenlight policy` changes the approvers"
+        )
+    approval = Approval(True, person, f"promoted by hand: {reason}", current_actor(), now_text())
+    return record_approval(target, approval)
 
 
 class ShadowEvidenceLacking(GreenlightError):
@@ -324,6 +421,7 @@ def promote_on_shadow_evidence(target: ModelVersionRef, evidence: ShadowFigures)
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     report = describe_version(target.tracking_uri, target.name, target.version).description
     report += f"\n\n## Shadow evidence, judged {stamp}: passed\n\n" + "\n".join(f"- {c.line()}" for c in checks)
+    approve_by_hand(target, f"{reason}, judged by `greenlight promote`")
     with promotion_lock(target.name):
         tags = {"gate_verdict": "passed", "gate_reason": reason} | check_tags(checks)
         tag_model_version(target, tags, description=report)
