@@ -87,6 +87,9 @@ def load_run_config(args: argparse.Namespace) -> RunConfig:
         raw["model_family"] = args.family
     if getattr(args, "time_budget", None) is not None:
         training["time_budget_s"] = args.time_budget if args.time_budget > 0 else None
+    if getattr(args, "accept_new_spec", False):  # issue 26 item 2: production's spec cannot score these rows
+        gate = raw.setdefault("gate", {}) if isinstance(raw.get("gate", {}), dict) else raw["gate"]
+        gate["accept_new_spec"] = True
     if getattr(args, "nproc_per_node", None) is not None:
         training["distributed"] = {**training.get("distributed", {}), "nproc_per_node": args.nproc_per_node}
     sweep_flags = {name: getattr(args, name, None) for name in ("trials", "concurrency", "study_name")}
@@ -125,6 +128,7 @@ def print_summary(summary, locations: Locations, flow_called: float, budget_s: f
     shown = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items() if "." not in name)
     print(f"Test metrics      {shown}")
     print(f"Promoted          {'yes' if summary.promoted else 'NO'}: {decision.reason}")
+    print(f"Gate policy       {decision.policy}")
     for check in decision.checks:
         print(f"  {check.line()}")
     print(f"Production now    {'v' + summary.production_version if summary.production_version else 'none'}")
@@ -206,7 +210,8 @@ def run_pipeline(config: RunConfig, locations: Locations) -> int:
     flow_called = time.time()  # splits the summary's start-up from the wait for Prefect's server
     summary = training_pipeline(config=config)
     print_summary(summary, locations, flow_called, config.training.time_budget_s)
-    return EXIT_PROMOTED if summary.promoted else EXIT_GATE_REFUSED
+    # An identical rerun ends where a promotion would: production serves this very model (nothing refused).
+    return EXIT_PROMOTED if summary.promoted or summary.decision.duplicate_of else EXIT_GATE_REFUSED
 
 
 def command_serve(args: argparse.Namespace, locations: Locations) -> int:
@@ -487,6 +492,11 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--family", help="train this model family instead of the spec's (default: auto for a table)")
     run.add_argument(
         "--time-budget", type=float, help="seconds of training (candidate families, fits); 0 = no limit (default 60)"
+    )
+    run.add_argument(
+        "--accept-new-spec",
+        action="store_true",
+        help="promote even though production answers another spec that cannot score this data (no comparison)",
     )
     run.add_argument(
         "--nproc-per-node", type=int, help="train data-parallel in N processes (torchrun: gloo on CPU, NCCL on GPU)"

@@ -260,6 +260,10 @@ class GateConfig(_Section):
     # Empty = the task's default: accuracy may drop at most 0.5 points, R^2 at most 0.01, vs production.
     change_thresholds: list[ChangeThreshold] | None = None
     first_run_policy: Literal["promote_if_thresholds_pass", "never_promote"] = "promote_if_thresholds_pass"
+    # Production answers another spec that cannot score this run's test rows (labels it never learned, a column it
+    # reads gone or ignored): the candidate cannot be compared with it, and is refused unless this says the new
+    # spec is meant (`greenlight run --accept-new-spec`); it is then judged on the other checks alone.
+    accept_new_spec: bool = False
     serving: ServingCheckConfig = ServingCheckConfig()
     # Pause before promotion until a person approves or rejects in the Prefect UI (typed input form). A run can only
     # add this: a model whose approval policy (`greenlight policy`) requires approval pauses whatever this says, for

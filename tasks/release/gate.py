@@ -48,6 +48,21 @@ class Baseline:
 
     name: str  # "production v3" or "majority class 'Adelie'"
     metrics: ModelMetrics
+    # Production only: the rows both models scored and how their specs differ ("36 test rows both can score").
+    compared_on: str = ""
+    # Production only, non-empty when the candidate is production's own model, and how that is known (the served
+    # ONNX file's sha256): an identical rerun, which must not move the alias to a copy of what already answers.
+    same_model: str = ""
+
+
+@dataclass(frozen=True)
+class OtherSpec:
+    """Production answers a spec whose model cannot score the candidate's test rows (labels it never learned, a
+    column it reads that the candidate's rows lack, another target): nothing to compare on, so promotion waits for
+    an explicit gate.accept_new_spec (`greenlight run --accept-new-spec`) instead of passing as a first run."""
+
+    name: str  # "production v3"
+    why: str  # "label 'c' it never learned"
 
 
 @dataclass(frozen=True)
@@ -140,9 +155,12 @@ class GateDecision:
     served: str = ""  # the compression candidate served and why (CompressionResult.reason)
     trivial: Baseline | None = None  # the trivial model on the same test rows (None: decided without it)
     compression_steps: tuple[str, ...] = ()  # why pruning, distillation and INT8 ran or were skipped
+    duplicate_of: str = ""  # "production v3": the candidate is that version's model; the alias stays
 
     @property
     def verdict(self) -> str:
+        if self.duplicate_of:
+            return "duplicate"
         return "passed" if self.promote else "failed"
 
     def failed_checks(self) -> list[str]:
@@ -369,9 +387,15 @@ def approval_check(
         who = ", ".join(policy.approvers)
         why = f"{required_by}: approved by {approval.reviewer}, who is not among the policy's approvers ({who})"
         return [compare("human_approval", 0.0, ">=", 1.0, why[:500])]
-    answer = "approved" if approval.approved else "rejected"
-    source = f"{required_by}: {answer} by {approval.reviewer}: {approval.comment}"[:500]
+    source = f"{required_by}: {approval_answer(approval)}"[:500]
     return [compare("human_approval", float(approval.approved), ">=", 1.0, source)]
+
+
+def approval_answer(approval: Approval) -> str:
+    """What happened to the request for approval, as the summary and the report say it."""
+    if approval.timed_out:
+        return f"nobody approved in time: {approval.comment}"
+    return f"{'approved' if approval.approved else 'rejected'} by {approval.reviewer}: {approval.comment}"
 
 
 def approval_requirement(config: GateConfig, policy: ApprovalPolicy) -> str:
@@ -435,31 +459,89 @@ def change_rules(config: GateConfig, task_kind: str) -> list[ChangeThreshold]:
     return config.change_thresholds if config.change_thresholds is not None else [DEFAULT_CHANGE[task_kind]]
 
 
-def decide_promotion(evidence: GateEvidence, production: Baseline | None, config: GateConfig) -> GateDecision:
-    """Every check must pass; with no comparable production version the first-run policy applies."""
+def spec_change_check(production: OtherSpec, config: GateConfig) -> GateCheck:
+    """Production answers another spec: the comparison cannot run, which refuses unless gate.accept_new_spec."""
+    why = f"{production.name} answers another spec: {production.why}"
+    if config.accept_new_spec:
+        why += "; accepted without a comparison (gate.accept_new_spec, --accept-new-spec)"
+    else:
+        why += "; to promote without a comparison, rerun with --accept-new-spec (gate.accept_new_spec)"
+    return not_run("compared_with_production", ">=", 1.0, why, required=not config.accept_new_spec)
+
+
+def production_checks(
+    evidence: GateEvidence, production: Baseline | OtherSpec | None, config: GateConfig
+) -> list[GateCheck]:
+    """Against production: the change thresholds on the same rows and the shadow checks, or the spec-change check
+    when production's model cannot score these rows; nothing on a first run."""
+    if isinstance(production, OtherSpec):
+        return [spec_change_check(production, config)]
+    if production is None:  # shadow evidence is agreement with production: a first version has none to show
+        return []
+    candidate = evidence.scores.candidate
+    rules = change_rules(config, candidate.task)
+    return shadow_checks(evidence.shadow, config.shadow) + [
+        c for rule in rules for c in change_checks(rule, candidate, production)
+    ]
+
+
+def gate_policy(production: Baseline | OtherSpec | None, config: GateConfig) -> str:
+    """Which rule set judged the candidate, as the summary, the report and the gate_policy tag say it."""
+    if production is None:
+        return f"first run: {config.first_run_policy}"
+    if isinstance(production, OtherSpec):
+        accepted = "accepted with --accept-new-spec" if config.accept_new_spec else "refused without --accept-new-spec"
+        return f"new spec, not compared: {production.name} answers another spec ({production.why}); {accepted}"
+    return f"compared with {production.name}" + (f" on {production.compared_on}" if production.compared_on else "")
+
+
+def gate_outcome(
+    failed: list[str], production: Baseline | OtherSpec | None, approval: Approval | None, config: GateConfig
+) -> tuple[bool, str]:
+    """Promote or not, and the one-line reason the summary prints. A failed check outranks an identical model (the
+    version failed, whatever production is); with every check passed, production's own model is not promoted."""
+    if failed == ["human_approval"] and approval is not None:
+        return False, approval_answer(approval)
+    if "compared_with_production" in failed:
+        return False, (
+            f"{production.name} answers another spec ({production.why}), so the candidate could not be compared"
+            f" with it: failed {', '.join(failed)}. Rerun with --accept-new-spec (gate.accept_new_spec) to promote"
+            " it on the other checks alone"
+        )
+    if failed:
+        return False, f"failed {', '.join(failed)}"
+    if isinstance(production, Baseline) and production.same_model:
+        return False, (
+            f"same model as {production.name} ({production.same_model}): {production.name} stays in production;"
+            " this version is registered and marked duplicate"
+        )
+    if production is None and config.first_run_policy == "never_promote":
+        return False, "no production version yet and the first-run policy is never_promote"
+    if approval is not None and not approval.approved:
+        return False, approval_answer(approval)
+    if isinstance(production, OtherSpec):
+        return True, f"every check passed; not compared with {production.name}, which answers another spec (accepted)"
+    return True, "every check passed"
+
+
+def decide_promotion(
+    evidence: GateEvidence, production: Baseline | OtherSpec | None, config: GateConfig
+) -> GateDecision:
+    """Every check must pass; with no production version the first-run policy applies, with one that answers
+    another spec only gate.accept_new_spec promotes, and a candidate that is production's own model never moves it."""
     candidate = evidence.scores.candidate
     checks = data_checks(evidence.data) + absolute_checks(candidate, config) + [baseline_check(evidence.scores, config)]
     checks += artifact_checks(evidence, config) + serving_checks(evidence.serving, config)
     checks += approval_check(evidence.approval, config, evidence.policy)
-    if production is not None:  # shadow evidence is agreement with production: a first version has none to show
-        checks += shadow_checks(evidence.shadow, config.shadow)
-        checks += [
-            c for rule in change_rules(config, candidate.task) for c in change_checks(rule, candidate, production)
-        ]
-    policy = f"first run: {config.first_run_policy}" if production is None else f"compared with {production.name}"
+    checks += production_checks(evidence, production, config)
     failed = [c.name for c in checks if not c.passed]
     approval = evidence.approval
-    promote, reason = not failed, "every check passed"
-    if failed == ["human_approval"] and approval is not None:
-        reason = f"rejected by {approval.reviewer}: {approval.comment}"
-    elif failed:
-        reason = f"failed {', '.join(failed)}"
-    elif production is None and config.first_run_policy == "never_promote":
-        promote, reason = False, "no production version yet and the first-run policy is never_promote"
-    elif approval is not None and not approval.approved:
-        promote, reason = False, f"rejected by {approval.reviewer}: {approval.comment}"
+    promote, reason = gate_outcome(failed, production, approval, config)
+    baseline = production if isinstance(production, Baseline) else None
+    duplicate = baseline.name if baseline is not None and baseline.same_model and not failed else ""
     served, trivial = evidence.compression.reason, evidence.scores.trivial
     decision = GateDecision(
-        promote, reason, policy, tuple(checks), candidate, production, approval, evidence.data, served, trivial
+        promote, reason, gate_policy(production, config), tuple(checks), candidate, baseline, approval, evidence.data
     )
-    return replace(decision, compression_steps=tuple(evidence.compression.step_lines()))
+    steps = tuple(evidence.compression.step_lines())
+    return replace(decision, served=served, trivial=trivial, compression_steps=steps, duplicate_of=duplicate)

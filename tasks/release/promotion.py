@@ -50,6 +50,7 @@ from tasks.release.gate import (
     GateCheck,
     GateDecision,
     GateEvidence,
+    OtherSpec,
     ShadowFigures,
     decide_promotion,
     failed_only_shadow,
@@ -129,28 +130,69 @@ def move_production(target: ModelVersionRef, kind: str, reason: str) -> AliasMov
     return move
 
 
-def score_production(production: ModelVersionRef | None, splits: DataSplits, work_dir: Path) -> Baseline | None:
-    """Production's metrics on the candidate's test rows; None on the first run, or when production answers
-    another spec (other columns, labels or task), which these rows cannot score: the report says so."""
+def score_production(
+    production: ModelVersionRef | None, splits: DataSplits, work_dir: Path, candidate: ModelVersionRef | None = None
+) -> Baseline | OtherSpec | None:
+    """Production's metrics on the candidate's test rows (None on the first run), scored with production's own spec:
+    it reads its columns of these rows and knows their labels, else OtherSpec says what it cannot score. With the
+    candidate's version, also whether the candidate is production's own model (an identical rerun)."""
     if production is None:
         return None
+    name = f"production v{production.version}"
     spec = read_version_spec(production)
-    if spec is None or not comparable(spec.dataset, splits.spec):
-        print(f"production v{production.version} answers another spec: not compared on these rows")
-        return None
+    if spec is None:
+        return OtherSpec(name, "it records no spec (registered before specs existed), so its inputs are unknown")
+    if problem := spec_difference(spec.dataset, splits.spec):
+        return OtherSpec(name, problem)
     onnx_path = download_version_onnx(production, work_dir / f"production-v{production.version}")
     scored = DataSplits(spec.dataset, splits.train, splits.validation, splits.test)
-    return Baseline(f"production v{production.version}", score_model(onnx_path, scored))
+    rows = f"{len(splits.test)} test rows both can score" + spec_extras(spec.dataset, splits.spec)
+    same = same_model(production, candidate) if candidate is not None else ""
+    return Baseline(name, score_model(onnx_path, scored), compared_on=rows, same_model=same)
 
 
-def comparable(production: DatasetSpec, candidate: DatasetSpec) -> bool:
-    """Production can be scored on the candidate's test rows: same task and labels, its columns present."""
-    same_target = (production.target.name, production.task, production.label_texts()) == (
-        candidate.target.name,
-        candidate.task,
-        candidate.label_texts(),
-    )
-    return same_target and set(production.input_columns) <= set(candidate.input_columns)
+def spec_difference(production: DatasetSpec, candidate: DatasetSpec) -> str | None:
+    """Why production's model cannot score the candidate's test rows, or None when it can: the same target and
+    task, every label of the candidate's among production's, every column production reads among the candidate's
+    inputs (the split keeps only those)."""
+    if (production.target.name, production.task) != (candidate.target.name, candidate.task):
+        return (
+            f"it predicts {production.task} target '{production.target.name}', the candidate"
+            f" {candidate.task} target '{candidate.target.name}'"
+        )
+    known = set(production.label_texts())
+    unknown = [label for label in candidate.label_texts() if label not in known]
+    if unknown:
+        return f"label{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} it never learned"
+    missing = [column for column in production.input_columns if column not in candidate.input_columns]
+    if missing:
+        which = (
+            f"column {missing[0]!r}, which it reads, is"
+            if len(missing) == 1
+            else f"columns {', '.join(map(repr, missing))}, which it reads, are"
+        )
+        return f"{which} gone from the data or ignored by the candidate's spec"
+    return None
+
+
+def spec_extras(production: DatasetSpec, candidate: DatasetSpec) -> str:
+    """How two comparable specs differ, for the policy line: ' (the candidate also reads 'x')' or ''."""
+    extra = [column for column in candidate.input_columns if column not in production.input_columns]
+    labels = [label for label in production.label_texts() if label not in set(candidate.label_texts())]
+    parts = [f"the candidate also reads {', '.join(map(repr, extra))}"] if extra else []
+    parts += [f"production also knows {', '.join(map(repr, labels))}"] if labels else []
+    return f" (specs differ: {'; '.join(parts)})" if parts else ""
+
+
+def same_model(production: ModelVersionRef, candidate: ModelVersionRef) -> str:
+    """How the candidate is known to be production's own model (the served ONNX file byte for byte, the file the
+    service verifies before it answers), or '' when it is not."""
+    checksum = candidate.tags.get("onnx_sha256")
+    if not checksum or checksum != production.tags.get("onnx_sha256"):
+        return ""
+    data = candidate.tags.get("data_sha256")
+    same_data = ", trained on the same data" if data and data == production.tags.get("data_sha256") else ""
+    return f"served ONNX file identical, sha256 {checksum[:12]}{same_data}"
 
 
 def record_decision(
@@ -166,7 +208,9 @@ def record_decision(
     if config is not None:
         tags[GATE_CONFIG_TAG] = config.model_dump_json()
     # The versions this one was measured against: production at the gate, and the drift reference.
-    tags["lineage.compared_with"] = decision.baseline.name if decision.baseline else "none (first run policy)"
+    tags["lineage.compared_with"] = decision.baseline.name if decision.baseline else f"none ({decision.policy})"
+    if decision.duplicate_of:
+        tags["duplicate_of"] = decision.duplicate_of
     reference = decision.data.reference_version if decision.data else None
     tags["lineage.drift_reference"] = f"production v{reference}" if reference else "none"
     tags |= check_tags(decision.checks)
@@ -256,7 +300,7 @@ def promote_if_better(
     with promotion_lock(version.name):
         # The model's approval policy as it stands now, whatever the run's configuration asked for.
         evidence = replace(evidence, policy=read_approval_policy(version.tracking_uri, version.name))
-        production = score_production(find_version(version.tracking_uri, version.name), splits, work_dir)
+        production = score_production(find_version(version.tracking_uri, version.name), splits, work_dir, version)
         decision = with_shadow_hint(decide_promotion(evidence, production, config), version)
         record_decision(run, version, decision, work_dir, config)
         if decision.promote:
