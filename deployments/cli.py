@@ -572,6 +572,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     locations = resolve_locations()
     export_locations(locations, create=args.command == "init")
+    # Every command that talks to Prefect without a server (status, rollback, promote, ...) starts a temporary one;
+    # Prefect waits 20 s for it, which a busy 2-core machine overran (a raw RuntimeError): the run's allowance.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(PREFECT_START_TIMEOUT_S))
     handler = {
         "run": command_run,
         "sweep": command_sweep,
@@ -605,6 +608,17 @@ def main(argv: list[str] | None = None) -> int:
     except GreenlightError as error:
         print(f"\ngreenlight {args.command}: {error}", file=sys.stderr)
         return error.exit_code
+    except RuntimeError as error:
+        if "ephemeral Prefect API server" not in str(error):
+            raise
+        print(
+            f"\ngreenlight {args.command}: Prefect's temporary server did not answer within"
+            f" {os.environ['PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS']} s (a busy machine, or a broken"
+            f" PREFECT_HOME {locations.prefect_home}); nothing was changed. Try again, raise"
+            " PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or run a server (`make up`) and set PREFECT_API_URL",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
 
