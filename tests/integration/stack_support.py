@@ -10,6 +10,21 @@ import socket
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from tasks.core.retry import wait_until
+
+FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+# A small run, as a user overrides the form: 3 epochs, no pruning or distillation (what the worker runs is the
+# subject of the stack tests, not compression). A 3-epoch run takes ~45 s on 2 cores (two at once: ~60 s).
+SMALL_OVERRIDE = {
+    "config": {
+        "training": {"max_epochs": 3},
+        "compression": {"pruning": {"levels": []}, "distillation": {"enabled": False}},
+    }
+}
+RUN_TIMEOUT_S = 360
+
 
 def free_ports(count: int) -> list[int]:
     """Ports free on 127.0.0.1 now, all different (held open together while they are picked)."""
@@ -60,3 +75,17 @@ def stack_environment(home: Path, prefect_port: int, mlflow_port: int, worker_qu
         PYTHONPATH=os.pathsep.join(filter(None, [str(project_root), os.environ.get("PYTHONPATH")])),
     )
     return env
+
+
+def final_flow_run(api: str, flow_run_id: str, home: Path, worker: str) -> dict:
+    """The flow run once it has ended (the worker polls, then the run imports the pipeline); a failure with the
+    end of the worker's log after RUN_TIMEOUT_S."""
+    flow_run: dict = {}
+
+    def ended() -> bool:
+        flow_run.update(request_json(f"{api}/flow_runs/{flow_run_id}"))
+        return flow_run["state_type"] in FINAL_STATES
+
+    if not wait_until(ended, RUN_TIMEOUT_S, every_s=3):
+        pytest.fail(f"run still {flow_run['state_type']} after {RUN_TIMEOUT_S} s:\n{log_tail(home, worker)}")
+    return flow_run

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 from container_support import install_podman
-from stack_support import free_ports, group_exists, log_tail, request_json, stack_environment
+from stack_support import (
+    SMALL_OVERRIDE,
+    final_flow_run,
+    free_ports,
+    group_exists,
+    log_tail,
+    request_json,
+    stack_environment,
+)
 
 from deployments.containers import DEPLOYMENT, LABEL, POOL
 from tasks.core.locations import code_version
@@ -27,15 +35,6 @@ from tasks.release.images import BASE_IMAGE, PIPELINE_IMAGE, Podman
 pytestmark = pytest.mark.slow  # builds the pipeline image (~3 min the first time on a machine), trains in it
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-RUN_TIMEOUT_S = 360
-FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-# A small run, as a user overrides the form: 3 epochs, no pruning or distillation.
-OVERRIDE = {
-    "config": {
-        "training": {"max_epochs": 3},
-        "compression": {"pruning": {"levels": []}, "distillation": {"enabled": False}},
-    }
-}
 
 
 @dataclass(frozen=True)
@@ -79,20 +78,16 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 def run_deployment(stack: Stack) -> str:
     """A run of the containers deployment with the small override, triggered as the UI does: its id."""
     deployment = request_json(f"{stack.api}/deployments/name/{DEPLOYMENT}")
-    return request_json(f"{stack.api}/deployments/{deployment['id']}/create_flow_run", {"parameters": OVERRIDE})["id"]
+    create = f"{stack.api}/deployments/{deployment['id']}/create_flow_run"
+    return request_json(create, {"parameters": SMALL_OVERRIDE})["id"]
 
 
 @pytest.fixture(scope="module")
 def finished_run(stack: Stack) -> dict:
-    flow_run_id, flow_run = run_deployment(stack), {}
-
-    def ended() -> bool:
-        flow_run.update(request_json(f"{stack.api}/flow_runs/{flow_run_id}"))
-        return flow_run["state_type"] in FINAL_STATES
-
-    if not wait_until(ended, RUN_TIMEOUT_S, every_s=3):
-        worker_log = log_tail(stack.home, "docker-worker")
-        pytest.fail(f"run still {flow_run['state_type']} after {RUN_TIMEOUT_S} s:\n{worker_log}")
+    """The first run, ended, and its container exited (it runs on for a few seconds after the flow run's end)."""
+    flow_run = final_flow_run(stack.api, run_deployment(stack), stack.home, "docker-worker")
+    exited = wait_until(lambda: [c["State"] for c in stack.stack_containers()] == ["exited"], 60, every_s=1)
+    assert exited, f"{stack.stack_containers()}\n{log_tail(stack.home, 'docker-worker')}"
     return flow_run
 
 
@@ -135,15 +130,17 @@ def test_down_removes_the_stacks_containers_a_running_one_included_and_nothing_e
         "run", "-d", "--runtime", "runc", BASE_IMAGE, "sleep", "600", what="starting a container of someone else's"
     ).strip()  # fmt: skip
     try:
-        run_deployment(stack)
+        name = request_json(f"{stack.api}/flow_runs/{run_deployment(stack)}")["name"]  # the container's name
         label = f"label={LABEL}={stack.home.resolve()}"
-        running = wait_until(lambda: stack.containers(label, "status=running"), 120, every_s=1)
+        running = wait_until(lambda: stack.containers(label, f"name={name}", "status=running"), 120, every_s=1)
         assert running, f"no flow-run container started:\n{log_tail(stack.home, 'docker-worker')}"
         recorded = json.loads((stack.home / "stack" / "pids.json").read_text())["processes"]
         assert {"podman-socket", "docker-worker", "prefect-worker", "prefect-server"} <= {p["name"] for p in recorded}
+        before = [(c["Names"], c["State"]) for c in stack.stack_containers()]
         stopped = stack_command("deployments.stack", "down", stack.env)
         assert stopped.returncode == 0, stopped.stderr
-        assert "removed 2 flow-run container(s)" in stopped.stdout  # the finished run's and the running one
+        # The finished run's container and the running one.
+        assert f"removed {len(before)} flow-run container(s)" in stopped.stdout and len(before) == 2, before
         assert stack.stack_containers() == []
         assert [p["name"] for p in recorded if group_exists(p["pid"])] == []
         assert [c["State"] for c in stack.containers(f"id={bystander}")] == ["running"]

@@ -17,24 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from stack_support import free_ports, group_exists, log_tail, request_json, stack_environment
+from stack_support import (
+    SMALL_OVERRIDE,
+    final_flow_run,
+    free_ports,
+    group_exists,
+    log_tail,
+    request_json,
+    stack_environment,
+)
 
 from tasks.core.retry import wait_until
 
 pytestmark = pytest.mark.slow  # starts Prefect, a worker and MLflow, then trains a small model
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-# A 3-epoch run takes ~45 s on 2 cores (two at once: ~60 s); the bento build is the slow step.
-RUN_TIMEOUT_S = 360
-FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-# A small run, as a user overrides the form: 3 epochs, no pruning or distillation (what the worker runs is the
-# subject here, not compression).
-OVERRIDE = {
-    "config": {
-        "training": {"max_epochs": 3},
-        "compression": {"pruning": {"levels": []}, "distillation": {"enabled": False}},
-    }
-}
 # The worker asks the server for work every 10 s by default; every 2 s, each run here starts ~4 s sooner on average.
 WORKER_QUERY_S = "2"
 
@@ -76,23 +73,14 @@ def deployment(stack: Stack) -> dict:
 
 
 def final_state(stack: Stack, flow_run_id: str) -> dict:
-    """The flow run once it has ended (the worker polls, then the run imports the pipeline)."""
-    flow_run: dict = {}
-
-    def ended() -> bool:
-        flow_run.update(request_json(f"{stack.api}/flow_runs/{flow_run_id}"))
-        return flow_run["state_type"] in FINAL_STATES
-
-    if wait_until(ended, RUN_TIMEOUT_S, every_s=3):
-        return flow_run
-    worker_log = log_tail(stack.home, "prefect-worker")
-    pytest.fail(f"run still {flow_run['state_type']} after {RUN_TIMEOUT_S} s:\n{worker_log}")
+    return final_flow_run(stack.api, flow_run_id, stack.home, "prefect-worker")
 
 
 @pytest.fixture(scope="module")
 def triggered(stack: Stack, deployment: dict) -> str:
     """A run of the deployment with a small override, triggered as the UI does: its id."""
-    return request_json(f"{stack.api}/deployments/{deployment['id']}/create_flow_run", {"parameters": OVERRIDE})["id"]
+    create = f"{stack.api}/deployments/{deployment['id']}/create_flow_run"
+    return request_json(create, {"parameters": SMALL_OVERRIDE})["id"]
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +130,7 @@ def test_a_triggered_run_is_executed_by_the_worker_and_completes(stack, finished
     assert finished_run["state_type"] == "COMPLETED", (
         f"{finished_run['state_name']}: {finished_run['state']['message']}\n{log_tail(stack.home, 'prefect-worker')}"
     )
-    assert finished_run["parameters"] == OVERRIDE
+    assert finished_run["parameters"] == SMALL_OVERRIDE
     assert finished_run["work_pool_name"] == "greenlight-process"
 
 

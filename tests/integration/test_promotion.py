@@ -102,12 +102,19 @@ def test_four_concurrent_runs_leave_one_production_version_and_a_consistent_hist
     prefect_harness, tracking_uri, tmp_path
 ):
     model = "concurrent-model"
-    # Four pipelines and four candidate servers share 2 cores here: latency is not what this test is about.
-    config = tmp_path / "busy-machine.yaml"
-    config.write_text(yaml.safe_dump({"gate": {"serving": {"max_p99_latency_ms": 5000}}}))
-    run = ["run", "--model-name", model, "--config", str(config), *FAST]
+    # Four pipelines and four candidate servers share 2 cores here: latency is not what this test is about. Four
+    # seeds: identical runs would train production's own model, kept as a duplicate without moving the alias; a
+    # tolerated drop of 10 points lets each different model through, so every run moves the alias under the lock.
+    configs = [tmp_path / f"busy-machine-{seed}.yaml" for seed in range(1, 5)]
+    for seed, config in enumerate(configs, start=1):
+        gate = {
+            "serving": {"max_p99_latency_ms": 5000},
+            "change_thresholds": [{"metric": "test_accuracy", "min_absolute_change": -0.1}],
+        }
+        config.write_text(yaml.safe_dump({"gate": gate, "training": {"seed": seed}}))
+    run = ["run", "--model-name", model, *FAST]
     with ThreadPoolExecutor(4) as pool:
-        exit_codes = list(pool.map(lambda _: main(run), range(4)))
+        exit_codes = list(pool.map(lambda config: main([*run, "--config", str(config)]), configs))
     client = MlflowClient(tracking_uri=tracking_uri)
     assert sorted(v.version for v in client.search_model_versions(f"name = '{model}'")) == [1, 2, 3, 4]
     assert set(exit_codes) <= {0, 3} and 0 in exit_codes
