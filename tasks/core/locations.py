@@ -105,9 +105,11 @@ def git(*args: str) -> str | None:
 
 def code_version() -> tuple[str, str]:
     """The commit and whether tracked files differ from it (untracked files, data and stores, do not count); in
-    the pipeline image, which holds no .git, what its build recorded (GREENLIGHT_CODE_COMMIT / _DIRTY)."""
+    the pipeline image, which holds no .git, what its build recorded in CODE_VERSION ("<commit> <yes|no>")."""
     commit = git("rev-parse", "HEAD")
     if commit is None:
-        return os.environ.get("GREENLIGHT_CODE_COMMIT", "unknown"), os.environ.get("GREENLIGHT_CODE_DIRTY", "unknown")
+        recorded = PROJECT_ROOT / "CODE_VERSION"
+        words = recorded.read_text().split() if recorded.is_file() else []
+        return (words[0], words[1]) if len(words) == 2 else ("unknown", "unknown")
     changes = git("status", "--porcelain", "--untracked-files=no")
     return commit, "unknown" if changes is None else ("yes" if changes else "no")

@@ -104,7 +104,7 @@ def test_up_builds_the_pipeline_image_and_puts_a_docker_worker_on_the_pool(stack
     # The image holds this checkout, installed, and says which commit it is (no .git inside).
     found = stack.podman.run(
         "run", "--rm", "--runtime", "runc", PIPELINE_IMAGE, "python", "-c",
-        "import os, flows.training; print(os.environ['GREENLIGHT_CODE_COMMIT'], os.getuid())",
+        "import os, flows.training, tasks.core.locations as at; print(at.code_version()[0], os.getuid())",
         what="running the pipeline image",
     )  # fmt: skip
     assert found.split() == [code_version()[0], "1034"]

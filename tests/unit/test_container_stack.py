@@ -65,3 +65,13 @@ def test_the_build_takes_torch_from_a_local_wheelhouse_holding_the_pinned_cpu_wh
     assert find_links(environ) == [other, wheels]
     assert torch_wheelhouse(checkout, environ) == wheels
     assert torch_wheelhouse(checkout, {"PIP_FIND_LINKS": str(other)}) is None  # another version: from TORCH_INDEX
+
+
+def test_without_git_the_commit_comes_from_the_images_code_version_file(tmp_path: Path, monkeypatch) -> None:
+    import tasks.core.locations as locations
+
+    monkeypatch.setattr(locations, "git", lambda *args: None)  # the pipeline image holds no .git and no git
+    monkeypatch.setattr(locations, "PROJECT_ROOT", tmp_path)
+    assert locations.code_version() == ("unknown", "unknown")
+    (tmp_path / "CODE_VERSION").write_text("2c967322bc70b730431bc521ccb1966759650f92 no\n")
+    assert locations.code_version() == ("2c967322bc70b730431bc521ccb1966759650f92", "no")
