@@ -51,23 +51,40 @@ def post_json(url: str, payload: object) -> tuple[int, dict]:
 @contextmanager
 def served(model_name: str | None, log: Path, **env: str) -> Iterator[str]:
     """`greenlight serve --model-name NAME` (None: `greenlight serve`, every model) on a free port, with `env` added
-    to this process's environment, until the block ends; yields its base URL."""
+    to this process's environment, until the block ends; yields its base URL. BentoML's supervisor binds its own
+    control sockets on ports it picks before the server binds ours, and once took the very port picked here
+    ("Address already in use"): that start is tried again on another port."""
     from bentos.serve import wait_until_ready
 
-    port = free_port()
     which = ["--model-name", model_name] if model_name else []
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "deployments.cli", "serve", *which, "--port", str(port)],
-            cwd=Path(__file__).resolve().parents[2],
-            env={**os.environ, **env},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    for attempt in range(3):
+        port = free_port()
+        with log.open("wb") as output:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "deployments.cli", "serve", *which, "--port", str(port)],
+                cwd=Path(__file__).resolve().parents[2],
+                env={**os.environ, **env},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            wait_until_ready(server, f"http://127.0.0.1:{port}", timeout_s=90)
+            break
+        except RuntimeError:
+            stop_group(server)
+            if attempt == 2 or f"Address already in use (addr='tcp://127.0.0.1:{port}')" not in log.read_text():
+                raise
     try:
-        wait_until_ready(server, f"http://127.0.0.1:{port}", timeout_s=90)
         yield f"http://127.0.0.1:{port}"
     finally:
+        stop_group(server)
+
+
+def stop_group(server: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (gone already: nothing to do), then wait for the server."""
+    try:
         os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    server.wait(timeout=30)
