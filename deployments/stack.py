@@ -230,15 +230,27 @@ class Launcher:
 # --- HTTP probes -----------------------------------------------------------------------------------------
 
 
+BUSY = object()  # Prefect's server answers 503 when its SQLite database was busy: a client is meant to ask again
+BUSY_ATTEMPTS = 5
+
+
 def http_json(url: str, body: dict | None = None) -> object | None:
-    """GET (or POST `body`) and decode JSON; None when nothing answers or the answer is not a 2xx."""
+    """GET (or POST `body`) and decode JSON; None when nothing answers or the answer is not a 2xx. A 503 is asked
+    again (up to BUSY_ATTEMPTS times, a second apart) rather than read as "not there"."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.loads(response.read() or b"null")
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
+
+    def attempt() -> object | None:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return BUSY if error.code == 503 else None
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    answer = retry.try_again_while(attempt, lambda found: found is BUSY, BUSY_ATTEMPTS, lambda number: time.sleep(1))
+    return None if answer is BUSY else answer
 
 
 def http_ok(url: str) -> bool:
