@@ -37,6 +37,14 @@ from deployments.stack import (
 from tasks.core.errors import GreenlightError
 from tasks.core.locations import Locations, export_locations, resolve_locations
 from tasks.registry.client import default_artifact_location
+from tasks.release.images import (
+    PIPELINE_IMAGE,
+    BuiltImage,
+    ImageBuildFailed,
+    Podman,
+    build_pipeline_image,
+    ensure_base_image,
+)
 
 POOL = "greenlight-containers"
 DEPLOYMENT = "training_pipeline/containers"
@@ -114,11 +122,9 @@ def ensure_pool(launcher: Launcher, template: dict) -> None:
         raise StackError(f"could not create work pool {POOL}: {out.stdout}{out.stderr}")
 
 
-def build_pipeline(locations: Locations):
+def build_pipeline(locations: Locations) -> tuple[Podman, BuiltImage]:
     """The pipeline image of this checkout, on the local base (made first if missing); cached layers make it quick
     when only code changed."""
-    from tasks.release.images import PIPELINE_IMAGE, Podman, build_pipeline_image, ensure_base_image
-
     podman = Podman.find(locations.home)
     began = time.monotonic()
     base = ensure_base_image(podman)
@@ -129,7 +135,7 @@ def build_pipeline(locations: Locations):
     return podman, image
 
 
-def start_socket(launcher: Launcher, podman, home: Path) -> Path:
+def start_socket(launcher: Launcher, podman: Podman, home: Path) -> Path:
     """podman's Docker API on a unix socket, no idle timeout; ready when it answers a ping."""
     import docker
 
@@ -152,7 +158,9 @@ def start_socket(launcher: Launcher, podman, home: Path) -> Path:
     return sock
 
 
-def start_container_runs(launcher: Launcher, locations: Locations, serve_mlflow: bool, podman, image) -> None:
+def start_container_runs(
+    launcher: Launcher, locations: Locations, serve_mlflow: bool, podman: Podman, image: BuiltImage
+) -> None:
     """Socket, pool, deployment, docker worker."""
     sock = start_socket(launcher, podman, locations.home)
     tracking_uri = launcher.ports.mlflow_url if serve_mlflow else locations.tracking_uri
@@ -167,8 +175,6 @@ def start_container_runs(launcher: Launcher, locations: Locations, serve_mlflow:
 
 def remove_stack_containers(locations: Locations) -> str:
     """Remove (stopping first) every container this stack's pool started, found by its label; others stay."""
-    from tasks.release.images import ImageBuildFailed, Podman
-
     try:
         podman = Podman.find(locations.home)
     except ImageBuildFailed:

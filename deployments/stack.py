@@ -230,27 +230,39 @@ class Launcher:
 # --- HTTP probes -----------------------------------------------------------------------------------------
 
 
-BUSY = object()  # Prefect's server answers 503 when its SQLite database was busy: a client is meant to ask again
-BUSY_ATTEMPTS = 5
+BUSY_ATTEMPTS = 5  # Prefect's server answers 503 when its SQLite database was busy: a client is meant to ask again
+
+
+def read_json(request: urllib.request.Request, timeout_s: float = 5) -> object:
+    """Send the request and decode its JSON answer. A 503 is asked again, up to BUSY_ATTEMPTS times a second apart;
+    any other error (and the last 503) is raised: HTTPError, URLError, OSError, ValueError for a body not JSON."""
+
+    def attempt() -> object:
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            if error.code != 503:
+                raise
+            return error
+
+    busy = urllib.error.HTTPError
+    answer = retry.try_again_while(
+        attempt, lambda found: isinstance(found, busy), BUSY_ATTEMPTS, lambda n: time.sleep(1)
+    )
+    if isinstance(answer, busy):
+        raise answer
+    return answer
 
 
 def http_json(url: str, body: dict | None = None) -> object | None:
-    """GET (or POST `body`) and decode JSON; None when nothing answers or the answer is not a 2xx. A 503 is asked
-    again (up to BUSY_ATTEMPTS times, a second apart) rather than read as "not there"."""
+    """GET (or POST `body`) and decode JSON; None when nothing answers or the answer is not a 2xx (a 503 asked
+    again first, rather than read as "not there")."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-
-    def attempt() -> object | None:
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            return BUSY if error.code == 503 else None
-        except (urllib.error.URLError, OSError, ValueError):
-            return None
-
-    answer = retry.try_again_while(attempt, lambda found: found is BUSY, BUSY_ATTEMPTS, lambda number: time.sleep(1))
-    return None if answer is BUSY else answer
+    try:
+        return read_json(urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}))
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
 
 
 def http_ok(url: str) -> bool:

@@ -7,14 +7,13 @@ Not a test module: test_deployment.py, test_container_pool.py and test_productio
 import json
 import os
 import socket
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tasks.core.retry import try_again_while, wait_until
+from deployments.stack import read_json
+from tasks.core.retry import wait_until
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 # A small run, as a user overrides the form: 3 epochs, no pruning or distillation (what the worker runs is the
@@ -40,25 +39,10 @@ def free_ports(count: int) -> list[int]:
 
 
 def request_json(url: str, body: dict | None = None, headers: dict[str, str] | None = None, method: str | None = None):
-    """The decoded JSON answer; a 503 (Prefect's server says its SQLite database was busy, as it does under the
-    load of a run) is asked again, as Prefect's own client does, up to 5 times a second apart."""
+    """The decoded JSON answer, a 503 (Prefect's server busy under a run's load) asked again as the stack does."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data, {"Content-Type": "application/json", **(headers or {})}, method=method)
-
-    def attempt():
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            if error.code != 503:
-                raise
-            return error
-
-    busy = urllib.error.HTTPError
-    answer = try_again_while(attempt, lambda found: isinstance(found, busy), 5, lambda number: time.sleep(1))
-    if isinstance(answer, busy):
-        raise answer
-    return answer
+    return read_json(request, timeout_s=30)
 
 
 def group_exists(pgid: int) -> bool:
