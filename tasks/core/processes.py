@@ -41,8 +41,12 @@ def start_child(
     stdout: IO[bytes] | int | None = None,
     stderr: IO[bytes] | int | None = None,
     cwd: str | None = None,
+    die_with_parent: bool = True,
 ) -> subprocess.Popen[bytes]:
-    """Start command in its own process group, to die with this process; stderr joins stdout unless given."""
+    """Start command in its own process group, to die with this process; stderr joins stdout unless given.
+
+    PR_SET_PDEATHSIG fires when the *thread* that started the child ends, not only the process: a child started
+    from a worker thread that must outlive it passes die_with_parent=False and watches for itself."""
     if stderr is None and stdout is not None:
         stderr = subprocess.STDOUT
     return subprocess.Popen(
@@ -52,7 +56,7 @@ def start_child(
         stderr=stderr,
         cwd=cwd,
         start_new_session=True,
-        preexec_fn=_die_with(os.getpid()),  # noqa: PLW1509  only prctl and getppid run in the child
+        preexec_fn=_die_with(os.getpid()) if die_with_parent else None,  # noqa: PLW1509  prctl and getppid only
     )
 
 
@@ -98,17 +102,21 @@ _watchdogs: dict[int, subprocess.Popen[bytes]] = {}
 
 def guard_descendants() -> subprocess.Popen[bytes]:
     """Start a watchdog that stops every process this one started (Prefect's temporary server, a bento build,
-    a candidate server) when this process dies without stopping them, a kill -9 included. One per process."""
+    a candidate server) when this process dies without stopping them, a kill -9 included. One per process.
+
+    The watchdog notices the death itself (its parent changes) rather than through PR_SET_PDEATHSIG, which would
+    also fire when the thread that started it ends and have it stop the process's servers while it lives on."""
     watchdog = _watchdogs.get(os.getpid())
     if watchdog is None or watchdog.poll() is not None:
         command = [sys.executable, "-m", "tasks.core.processes", str(os.getpid())]
-        watchdog = _watchdogs[os.getpid()] = start_child(command, os.environ, stdout=subprocess.DEVNULL)
+        watchdog = start_child(command, os.environ, stdout=subprocess.DEVNULL, die_with_parent=False)
+        _watchdogs[os.getpid()] = watchdog
     return watchdog
 
 
 def watch_descendants(parent: int, every_s: float = 0.5) -> None:
-    """The watchdog's loop: remember the parent's descendants; when the parent is gone (or SIGTERM arrives,
-    which PR_SET_PDEATHSIG sends then), stop the ones still running."""
+    """The watchdog's loop: remember the parent's descendants; when the parent is gone (this process was handed to
+    another parent) or SIGTERM arrives, stop the ones still running."""
     import psutil
 
     known: dict[int, psutil.Process] = {}
@@ -131,6 +139,8 @@ def watch_descendants(parent: int, every_s: float = 0.5) -> None:
     signal.signal(signal.SIGTERM, reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group: the parent decides
     while True:
+        if os.getppid() != parent:
+            reap()
         try:
             children = psutil.Process(parent).children(recursive=True)
         except psutil.NoSuchProcess:

@@ -13,7 +13,6 @@ from prefect.client.schemas.filters import FlowRunFilter
 from prefect.flow_runs import resume_flow_run
 
 from deployments.cli import main
-from tasks.core.processes import guard_descendants
 from tasks.core.retry import wait_until
 from tasks.registry.client import alias_history, find_version
 
@@ -36,7 +35,9 @@ def paused_run_of(model: str, runner: threading.Thread):
     return next((run for run in found if model in str(run.parameters)), None)
 
 
-def test_a_policy_pauses_every_run_an_approver_promotes_and_no_answer_promotes_nothing(prefect_harness, tmp_path):
+def test_a_policy_pauses_every_run_an_approver_promotes_and_no_answer_promotes_nothing(
+    prefect_harness, tmp_path, capsys
+):
     model = "approval-policy-model"
     tracking_uri = os.environ["MLFLOW_TRACKING_URI"]
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -46,10 +47,6 @@ def test_a_policy_pauses_every_run_an_approver_promotes_and_no_answer_promotes_n
     # The run asks for no approval (today: promoted without anybody asked); the policy makes it wait.
     command = run_command(model, {"gate": {"require_approval": False}}, tmp_path, "no-approval")
     result: dict[str, int] = {}
-    # The run's watchdog must belong to this thread: PR_SET_PDEATHSIG fires when the thread that started it ends, and
-    # the watchdog then stops every child of this process, the session's Prefect server included (the next run's
-    # connection refused). The CLI starts it from its main thread too.
-    guard_descendants()
     runner = threading.Thread(target=lambda: result.setdefault("exit", main(command)))  # it pauses: beside the test
     runner.start()
     paused = wait_until(lambda: paused_run_of(model, runner), timeout_s=300, every_s=1)
@@ -63,6 +60,10 @@ def test_a_policy_pauses_every_run_an_approver_promotes_and_no_answer_promotes_n
     assert tags["gate.human_approval"].endswith("pass")
     report = client.get_model_version(model, "1").description
     assert "model policy set by user " in report and "gate.require_approval false does not lift it" in report
+    capsys.readouterr()
+    assert main(["show", "1", "--model-name", model]) == 0  # where a person looks for who approved it
+    review = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("review "))
+    assert "approved by ana: read the gate report (recorded by flow run " in review
 
     # Nobody answers within the policy's timeout: not promoted, the version says why, production stays v1.
     assert main([*policy, "--approval-timeout", "10s"]) == 0
@@ -80,3 +81,6 @@ def test_a_policy_pauses_every_run_an_approver_promotes_and_no_answer_promotes_n
     assert (tags["approval.answer"], tags["approval.reviewer"]) == ("timed out", "nobody")
     assert tags["gate_verdict"] == "failed" and "no answer within 10 s" in tags["gate_reason"]
     assert [m["to_version"] for m in alias_history(tracking_uri, model)] == ["1"]
+    capsys.readouterr()
+    assert main(["show", "2", "--model-name", model]) == 0
+    assert "review        timed out: " in capsys.readouterr().out
