@@ -8,6 +8,7 @@ from tasks.core.records import LINEAGE_TAG_PREFIX
 from tasks.model.metrics import HEADLINE, METRIC_TITLES
 from tasks.monitoring.shadow_evidence import ShadowEvidence
 from tasks.registry.client import VersionRecord, read_version_spec
+from tasks.release.handoff import FORCED_EXPORT_TAG
 
 
 def signature_text(record: VersionRecord) -> str:
@@ -53,6 +54,22 @@ def live_drift_text(tags: dict[str, str]) -> str:
     return f"{found}: {tags.get('monitor.worst_features', '')}; report {tags.get('monitor.report', '?')}"
 
 
+def decisions_text(tags: dict[str, str]) -> list[str]:
+    """What people decided about the version, as recorded on it: the human review (approval.*: answer, reviewer,
+    who recorded it, when), a forced promotion and a forced export, each with its reason."""
+    lines = []
+    if "approval.answer" in tags:
+        answer, reviewer = tags["approval.answer"], tags.get("approval.reviewer", "?")
+        who = "" if answer == "timed out" else f" by {reviewer}"
+        recorded = f"recorded by {tags.get('approval.recorded_by', '?')} at {tags.get('approval.at', '?')}"
+        lines.append(f"review        {answer}{who}: {tags.get('approval.comment', '')} ({recorded})")
+    if "forced_promotion" in tags:
+        lines.append(f"forced        promoted by hand: {tags['forced_promotion']}")
+    if FORCED_EXPORT_TAG in tags:
+        lines.append(f"forced        exported unjudged: {tags[FORCED_EXPORT_TAG]}")
+    return lines
+
+
 def render_version(record: VersionRecord, shadow: ShadowEvidence | None = None) -> str:
     ref, tags = record.ref, record.ref.tags
     created = datetime.fromtimestamp(record.created_ms / 1000, UTC).isoformat(timespec="seconds")
@@ -66,6 +83,7 @@ def render_version(record: VersionRecord, shadow: ShadowEvidence | None = None) 
         f"bento         {tags.get('bento_tag', 'none')}",
         f"signature     {signature_text(record)}",
         f"live drift    {live_drift_text(tags)}",
+        *decisions_text(tags),
         "lineage",
     ]
     lineage = {k.removeprefix(LINEAGE_TAG_PREFIX): v for k, v in tags.items() if k.startswith(LINEAGE_TAG_PREFIX)}

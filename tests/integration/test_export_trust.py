@@ -117,6 +117,9 @@ def test_a_version_no_gate_judged_is_exported_only_when_forced_with_a_reason(sto
     assert main([*triton, "--force", "--reason", "load test in staging Triton"]) == 0
     assert (out / "triton" / MODEL / "1" / "model.onnx").is_file()
     assert version_tags("2")["forced_export"] == "load test in staging Triton"
+    capsys.readouterr()
+    assert main(["show", "2", "--model-name", MODEL]) == 0
+    assert "forced        exported unjudged: load test in staging Triton" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("content", [b"not a key\n", b""], ids=["garbage", "empty"])
